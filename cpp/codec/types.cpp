@@ -1,0 +1,71 @@
+#include <algorithm>
+#include <cctype>
+
+#include "zipmoe/types.h"
+
+namespace zipmoe {
+
+namespace {
+std::string lowercase(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+}  // namespace
+
+std::size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16:
+    case DType::kF16: return 2;
+    case DType::kF32: return 4;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16: return "bf16";
+    case DType::kF16: return "f16";
+    case DType::kF32: return "f32";
+  }
+  return "unknown";
+}
+
+bool parse_dtype(const std::string& name, DType* dtype) {
+  const std::string s = lowercase(name);
+  if (s == "bf16" || s == "bfloat16") {
+    *dtype = DType::kBF16;
+  } else if (s == "f16" || s == "float16" || s == "fp16" || s == "half") {
+    *dtype = DType::kF16;
+  } else if (s == "f32" || s == "float32" || s == "fp32" || s == "float") {
+    *dtype = DType::kF32;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool is_valid_dtype(std::uint8_t value) { return value >= 1 && value <= 3; }
+
+const char* codec_name(Codec codec) {
+  switch (codec) {
+    case Codec::kRaw: return "raw";
+    case Codec::kHuffman: return "huffman";
+    case Codec::kRans: return "rans";
+    case Codec::kConstant: return "constant";
+    case Codec::kAuto: return "auto";
+  }
+  return "unknown";
+}
+
+bool parse_codec(const std::string& name, Codec* codec) {
+  const std::string s = lowercase(name);
+  for (Codec c : {Codec::kRaw, Codec::kHuffman, Codec::kRans, Codec::kConstant, Codec::kAuto}) {
+    if (s == codec_name(c)) {
+      *codec = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace zipmoe

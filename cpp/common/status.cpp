@@ -1,0 +1,29 @@
+#include "common/status.h"
+
+namespace zipmoe {
+
+void throw_if_error(const Status& status) {
+  if (status.ok()) return;
+  const std::string& m = status.message();
+  switch (status.code()) {
+    case StatusCode::kOk:
+      return;
+    case StatusCode::kFormat:
+      throw FormatError(m);
+    case StatusCode::kChecksum:
+      throw ChecksumError(m);
+    case StatusCode::kInvalidArgument:
+      throw InvalidArgumentError(m);
+    case StatusCode::kIo:
+      throw IoError(m);
+    case StatusCode::kUnsupported:
+      throw UnsupportedModelError(m);
+    case StatusCode::kBudget:
+      throw BudgetError(m);
+    case StatusCode::kInternal:
+      throw Error("internal error: " + m);
+  }
+  throw Error(m);
+}
+
+}  // namespace zipmoe

@@ -1,0 +1,75 @@
+// Status: the error value of internal functions that parse outside data.
+//
+// Hot paths (decoders, parsers) return a Status instead of throwing so that a
+// corrupt input costs one branch, and callers can add context (file, tensor,
+// chunk) before the public API turns it into a zipmoe::Error with throw_if_error().
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "zipmoe/error.h"
+
+namespace zipmoe {
+
+enum class StatusCode : int {
+  kOk = 0,
+  kFormat,           // malformed data
+  kChecksum,         // checksum mismatch
+  kInvalidArgument,  // caller passed something unacceptable
+  kIo,               // the OS refused a read/write
+  kUnsupported,      // unsupported model / feature
+  kBudget,           // memory budget too small
+  kInternal,         // a bug in zipmoe
+};
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;  // OK
+  Status(StatusCode code, std::string message)
+      : state_(code == StatusCode::kOk ? nullptr
+                                       : std::make_shared<State>(State{code, std::move(message)})) {}
+
+  static Status Ok() { return Status(); }
+  static Status Format(std::string m) { return Status(StatusCode::kFormat, std::move(m)); }
+  static Status Checksum(std::string m) { return Status(StatusCode::kChecksum, std::move(m)); }
+  static Status InvalidArgument(std::string m) {
+    return Status(StatusCode::kInvalidArgument, std::move(m));
+  }
+  static Status Io(std::string m) { return Status(StatusCode::kIo, std::move(m)); }
+  static Status Unsupported(std::string m) { return Status(StatusCode::kUnsupported, std::move(m)); }
+  static Status Budget(std::string m) { return Status(StatusCode::kBudget, std::move(m)); }
+  static Status Internal(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
+
+  bool ok() const { return state_ == nullptr; }
+  StatusCode code() const { return state_ ? state_->code : StatusCode::kOk; }
+  const std::string& message() const {
+    static const std::string kEmpty;
+    return state_ ? state_->message : kEmpty;
+  }
+
+  // Returns a copy whose message is "<context>: <message>" (no-op when OK).
+  Status with_context(const std::string& context) const {
+    if (ok()) return *this;
+    return Status(code(), context + ": " + message());
+  }
+
+ private:
+  struct State {
+    StatusCode code;
+    std::string message;
+  };
+  std::shared_ptr<const State> state_;
+};
+
+// Throws the zipmoe::Error subclass matching the status code (no-op when OK).
+void throw_if_error(const Status& status);
+
+}  // namespace zipmoe
+
+#define ZIPMOE_RETURN_IF_ERROR(expr)        \
+  do {                                      \
+    ::zipmoe::Status _zs = (expr);          \
+    if (!_zs.ok()) return _zs;              \
+  } while (0)

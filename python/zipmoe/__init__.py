@@ -1,0 +1,43 @@
+"""zipmoe: lossless, memory-frugal serving of Mixture-of-Experts language models.
+
+The native core lives in ``zipmoe._core``; this package is its public face.
+"""
+
+import os as _os
+
+# Development hook: load the native module from a CMake build directory instead of
+# the installed package (ZIPMOE_DEV_BUILD=build/dev with PYTHONPATH=python).
+if _os.environ.get("ZIPMOE_DEV_BUILD"):
+    __path__.insert(0, _os.path.abspath(_os.environ["ZIPMOE_DEV_BUILD"]))
+
+from ._core import (  # noqa: F401  (re-exported)
+    BudgetError,
+    ChecksumError,
+    FormatError,
+    InvalidArgumentError,
+    IoError,
+    UnsupportedModelError,
+    ZipMoEError,
+    __version__,
+    available_isas,
+    cpu_features,
+    default_isa,
+)
+from .codec import blob_info, compress, decompress  # noqa: F401
+
+__all__ = [
+    "ZipMoEError",
+    "FormatError",
+    "ChecksumError",
+    "InvalidArgumentError",
+    "IoError",
+    "UnsupportedModelError",
+    "BudgetError",
+    "compress",
+    "decompress",
+    "blob_info",
+    "available_isas",
+    "default_isa",
+    "cpu_features",
+    "__version__",
+]

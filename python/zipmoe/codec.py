@@ -1,0 +1,85 @@
+"""Lossless compression of single tensors: :func:`compress` and :func:`decompress`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._threads import get_pool
+
+_NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+_DTYPE_ALIASES = {
+    "bf16": "bf16", "bfloat16": "bf16",
+    "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
+    "f32": "f32", "float32": "f32", "fp32": "f32", "float": "f32",
+}
+
+
+def _resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
+    if dtype is not None:
+        if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
+            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use 'bf16', 'f16' or 'f32')")
+        name = _DTYPE_ALIASES[dtype.lower()]
+        expected = np.dtype(_NUMPY_DTYPES[name])
+        if name == "bf16":
+            if array.dtype not in (np.dtype(np.uint16), np.dtype(np.int16)) and array.dtype.name != "bfloat16":
+                raise _core.InvalidArgumentError(
+                    f"dtype='bf16' needs a uint16 array of BF16 bit patterns, got {array.dtype}")
+        elif array.dtype != expected:
+            raise _core.InvalidArgumentError(f"dtype={dtype!r} does not match the array's dtype {array.dtype}")
+        return name
+    if array.dtype == np.float32:
+        return "f32"
+    if array.dtype == np.float16:
+        return "f16"
+    if array.dtype.name == "bfloat16":  # ml_dtypes / torch-style numpy extension type
+        return "bf16"
+    if array.dtype == np.uint16:
+        raise _core.InvalidArgumentError("a uint16 array is ambiguous: pass dtype='bf16' for BF16 bit patterns")
+    raise _core.InvalidArgumentError(
+        f"cannot compress {array.dtype} arrays: zipmoe stores float32, float16 and bf16 (uint16 with dtype='bf16')")
+
+
+def compress(array, dtype: str | None = None, codec: str = "auto", threads: int | None = None,
+             segment_symbols: int = 0) -> bytes:
+    """Compresses a float tensor losslessly into a self-describing blob.
+
+    array: a numpy array of float32 or float16, or of uint16 holding BF16 bit
+        patterns together with ``dtype="bf16"``.
+    codec: "auto" (the smallest of huffman/rans/raw for this tensor), "huffman",
+        "rans" or "raw".
+    threads: threads to encode with (None: every core).
+    segment_symbols: symbols per independently decodable segment (0: default).
+
+    The blob holds dtype, shape, the coded exponent plane, the raw sign/mantissa
+    plane and a CRC-32C checksum; :func:`decompress` gives back the same bits.
+    """
+    array = np.asarray(array)
+    name = _resolve_dtype(array, dtype)
+    if not isinstance(codec, str):
+        raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
+    contiguous = np.ascontiguousarray(array)
+    flat = contiguous.reshape(-1).view(np.uint8) if contiguous.size else np.zeros(0, np.uint8)
+    return _core.compress_buffer(flat, name, [int(d) for d in array.shape], codec, int(segment_symbols),
+                                 get_pool(threads))
+
+
+def blob_info(blob) -> dict:
+    """Header fields of a blob (dtype, shape, codec, plane sizes) without decoding it."""
+    return _core.blob_info(memoryview(blob).cast("B") if not isinstance(blob, (bytes, bytearray)) else blob)
+
+
+def decompress(blob, threads: int | None = None, isa: str | None = None) -> np.ndarray:
+    """Decodes a blob made by :func:`compress` into a new numpy array.
+
+    BF16 comes back as uint16 bit patterns, F16 as float16, F32 as float32, in the
+    original shape. The checksum is verified first: corrupted data raises
+    :class:`ChecksumError` (or :class:`FormatError`), never returns wrong values.
+    ``isa`` forces an instruction-set path ("scalar", "avx2", "avx512", "neon").
+    """
+    if isinstance(blob, np.ndarray):
+        blob = blob.reshape(-1).view(np.uint8)
+    info = _core.blob_info(blob)
+    out = np.empty(info["shape"], dtype=_NUMPY_DTYPES[info["dtype"]])
+    _core.decompress_into(blob, out.reshape(-1).view(np.uint8), get_pool(threads), isa)
+    return out

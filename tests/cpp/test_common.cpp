@@ -1,0 +1,86 @@
+#include <atomic>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "common/checksum.h"
+#include "common/cpu_features.h"
+#include "test_framework.h"
+#include "zipmoe/thread_pool.h"
+
+ZTEST(crc32c_known_vectors) {
+  ZCHECK_EQ(zipmoe::crc32c("123456789", 9), 0xE3069283u);
+  ZCHECK_EQ(zipmoe::crc32c_portable("123456789", 9), 0xE3069283u);
+  ZCHECK_EQ(zipmoe::crc32c("", 0), 0u);
+  std::vector<std::uint8_t> zeros(32, 0);
+  ZCHECK_EQ(zipmoe::crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+}
+
+ZTEST(crc32c_hardware_matches_portable_at_every_length_and_alignment) {
+  std::mt19937 rng(7);
+  std::vector<std::uint8_t> data(3 * 4096 * 3 + 123);
+  for (auto& b : data) b = static_cast<std::uint8_t>(rng());
+  for (std::size_t len : {0, 1, 7, 8, 9, 63, 4096, 3 * 4096 - 1, 3 * 4096, 3 * 4096 + 5, 9 * 4096, 9 * 4096 + 100}) {
+    for (std::size_t off = 0; off < 8; ++off) {
+      if (off + len > data.size()) continue;
+      ZCHECK_EQ(zipmoe::crc32c(data.data() + off, len), zipmoe::crc32c_portable(data.data() + off, len));
+    }
+  }
+  // Incremental == one shot.
+  const std::uint32_t whole = zipmoe::crc32c(data.data(), data.size());
+  std::uint32_t part = zipmoe::crc32c(data.data(), 1000);
+  part = zipmoe::crc32c(data.data() + 1000, data.size() - 1000, part);
+  ZCHECK_EQ(whole, part);
+}
+
+ZTEST(thread_pool_runs_every_index_once) {
+  for (int threads : {1, 2, 4}) {
+    zipmoe::ThreadPool pool(threads);
+    ZCHECK_EQ(pool.num_threads(), threads);
+    for (std::size_t n : {0, 1, 3, 1000}) {
+      std::vector<std::atomic<int>> hits(n);
+      pool.parallel_for(n, [&](std::size_t i) { hits[i]++; });
+      for (std::size_t i = 0; i < n; ++i) ZCHECK_EQ(hits[i].load(), 1);
+    }
+  }
+}
+
+ZTEST(thread_pool_rethrows_lowest_index_and_survives) {
+  zipmoe::ThreadPool pool(3);
+  std::string message;
+  try {
+    pool.parallel_for(100, [](std::size_t i) {
+      if (i == 17 || i == 60) throw std::runtime_error("boom " + std::to_string(i));
+    });
+  } catch (const std::runtime_error& e) {
+    message = e.what();
+  }
+  ZCHECK_EQ(message, std::string("boom 17"));
+  std::atomic<int> count{0};
+  pool.parallel_for(50, [&](std::size_t) { count++; });
+  ZCHECK_EQ(count.load(), 50);
+}
+
+ZTEST(thread_pool_nested_calls_run_inline) {
+  zipmoe::ThreadPool pool(2);
+  std::atomic<int> count{0};
+  pool.parallel_for(4, [&](std::size_t) { pool.parallel_for(5, [&](std::size_t) { count++; }); });
+  ZCHECK_EQ(count.load(), 20);
+}
+
+ZTEST(isa_parsing_and_support) {
+  zipmoe::Isa isa;
+  ZCHECK(zipmoe::parse_isa("AVX512", &isa) && isa == zipmoe::Isa::kAvx512);
+  ZCHECK(zipmoe::parse_isa("scalar", &isa) && isa == zipmoe::Isa::kScalar);
+  ZCHECK(!zipmoe::parse_isa("sse9", &isa));
+  ZCHECK(zipmoe::isa_supported(zipmoe::Isa::kScalar));
+  ZCHECK(zipmoe::isa_supported(zipmoe::best_isa()));
+#if defined(__aarch64__)
+  ZCHECK(zipmoe::isa_supported(zipmoe::Isa::kNeon));
+  ZCHECK(!zipmoe::isa_supported(zipmoe::Isa::kAvx2));
+#else
+  ZCHECK(!zipmoe::isa_supported(zipmoe::Isa::kNeon));
+#endif
+}
