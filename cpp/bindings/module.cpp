@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   zipmoe::bindings::register_common(m);
   zipmoe::bindings::register_codec(m);
   zipmoe::bindings::register_format(m);
+  zipmoe::bindings::register_tools(m);
 }

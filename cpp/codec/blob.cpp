@@ -1,4 +1,5 @@
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "codec/coded_plane.h"
@@ -85,28 +86,33 @@ std::vector<std::uint8_t> compress(const void* elements, DType dtype, const std:
   const std::size_t count = static_cast<std::size_t>(n);
   const std::size_t sm_bytes = count * codec::sm_bytes_per_element(dtype);
 
-  std::vector<std::uint8_t> symbols(count);
-  std::vector<std::uint8_t> sm(sm_bytes);
-  codec::split_planes(dtype, elements, count, symbols.data(), sm.data());
+  // The coded plane is appended straight into the blob and the SM plane split
+  // into its tail: no intermediate copies of tensor-sized buffers.
+  std::unique_ptr<std::uint8_t[]> symbols(new std::uint8_t[count ? count : 1]);
+  codec::split_planes(dtype, elements, count, symbols.get(), nullptr);
 
   codec::EncodeOptions encode;
   encode.codec = options.codec;
   if (options.segment_symbols) encode.segment_symbols = options.segment_symbols;
-  std::vector<std::uint8_t> plane;
-  throw_if_error(codec::encode_plane(symbols.data(), count, encode, pool, &plane));
 
   std::vector<std::uint8_t> blob;
-  blob.reserve(4 + 4 + 8 * shape.size() + 16 + plane.size() + sm_bytes + 4);
+  blob.reserve(4 + 4 + 8 * shape.size() + 16 + count / 2 + sm_bytes + 4);
   blob.insert(blob.end(), kBlobMagic, kBlobMagic + 4);
   append_le16(&blob, kBlobVersion);
   blob.push_back(static_cast<std::uint8_t>(dtype));
   blob.push_back(static_cast<std::uint8_t>(shape.size()));
   for (std::uint64_t d : shape) append_le64(&blob, d);
-  append_le64(&blob, plane.size());
+  const std::size_t sizes_at = blob.size();
+  append_le64(&blob, 0);  // coded plane size, patched below
   append_le64(&blob, sm_bytes);
-  blob.insert(blob.end(), plane.begin(), plane.end());
-  blob.insert(blob.end(), sm.begin(), sm.end());
-  append_le32(&blob, crc32c(blob.data(), blob.size()));
+  const std::size_t plane_at = blob.size();
+  throw_if_error(codec::encode_plane(symbols.get(), count, encode, pool, &blob));
+  symbols.reset();
+  store_le64(blob.data() + sizes_at, blob.size() - plane_at);
+  const std::size_t sm_at = blob.size();
+  blob.resize(sm_at + sm_bytes + 4);
+  codec::split_planes(dtype, elements, count, nullptr, blob.data() + sm_at);
+  store_le32(blob.data() + sm_at + sm_bytes, crc32c(blob.data(), sm_at + sm_bytes));
   return blob;
 }
 

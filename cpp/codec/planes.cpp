@@ -5,23 +5,30 @@
 namespace zipmoe::codec {
 
 void split_planes(DType dtype, const void* elements, std::size_t n, std::uint8_t* symbols, std::uint8_t* sm) {
+  // Each plane is produced by its own simple loop so that the compiler vectorizes it.
   if (dtype == DType::kF32) {
     const std::uint32_t* v = static_cast<const std::uint32_t*>(elements);
-    std::uint8_t* lo = sm + n;
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint32_t x = v[i];
-      symbols[i] = static_cast<std::uint8_t>(x >> 23);
-      sm[i] = static_cast<std::uint8_t>(((x >> 24) & 0x80) | ((x >> 16) & 0x7f));
-      lo[2 * i] = static_cast<std::uint8_t>(x);
-      lo[2 * i + 1] = static_cast<std::uint8_t>(x >> 8);
+    if (symbols) {
+      for (std::size_t i = 0; i < n; ++i) symbols[i] = static_cast<std::uint8_t>(v[i] >> 23);
+    }
+    if (sm) {
+      std::uint8_t* lo = sm + n;
+      for (std::size_t i = 0; i < n; ++i) {
+        sm[i] = static_cast<std::uint8_t>(((v[i] >> 24) & 0x80) | ((v[i] >> 16) & 0x7f));
+      }
+      for (std::size_t i = 0; i < n; ++i) {
+        lo[2 * i] = static_cast<std::uint8_t>(v[i]);
+        lo[2 * i + 1] = static_cast<std::uint8_t>(v[i] >> 8);
+      }
     }
     return;
   }
   const std::uint16_t* v = static_cast<const std::uint16_t*>(elements);
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint16_t x = v[i];
-    symbols[i] = static_cast<std::uint8_t>(x >> 7);
-    sm[i] = static_cast<std::uint8_t>(((x >> 8) & 0x80) | (x & 0x7f));
+  if (symbols) {
+    for (std::size_t i = 0; i < n; ++i) symbols[i] = static_cast<std::uint8_t>(v[i] >> 7);
+  }
+  if (sm) {
+    for (std::size_t i = 0; i < n; ++i) sm[i] = static_cast<std::uint8_t>(((v[i] >> 8) & 0x80) | (v[i] & 0x7f));
   }
 }
 

@@ -30,6 +30,7 @@ namespace zipmoe::codec {
 inline std::size_t sm_bytes_per_element(DType dtype) { return dtype == DType::kF32 ? 3 : 1; }
 
 // Splits n elements into n symbols and the SM plane (sm_bytes_per_element(dtype) * n bytes).
+// Either output may be null to produce only the other plane.
 void split_planes(DType dtype, const void* elements, std::size_t n, std::uint8_t* symbols, std::uint8_t* sm);
 
 // Where decoded symbols go. A decoder fills elements [offset, offset + count) of

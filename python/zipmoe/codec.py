@@ -69,17 +69,27 @@ def blob_info(blob) -> dict:
     return _core.blob_info(memoryview(blob).cast("B") if not isinstance(blob, (bytes, bytearray)) else blob)
 
 
-def decompress(blob, threads: int | None = None, isa: str | None = None) -> np.ndarray:
+def decompress(blob, threads: int | None = None, isa: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Decodes a blob made by :func:`compress` into a new numpy array.
 
     BF16 comes back as uint16 bit patterns, F16 as float16, F32 as float32, in the
     original shape. The checksum is verified first: corrupted data raises
     :class:`ChecksumError` (or :class:`FormatError`), never returns wrong values.
     ``isa`` forces an instruction-set path ("scalar", "avx2", "avx512", "neon").
+    ``out``: an existing C-contiguous array of the right dtype and size to decode
+    into (avoids allocating; returned reshaped to the blob's shape).
     """
     if isinstance(blob, np.ndarray):
         blob = blob.reshape(-1).view(np.uint8)
     info = _core.blob_info(blob)
-    out = np.empty(info["shape"], dtype=_NUMPY_DTYPES[info["dtype"]])
+    dtype = np.dtype(_NUMPY_DTYPES[info["dtype"]])
+    if out is None:
+        out = np.empty(info["shape"], dtype=dtype)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous \
+                or out.size != info["num_elements"] or not out.flags.writeable:
+            raise _core.InvalidArgumentError(
+                f"out must be a writeable C-contiguous {dtype} array of {info['num_elements']} elements")
+        out = out.reshape(info["shape"])
     _core.decompress_into(blob, out.reshape(-1).view(np.uint8), get_pool(threads), isa)
     return out
