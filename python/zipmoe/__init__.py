@@ -24,6 +24,7 @@ from ._core import (  # noqa: F401  (re-exported)
     default_isa,
 )
 from .codec import blob_info, compress, decompress  # noqa: F401
+from .container import Container, ContainerWriter, TensorInfo, open_container  # noqa: F401
 
 __all__ = [
     "ZipMoEError",
@@ -36,6 +37,10 @@ __all__ = [
     "compress",
     "decompress",
     "blob_info",
+    "ContainerWriter",
+    "open_container",
+    "Container",
+    "TensorInfo",
     "available_isas",
     "default_isa",
     "cpu_features",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 from . import _core
 
@@ -16,6 +18,138 @@ def _cmd_sysinfo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _role_text(t) -> str:
+    return "dense" if t.role == "dense" else f"L{t.layer} E{t.expert} {t.projection}"
+
+
+def _totals(tensors) -> dict:
+    """Per-role and overall sums; entropy is the element-weighted mean of per-tensor entropies."""
+    groups = {"dense": [t for t in tensors if t.role == "dense"],
+              "expert": [t for t in tensors if t.role == "expert"],
+              "all": list(tensors)}
+    out = {}
+    for role, ts in groups.items():
+        raw = sum(t.raw_bytes for t in ts)
+        stored = sum(t.stored_bytes for t in ts)
+        elements = sum(t.num_elements for t in ts)
+        out[role] = {
+            "tensors": len(ts),
+            "elements": elements,
+            "raw_bytes": raw,
+            "stored_bytes": stored,
+            "exponent_bytes": sum(t.exponent_bytes for t in ts),
+            "sm_bytes": sum(t.sm_bytes for t in ts),
+            "ratio": raw / stored if stored else None,
+            "exponent_entropy": sum(t.exponent_entropy * t.num_elements for t in ts) / elements if elements else None,
+        }
+    return out
+
+
+def _metadata_summary(metadata: dict) -> list[str]:
+    lines = []
+    for key, value in metadata.items():
+        if isinstance(value, dict):
+            text = f"{{{len(value)} keys}}"
+        elif isinstance(value, list):
+            text = f"[{len(value)} items]"
+        elif isinstance(value, str) and len(value) > 60:
+            text = f"<text, {len(value)} characters>"
+        else:
+            text = json.dumps(value, ensure_ascii=False)
+        lines.append(f"  {key}: {text}")
+    return lines
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .container import open_container
+
+    with open_container(args.file) as c:
+        totals = _totals(c.tensors)
+        if args.json:
+            report = {
+                "file": c.path,
+                "file_size": c.file_size,
+                "version": f"{c.version[0]}.{c.version[1]}",
+                "metadata": c.metadata,
+                "tensors": [t.to_dict() for t in c.tensors],
+                "totals": totals,
+            }
+            json.dump(report, sys.stdout, ensure_ascii=False, indent=1)
+            print()
+            return 0
+        print(f"{c.path}: zipmoe container {c.version[0]}.{c.version[1]}, {_human_bytes(c.file_size)}, "
+              f"{len(c.tensors)} tensors")
+        print("metadata:" + ("" if c.metadata else " (empty)"))
+        for line in _metadata_summary(c.metadata):
+            print(line)
+        if not args.no_tensors and c.tensors:
+            rows = [(t.name, _role_text(t), t.dtype, "x".join(map(str, t.shape)) or "scalar", t.codec,
+                     _human_bytes(t.stored_bytes), f"{t.ratio:.3f}", f"{t.exponent_entropy:.3f}") for t in c.tensors]
+            header = ("tensor", "role", "dtype", "shape", "codec", "stored", "ratio", "exp.bits")
+            widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+            right = {5, 6, 7}
+            fmt = lambda r: "  ".join(v.rjust(w) if i in right else v.ljust(w)  # noqa: E731
+                                      for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+            print()
+            print(fmt(header))
+            for r in rows:
+                print(fmt(r))
+        print()
+        print(f"{'role':<7} {'tensors':>8} {'raw':>11} {'stored':>11} {'ratio':>7} {'exp.bits':>8}")
+        for role in ("dense", "expert", "all"):
+            s = totals[role]
+            ratio = f"{s['ratio']:.3f}" if s["ratio"] else "-"
+            entropy = f"{s['exponent_entropy']:.3f}" if s["exponent_entropy"] is not None else "-"
+            print(f"{role:<7} {s['tensors']:>8} {_human_bytes(s['raw_bytes']):>11} "
+                  f"{_human_bytes(s['stored_bytes']):>11} {ratio:>7} {entropy:>8}")
+        if totals["all"]["raw_bytes"]:
+            print(f"file: {_human_bytes(c.file_size)} for {_human_bytes(totals['all']['raw_bytes'])} of weights "
+                  f"(ratio {totals['all']['raw_bytes'] / c.file_size:.3f} with headers, index and padding)")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .container import open_container
+
+    start = time.perf_counter()
+    try:
+        c = open_container(args.file, io=args.io)
+    except _core.ZipMoEError as e:
+        print(f"FAILED: {e}")
+        return 1
+    failures = []
+    decoded = 0
+    with c:
+        for t in c.tensors:
+            try:
+                c.read(t.name, threads=args.threads)
+                decoded += t.raw_bytes
+            except _core.ZipMoEError as e:
+                failures.append(str(e))
+                if len(failures) == 1:
+                    print(f"FAILED: {e}", flush=True)
+        elapsed = time.perf_counter() - start
+        if failures:
+            for message in failures[1:20]:
+                print(f"FAILED: {message}")
+            if len(failures) > 20:
+                print(f"... and {len(failures) - 20} more")
+            print(f"{c.path}: {len(failures)} of {len(c.tensors)} tensors failed verification "
+                  f"(first: {failures[0]})")
+            return 1
+        print(f"OK: {c.path}: header, index, chunk table and metadata checksums, {2 * len(c.tensors)} chunk "
+              f"checksums and {len(c.tensors)} tensors ({_human_bytes(decoded)}) decoded in {elapsed:.2f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipmoe", description="Lossless MoE model serving and compression.")
     parser.add_argument("--version", action="version", version=f"zipmoe {_core.__version__}")
@@ -23,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sysinfo", help="show the version and the CPU paths this build can use")
     p.set_defaults(func=_cmd_sysinfo)
+
+    p = sub.add_parser("inspect", help="summarize a .zmoe container: metadata, tensors, sizes and ratios")
+    p.add_argument("file", help="the .zmoe file")
+    p.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+    p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor table")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("verify", help="check every checksum of a .zmoe container and decode every tensor")
+    p.add_argument("file", help="the .zmoe file")
+    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: every core)")
+    p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read chunks")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

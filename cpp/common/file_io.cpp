@@ -1,0 +1,307 @@
+#include "common/file_io.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
+
+namespace zipmoe {
+
+namespace {
+
+// Linux transfers at most this much per read/write call; asking for less keeps
+// every call's result meaningful on all kernels.
+constexpr std::size_t kMaxTransfer = std::size_t(1) << 30;
+
+bool is_aligned(std::uint64_t value) { return value % kDirectIoAlignment == 0; }
+
+std::string directory_of(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string random_suffix() {
+  // Unique enough to avoid collisions between concurrent writers; O_EXCL
+  // catches the rest.
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                          (std::uint64_t(::getpid()) << 32) ^
+                                          reinterpret_cast<std::uintptr_t>(&rng));
+  static const char kDigits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  std::string s(10, '0');
+  for (char& c : s) c = kDigits[rng() % 36];
+  return s;
+}
+
+Status pread_full(int fd, const std::string& path, std::uint64_t offset, void* buffer, std::size_t size) {
+  std::uint8_t* p = static_cast<std::uint8_t*>(buffer);
+  std::size_t done = 0;
+  while (done < size) {
+    const std::size_t want = std::min(size - done, kMaxTransfer);
+    const ssize_t got = ::pread(fd, p + done, want, static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return io_status(path, "read of " + std::to_string(size) + " bytes at offset " + std::to_string(offset) +
+                                 " failed",
+                       errno);
+    }
+    if (got == 0) {
+      return Status::Format(path + ": file truncated: needed " + std::to_string(size) + " bytes at offset " +
+                            std::to_string(offset) + " but it ends after " + std::to_string(offset + done));
+    }
+    done += static_cast<std::size_t>(got);
+  }
+  return Status::Ok();
+}
+
+Status write_full(int fd, const std::string& path, const void* data, std::size_t size, std::int64_t offset) {
+  const std::uint8_t* p = static_cast<const std::uint8_t*>(data);
+  std::size_t done = 0;
+  while (done < size) {
+    const std::size_t want = std::min(size - done, kMaxTransfer);
+    const ssize_t put = offset < 0 ? ::write(fd, p + done, want)
+                                   : ::pwrite(fd, p + done, want, static_cast<off_t>(offset + done));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      return io_status(path, "write failed", errno);
+    }
+    if (put == 0) return io_status(path, "write made no progress", EIO);
+    done += static_cast<std::size_t>(put);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status io_status(const std::string& path, const std::string& what, int error) {
+  return Status::Io(path + ": " + what + ": " + std::strerror(error));
+}
+
+// ---------------------------------------------------------------------------
+// AlignedBuffer
+
+AlignedBuffer::~AlignedBuffer() { release(); }
+
+AlignedBuffer::AlignedBuffer(AlignedBuffer&& other) noexcept
+    : data_(other.data_), size_(other.size_), capacity_(other.capacity_), alignment_(other.alignment_) {
+  other.data_ = nullptr;
+  other.size_ = other.capacity_ = other.alignment_ = 0;
+}
+
+AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    data_ = other.data_;
+    size_ = other.size_;
+    capacity_ = other.capacity_;
+    alignment_ = other.alignment_;
+    other.data_ = nullptr;
+    other.size_ = other.capacity_ = other.alignment_ = 0;
+  }
+  return *this;
+}
+
+void AlignedBuffer::allocate(std::size_t size, std::size_t alignment) {
+  if (alignment < sizeof(void*)) alignment = sizeof(void*);
+  if (data_ != nullptr && size <= capacity_ && alignment_ % alignment == 0) {
+    size_ = size;
+    return;
+  }
+  release();
+  if (size == 0) return;
+  void* p = nullptr;
+  if (::posix_memalign(&p, alignment, size) != 0) throw std::bad_alloc();
+  data_ = static_cast<std::uint8_t*>(p);
+  size_ = capacity_ = size;
+  alignment_ = alignment;
+}
+
+void AlignedBuffer::release() {
+  std::free(data_);
+  data_ = nullptr;
+  size_ = capacity_ = alignment_ = 0;
+}
+
+// ---------------------------------------------------------------------------
+// File
+
+Status File::open(const std::string& path, bool direct, std::unique_ptr<File>* out) {
+  std::unique_ptr<File> file(new File());
+  file->path_ = path;
+  do {
+    file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (file->fd_ < 0 && errno == EINTR);
+  if (file->fd_ < 0) return io_status(path, "cannot open", errno);
+  struct stat st;
+  if (::fstat(file->fd_, &st) != 0) return io_status(path, "cannot stat", errno);
+  if (!S_ISREG(st.st_mode)) return Status::Io(path + ": not a regular file");
+  file->size_ = static_cast<std::uint64_t>(st.st_size);
+#ifdef O_DIRECT
+  if (direct) {
+    do {
+      file->direct_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    } while (file->direct_fd_ < 0 && errno == EINTR);
+    // EINVAL: the filesystem does not do direct I/O; reads go through the page cache.
+    if (file->direct_fd_ < 0 && errno != EINVAL) return io_status(path, "cannot open for direct I/O", errno);
+  }
+#endif
+  *out = std::move(file);
+  return Status::Ok();
+}
+
+File::~File() {
+  if (mapping_ != nullptr) ::munmap(mapping_, static_cast<std::size_t>(size_));
+  if (direct_fd_ >= 0) ::close(direct_fd_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status File::read_at(std::uint64_t offset, void* buffer, std::size_t size) const {
+  if (size == 0) return Status::Ok();
+  return pread_full(fd_, path_, offset, buffer, size);
+}
+
+Status File::read_direct(std::uint64_t offset, void* buffer, std::size_t size) const {
+  if (!is_aligned(offset) || !is_aligned(size) || !is_aligned(reinterpret_cast<std::uintptr_t>(buffer))) {
+    return Status::InvalidArgument(path_ + ": direct read needs offset, size and buffer aligned to " +
+                                   std::to_string(kDirectIoAlignment) + " bytes (offset " + std::to_string(offset) +
+                                   ", size " + std::to_string(size) + ")");
+  }
+  if (!direct_active()) return read_at(offset, buffer, size);
+  std::uint8_t* p = static_cast<std::uint8_t*>(buffer);
+  std::size_t done = 0;
+  while (done < size) {
+    const std::size_t want = std::min(size - done, kMaxTransfer);
+    const ssize_t got = ::pread(direct_fd_, p + done, want, static_cast<off_t>(offset + done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EINVAL) {
+        // Some filesystems accept O_DIRECT at open but refuse the reads.
+        direct_refused_.store(true, std::memory_order_relaxed);
+        return read_at(offset + done, p + done, size - done);
+      }
+      return io_status(path_, "direct read of " + std::to_string(size) + " bytes at offset " +
+                                  std::to_string(offset) + " failed",
+                       errno);
+    }
+    if (got == 0) {
+      return Status::Format(path_ + ": file truncated: needed " + std::to_string(size) + " bytes at offset " +
+                            std::to_string(offset) + " but it ends after " + std::to_string(offset + done));
+    }
+    done += static_cast<std::size_t>(got);
+    // A partial direct read may end off the block grid; finish it buffered.
+    if (done < size && !is_aligned(done)) return read_at(offset + done, p + done, size - done);
+  }
+  return Status::Ok();
+}
+
+Status File::map(const std::uint8_t** data) {
+  if (mapping_ == nullptr && size_ > 0) {
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(size_), PROT_READ, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) return io_status(path_, "cannot map", errno);
+    mapping_ = static_cast<std::uint8_t*>(p);
+  }
+  *data = mapping_;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// AtomicOutputFile
+
+Status AtomicOutputFile::create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out) {
+  if (path.empty()) return Status::InvalidArgument("output path is empty");
+  std::unique_ptr<AtomicOutputFile> file(new AtomicOutputFile());
+  file->path_ = path;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    file->temp_path_ = path + ".tmp-" + random_suffix();
+    file->fd_ = ::open(file->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (file->fd_ >= 0) break;
+    if (errno != EEXIST && errno != EINTR) return io_status(file->temp_path_, "cannot create", errno);
+  }
+  if (file->fd_ < 0) return io_status(file->temp_path_, "cannot create a unique temporary file", EEXIST);
+  *out = std::move(file);
+  return Status::Ok();
+}
+
+AtomicOutputFile::~AtomicOutputFile() { discard(); }
+
+Status AtomicOutputFile::io_error(const char* what, int error) const { return io_status(temp_path_, what, error); }
+
+Status AtomicOutputFile::append(const void* data, std::size_t size) {
+  if (fd_ < 0) return Status::InvalidArgument(path_ + ": output file is already closed");
+  ZIPMOE_RETURN_IF_ERROR(write_full(fd_, temp_path_, data, size, -1));
+  position_ += size;
+  return Status::Ok();
+}
+
+Status AtomicOutputFile::append_zeros(std::uint64_t count) {
+  static const std::uint8_t kZeros[kDirectIoAlignment] = {};
+  while (count > 0) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(count, sizeof(kZeros)));
+    ZIPMOE_RETURN_IF_ERROR(append(kZeros, n));
+    count -= n;
+  }
+  return Status::Ok();
+}
+
+Status AtomicOutputFile::pad_to(std::uint64_t alignment) {
+  return append_zeros(round_up(position_, alignment) - position_);
+}
+
+Status AtomicOutputFile::write_at(std::uint64_t offset, const void* data, std::size_t size) {
+  if (fd_ < 0) return Status::InvalidArgument(path_ + ": output file is already closed");
+  if (offset + size > position_) {
+    return Status::InvalidArgument(path_ + ": write_at past the bytes written so far");
+  }
+  return write_full(fd_, temp_path_, data, size, static_cast<std::int64_t>(offset));
+}
+
+Status AtomicOutputFile::commit() {
+  if (fd_ < 0) return Status::InvalidArgument(path_ + ": output file is already closed");
+  Status status;
+  if (::fsync(fd_) != 0) status = io_error("fsync failed", errno);
+  if (status.ok()) {
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) status = io_error("close failed", errno);
+  }
+  if (status.ok() && ::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    status = io_status(path_, "cannot rename " + temp_path_ + " into place", errno);
+  }
+  if (!status.ok()) {
+    discard();
+    return status;
+  }
+  temp_path_.clear();
+  // The rename is durable only once the directory entry is.
+  const std::string dir = directory_of(path_);
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    const int rc = ::fsync(dir_fd);
+    const int error = errno;
+    ::close(dir_fd);
+    // Some filesystems cannot fsync a directory (EINVAL); the data itself is safe.
+    if (rc != 0 && error != EINVAL && error != EROFS) return io_status(dir, "fsync of directory failed", error);
+  }
+  return Status::Ok();
+}
+
+void AtomicOutputFile::discard() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  if (!temp_path_.empty()) {
+    ::unlink(temp_path_.c_str());
+    temp_path_.clear();
+  }
+}
+
+}  // namespace zipmoe

@@ -1,0 +1,141 @@
+// File I/O for containers: full positional reads, O_DIRECT reads into aligned
+// buffers, read-only memory maps, and output files that appear atomically.
+//
+// Every failure is a Status naming the path: kIo with strerror() when the
+// operating system refuses, kFormat when a file ends before the bytes a read
+// asked for (a truncated file), kInvalidArgument for misaligned direct reads.
+// Reads are const and thread-safe (pread never moves a shared file position).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace zipmoe {
+
+// Offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
+// (the logical block size of every common SSD and filesystem).
+constexpr std::size_t kDirectIoAlignment = 4096;
+
+inline std::uint64_t round_up(std::uint64_t value, std::uint64_t multiple) {
+  return (value + multiple - 1) / multiple * multiple;
+}
+
+// A heap buffer whose start is aligned to `alignment` bytes (a power of two).
+// Move-only. Contents are uninitialized after allocate().
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t size, std::size_t alignment = kDirectIoAlignment) { allocate(size, alignment); }
+  ~AlignedBuffer();
+  AlignedBuffer(AlignedBuffer&& other) noexcept;
+  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+
+  // Makes size() == size, reusing the allocation when it is large enough and
+  // aligned enough. Throws std::bad_alloc when memory is exhausted.
+  void allocate(std::size_t size, std::size_t alignment = kDirectIoAlignment);
+  void release();
+
+  std::uint8_t* data() { return data_; }
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  std::size_t capacity() const { return capacity_; }
+
+ private:
+  std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+  std::size_t alignment_ = 0;
+};
+
+// A file opened for reading. Not copyable or movable (readers share it by pointer).
+class File {
+ public:
+  // Opens `path` read-only. With `direct`, also opens an O_DIRECT descriptor for
+  // read_direct(); a filesystem that refuses O_DIRECT (EINVAL) is not an error:
+  // read_direct() then reads through the page cache (direct_active() is false).
+  static Status open(const std::string& path, bool direct, std::unique_ptr<File>* out);
+  ~File();
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  const std::string& path() const { return path_; }
+  // Size in bytes when the file was opened.
+  std::uint64_t size() const { return size_; }
+
+  // Reads exactly `size` bytes at `offset` (retrying interrupted and partial
+  // reads). A file that ends first is a kFormat "truncated" error.
+  Status read_at(std::uint64_t offset, void* buffer, std::size_t size) const;
+
+  // Like read_at, bypassing the page cache. offset, size and buffer must be
+  // multiples of kDirectIoAlignment (kInvalidArgument otherwise). Falls back to
+  // read_at, for good, when the filesystem refuses direct reads.
+  Status read_direct(std::uint64_t offset, void* buffer, std::size_t size) const;
+  // True while direct reads really bypass the page cache.
+  bool direct_active() const { return direct_fd_ >= 0 && !direct_refused_.load(std::memory_order_relaxed); }
+
+  // Maps the whole file read-only (once; later calls return the same mapping).
+  // A file truncated by someone else while mapped raises SIGBUS on access: map
+  // only files this process trusts to stay whole.
+  Status map(const std::uint8_t** data);
+  const std::uint8_t* mapping() const { return mapping_; }
+
+ private:
+  File() = default;
+  std::string path_;
+  int fd_ = -1;
+  int direct_fd_ = -1;
+  mutable std::atomic<bool> direct_refused_{false};
+  std::uint64_t size_ = 0;
+  std::uint8_t* mapping_ = nullptr;
+};
+
+// An output file that appears at its path only when complete: bytes go to
+// "<path>.tmp-<random>" in the same directory (so the final rename stays within
+// one filesystem), commit() makes them durable and renames the file over `path`;
+// without commit() the temporary file is removed (discard() or destruction).
+class AtomicOutputFile {
+ public:
+  static Status create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out);
+  ~AtomicOutputFile();
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_path_; }
+  // Bytes appended so far (the offset of the next append()).
+  std::uint64_t position() const { return position_; }
+
+  Status append(const void* data, std::size_t size);
+  Status append_zeros(std::uint64_t count);
+  // Appends zeros up to the next multiple of `alignment`.
+  Status pad_to(std::uint64_t alignment);
+  // Overwrites bytes already written (e.g. a header written last).
+  Status write_at(std::uint64_t offset, const void* data, std::size_t size);
+
+  // fsync, close, rename over path(), fsync of the directory. After a failure
+  // the temporary file is removed and the target is left as it was.
+  Status commit();
+  // Closes and removes the temporary file (no-op after commit()).
+  void discard();
+  bool open() const { return fd_ >= 0; }
+
+ private:
+  AtomicOutputFile() = default;
+  Status io_error(const char* what, int error) const;
+  std::string path_;
+  std::string temp_path_;
+  int fd_ = -1;
+  std::uint64_t position_ = 0;
+};
+
+// "<path>: <what>: <strerror(error)>".
+Status io_status(const std::string& path, const std::string& what, int error);
+
+}  // namespace zipmoe
