@@ -111,9 +111,10 @@ Status encode_plane(const std::uint8_t* symbols, std::size_t n, const EncodeOpti
       const Coder* candidate = find_coder(c);
       std::vector<std::uint8_t> candidate_table;
       ZIPMOE_RETURN_IF_ERROR(candidate->build_table(histogram, &candidate_table));
-      std::uint64_t bytes = candidate_table.size() + candidate->estimate_payload_bytes(candidate_table.data(),
-                                                                                      candidate_table.size(),
-                                                                                      histogram, num_segments);
+      const std::uint64_t payload = candidate->estimate_payload_bytes(candidate_table.data(), candidate_table.size(),
+                                                                      histogram, num_segments);
+      // Saturating: a coder reports "cannot code this" as UINT64_MAX.
+      std::uint64_t bytes = payload > UINT64_MAX / 2 ? UINT64_MAX / 2 : payload + candidate_table.size();
       // Huffman decodes fastest: with kAuto, rANS must be more than 0.2% smaller to win.
       if (c == Codec::kRans && coder != nullptr) bytes += bytes / 500;
       if (bytes < best_bytes) {
