@@ -25,6 +25,9 @@ from ._core import (  # noqa: F401  (re-exported)
 )
 from .codec import blob_info, compress, decompress  # noqa: F401
 from .container import Container, ContainerWriter, TensorInfo, open_container  # noqa: F401
+# The function shadows its subpackage as an attribute; import submodules with
+# ``from zipmoe.convert import registry`` (resolved through sys.modules).
+from .convert import convert, export, verify_against  # noqa: F401,E402
 
 __all__ = [
     "ZipMoEError",
@@ -41,6 +44,9 @@ __all__ = [
     "open_container",
     "Container",
     "TensorInfo",
+    "convert",
+    "export",
+    "verify_against",
     "available_isas",
     "default_isa",
     "cpu_features",

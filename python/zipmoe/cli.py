@@ -116,8 +116,50 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
+                      progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    print(f"{summary['output']}: {summary['architecture']}, {summary['source_tensors']} source tensors -> "
+          f"{summary['tensors']} tensors, {_human_bytes(summary['source_bytes'])} -> "
+          f"{_human_bytes(summary['container_bytes'])} (ratio {summary['ratio']:.3f}) in {summary['seconds']:.1f} s "
+          f"({summary['mb_per_s']:.0f} MB/s)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .convert import export
+
+    summary = export(args.file, args.to, args.output, threads=args.threads,
+                     progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    print(f"{summary['output']}: {summary['tensors']} tensors ({_human_bytes(summary['bytes'])}) in "
+          f"{len(summary['files'])} file(s), every tensor matching its conversion-time SHA-256")
+    return 0
+
+
+def _cmd_verify_against(args: argparse.Namespace) -> int:
+    from .convert import verify_against
+
+    start = time.perf_counter()
+    try:
+        result = verify_against(args.file, args.against, threads=args.threads)
+    except _core.ZipMoEError as e:
+        print(f"FAILED: {e}")
+        return 1
+    if not result["ok"]:
+        print(f"FAILED: {args.file}: first mismatching tensor {result['mismatch']}: {result['message']} "
+              f"({result['checked']} tensors matched before it)")
+        return 1
+    print(f"OK: {args.file}: {result['message']} ({time.perf_counter() - start:.2f} s)")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .container import open_container
+
+    if args.against is not None:
+        return _cmd_verify_against(args)
 
     start = time.perf_counter()
     try:
@@ -164,11 +206,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor table")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("verify", help="check every checksum of a .zmoe container and decode every tensor")
+    p = sub.add_parser("verify", help="check every checksum of a .zmoe container and decode every tensor "
+                                      "(--against SRC: compare with the source model)")
     p.add_argument("file", help="the .zmoe file")
     p.add_argument("--threads", type=int, default=None, help="decoding threads (default: every core)")
     p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read chunks")
+    p.add_argument("--against", metavar="SRC", default=None,
+                   help="also check that every source tensor decodes bit-identical to SRC (the Hugging Face "
+                        "folder or GGUF file it was converted from); names the first mismatching tensor")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("convert", help="convert a Hugging Face folder or a GGUF file into a .zmoe container",
+                       description="Converts a Hugging Face model folder (config.json, *.safetensors) or a GGUF "
+                                   "file (F32/F16/BF16 tensors) losslessly into a .zmoe container, every routed "
+                                   "expert stored on its own. The output appears only when complete.")
+    p.add_argument("src", help="a Hugging Face model folder or a .gguf file")
+    p.add_argument("-o", "--output", required=True, help="the .zmoe file to write")
+    p.add_argument("--codec", choices=("auto", "huffman", "rans", "raw"), default="auto",
+                   help="exponent-plane coder (raw: planes stored uncompressed, the baseline); default auto")
+    p.add_argument("--threads", type=int, default=None, help="encoding threads (default: every core)")
+    p.add_argument("--generic", action="store_true",
+                   help="any architecture: compress every float tensor under its own name, with no expert roles")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("export", help="write the exact source files of a converted container back out",
+                       description="Rebuilds the source model of a container made by `zipmoe convert`: the same "
+                                   "tensor names, dtypes, shapes and bytes, with the config and tokenizer files "
+                                   "(safetensors) or the key/value metadata (GGUF).")
+    p.add_argument("file", help="the .zmoe file")
+    p.add_argument("--to", choices=("safetensors", "gguf"), required=True,
+                   help="the source's format (a container exports to the format it came from)")
+    p.add_argument("output", help="safetensors: a folder that does not exist yet (or is empty); gguf: the .gguf file")
+    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: every core)")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

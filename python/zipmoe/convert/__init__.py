@@ -1,0 +1,26 @@
+"""Model conversion: Hugging Face safetensors folders and GGUF files to .zmoe containers, and back.
+
+- :func:`convert` plans every canonical tensor from the headers (failing before
+  any output on a bad input), then streams tensor by tensor into a container.
+- :func:`export` rebuilds the exact source files; :func:`verify_against` checks
+  a container tensor by tensor against a source.
+- :mod:`.registry` maps source tensor names to canonical names and roles per
+  architecture, and lists the canonical tensors a config implies
+  (:func:`expected_tensors`).
+
+docs/FORMAT.md ("Metadata", "Conversion") specifies the metadata and the mapping.
+"""
+
+from .converter import CODECS, convert, prepare  # noqa: F401
+from .exporter import EXPORT_FORMATS, export, verify_against  # noqa: F401
+from .registry import (  # noqa: F401
+    SUPPORTED_ARCHITECTURES,
+    ExpectedTensor,
+    expected_tensors,
+    extra_layer_prefixes,
+    model_dims,
+    role_of,
+)
+
+__all__ = ["convert", "export", "verify_against", "prepare", "expected_tensors", "extra_layer_prefixes",
+           "model_dims", "role_of", "ExpectedTensor", "SUPPORTED_ARCHITECTURES", "CODECS", "EXPORT_FORMATS"]

@@ -1,0 +1,354 @@
+"""``zipmoe.convert``: a Hugging Face folder or a GGUF file in, a .zmoe container out.
+
+The conversion first plans everything from the headers alone (which canonical
+tensors each source tensor becomes, their shapes, and whether they agree with
+the config), so a bad input fails before any output exists. It then streams:
+a reader thread reads source tensors in file order (and hashes them) a bounded
+number of bytes ahead, while the main thread cuts them into canonical tensors
+and hands each to the container writer, which encodes on a thread pool. The
+container appears at its path only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _core
+from . import registry, views
+from .fileio import NUMPY_STORAGE, format_error, io_error
+from .gguf_config import detect_architecture, synthesize_config
+from .registry import Piece
+from .sources import is_gguf_file, open_gguf, open_hf_folder
+
+CODECS = ("auto", "huffman", "rans", "raw")
+FORMAT_VERSION = 1
+# Bytes of source tensors the reader may hold beyond the one being converted.
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class CanonicalPlan:
+    name: str
+    dtype: str
+    shape: tuple
+    role: dict | None
+    pieces: int = 0  # how many source pieces make it up
+    covered: int = 0
+    remaining: int = 0  # pieces still to arrive while converting
+    buffer: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass
+class Plan:
+    architecture: str
+    config: dict
+    pieces: dict  # source tensor name -> [Piece]
+    canonicals: dict  # canonical name -> CanonicalPlan, in first-use order
+
+
+def _float_only(tensor, where: str) -> None:
+    if tensor.dtype is None:
+        raise registry.unsupported(
+            f"{where}: tensor {tensor.name!r} has type {tensor.type_name}; zipmoe is lossless for float weights and "
+            f"stores only F32, F16 and BF16 tensors (quantized or integer tensors cannot be converted)")
+
+
+def build_plan(source_tensors, architecture: str, config: dict, mapper, where: str, generic: bool) -> Plan:
+    """Maps every source tensor to canonical pieces and checks shapes, coverage and the config."""
+    pieces_by_source, canonicals = {}, {}
+    for t in source_tensors:
+        _float_only(t, where)
+        pieces = [Piece(t.name, [], [])] if generic else mapper(t)
+        covered = 0
+        for piece in pieces:
+            src_shape = views.result_shape(t.shape, piece.src)
+            canonical_shape = tuple(piece.shape) if piece.dst else src_shape
+            if views.result_shape(canonical_shape, piece.dst) != src_shape:
+                raise format_error(f"{where}: tensor {t.name!r}: its piece of {piece.canonical} does not fit")
+            canonical = canonicals.get(piece.canonical)
+            if canonical is None:
+                role = None if generic else registry.role_of(piece.canonical)
+                canonical = canonicals[piece.canonical] = CanonicalPlan(piece.canonical, t.dtype, canonical_shape,
+                                                                        role)
+            elif canonical.dtype != t.dtype or canonical.shape != canonical_shape:
+                raise format_error(f"{where}: tensor {piece.canonical} is assembled from tensors of different "
+                                   f"types or shapes ({t.name!r} is {t.type_name} {list(t.shape)})")
+            canonical.pieces += 1
+            canonical.remaining += 1
+            canonical.covered += math.prod(src_shape)
+            covered += math.prod(src_shape)
+        if covered != math.prod(t.shape):
+            raise format_error(f"{where}: tensor {t.name!r} is not fully mapped to canonical tensors")
+        pieces_by_source[t.name] = pieces
+    for canonical in canonicals.values():
+        if canonical.covered != math.prod(canonical.shape):
+            raise format_error(f"{where}: tensor {canonical.name} is only partly present in the source (config and "
+                               f"tensors disagree)")
+    if not generic:
+        registry.check_against_config(architecture, config, {c.name: c.shape for c in canonicals.values()}, where)
+    return Plan(architecture, config, pieces_by_source, canonicals)
+
+
+def _provenance(codec: str, src: str) -> dict:
+    return {"zipmoe_version": _core.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+            "codec": codec, "source": os.path.basename(os.path.normpath(src))}
+
+
+def _tensor_records(source, plan: Plan) -> list:
+    records = []
+    for t in source.tensors:
+        record = {"name": t.name, "dtype": t.type_name, "shape": list(t.shape), "file": t.file,
+                  "offset": t.relative_offset, "sha256": None,
+                  "pieces": [p.to_json() for p in plan.pieces[t.name]]}
+        if t.ggml_type is not None:
+            record["ggml_type"] = t.ggml_type
+        records.append(record)
+    return records
+
+
+def _prepare_hf(src: str, generic: bool):
+    folder = open_hf_folder(src, require_config=not generic)
+    config = folder.config or {}
+    architecture = "generic" if generic else config.get("model_type")
+    if not generic and architecture not in registry.SUPPORTED_ARCHITECTURES:
+        raise registry.unsupported(
+            f"{src}: unsupported architecture {architecture!r} (config.json model_type); supported: "
+            f"{registry.supported_list()}. --generic compresses any checkpoint losslessly without expert roles")
+    plan = build_plan(folder.source.tensors, architecture, config,
+                      lambda t: registry.hf_pieces(architecture, t.name, t.shape), src, generic)
+    auxiliary = []
+    for entry in folder.auxiliary:
+        if entry["name"] == "tokenizer.json" and "text" in entry:
+            auxiliary.append({"name": entry["name"], "same_as": "tokenizer.tokenizer_json"})
+        else:
+            auxiliary.append(entry)
+    metadata = {
+        "zipmoe_format": FORMAT_VERSION,
+        "architecture": architecture,
+        "config": config,
+        "tokenizer": {"tokenizer_json": folder.tokenizer_json, "tokenizer_config": folder.tokenizer_config,
+                      "gguf": None},
+        "chat_template": folder.chat_template,
+        "generation_config": folder.generation_config,
+        "source": {
+            "format": "safetensors",
+            "files": [{"name": os.path.basename(h.path), "size": h.file_size, "header": h.header_text}
+                      for h in folder.shard_headers],
+            "index_file": folder.index_name,
+            "auxiliary_files": auxiliary,
+            "tensors": _tensor_records(folder.source, plan),
+        },
+    }
+    return folder.source, plan, metadata
+
+
+def _prepare_gguf(src: str, generic: bool):
+    source, gguf = open_gguf(src)
+    if (gguf.value("split.count") or 1) > 1:
+        raise registry.unsupported(f"{src}: one part of a split GGUF ({gguf.value('split.count')} parts); merge them "
+                                   f"first (llama-gguf-split --merge)")
+    arch, model_type = detect_architecture(gguf)
+    if generic:
+        architecture, config = "generic", {}
+    else:
+        if model_type is None:
+            raise registry.unsupported(
+                f"{src}: unsupported GGUF architecture {arch!r}; supported: {registry.supported_list()} (GGUF "
+                f"{', '.join(sorted(registry.GGUF_ARCHITECTURES))}). --generic compresses any float GGUF losslessly "
+                f"without expert roles")
+        architecture = model_type
+        config = synthesize_config(gguf, arch, model_type)
+    heads = config.get("num_attention_heads", 0)
+    kv_heads = config.get("num_key_value_heads", heads)
+    shapes = {t.name: t.shape for t in source.tensors}
+    plan = build_plan(source.tensors, architecture, config,
+                      lambda t: registry.gguf_pieces(arch, t.name, t.shape, shapes, heads, kv_heads), src, generic)
+    tokenizer, kv, chat_template = {}, [], None
+    for entry in gguf.kv:
+        entry = dict(entry)
+        if entry["key"].startswith("tokenizer.ggml."):
+            tokenizer[entry["key"]] = entry.pop("value")
+            entry["value_from"] = "tokenizer.gguf"
+        elif entry["key"] == "tokenizer.chat_template" and isinstance(entry["value"], str):
+            chat_template = entry.pop("value")
+            entry["value_from"] = "chat_template"
+        kv.append(entry)
+    metadata = {
+        "zipmoe_format": FORMAT_VERSION,
+        "architecture": architecture,
+        "config": config,
+        "tokenizer": {"tokenizer_json": None, "tokenizer_config": None, "gguf": tokenizer or None},
+        "chat_template": chat_template,
+        "generation_config": None,
+        "source": {
+            "format": "gguf",
+            "gguf_architecture": arch,
+            "files": [{"name": os.path.basename(src), "size": gguf.file_size}],
+            "version": gguf.version,
+            "alignment": gguf.alignment,
+            "data_start": gguf.data_start,
+            "kv": kv,
+            "tensors": _tensor_records(source, plan),
+        },
+    }
+    return source, plan, metadata
+
+
+def prepare(src, generic: bool = False):
+    """(Source, Plan, metadata) for ``src``, validated, without reading tensor data."""
+    src = os.fspath(src)
+    if os.path.isdir(src):
+        return _prepare_hf(src, generic)
+    if not os.path.exists(src):
+        raise io_error(f"{src}: no such file or folder")
+    if is_gguf_file(src):
+        return _prepare_gguf(src, generic)
+    raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+
+
+class Prefetcher:
+    """Reads tensors in order on a background thread, a bounded number of bytes ahead, hashing each."""
+
+    def __init__(self, source, tensors, budget: int = READ_AHEAD_BYTES, digest: bool = True):
+        self._source, self._tensors, self._budget, self._digest = source, list(tensors), budget, digest
+        self._queue: queue.Queue = queue.Queue()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="zipmoe-convert-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for t in self._tensors:
+                with self._cond:
+                    while not self._stop and self._in_flight and self._in_flight + t.nbytes > self._budget:
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    self._in_flight += t.nbytes
+                raw = self._source.read_raw(t)
+                digest = hashlib.sha256(raw).hexdigest() if self._digest else None
+                self._queue.put((t, raw, digest))
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._queue.put(e)
+
+    def __iter__(self):
+        for _ in self._tensors:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def release(self, nbytes: int) -> None:
+        with self._cond:
+            self._in_flight -= nbytes
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, dynamic_ncols=True,
+                smoothing=0.1)
+
+
+def convert(src, out, *, codec: str = "auto", threads: int | None = None, generic: bool = False,
+            progress: bool = False, segment_symbols: int = 0) -> dict:
+    """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
+
+    codec: "auto" (per tensor, the smallest), "huffman", "rans", or "raw" (planes
+        stored uncompressed: the uncompressed baseline in the same layout).
+    threads: encoding threads (None: every core).
+    generic: compress every float tensor under its source name, with no expert
+        roles and no architecture checks (any checkpoint).
+    progress: show a progress bar (tqdm) with bytes done and the ratio so far.
+
+    Raises UnsupportedModelError (unknown architecture, quantized or integer
+    tensors, tensors the architecture does not have), FormatError (corrupt or
+    truncated files, a config that disagrees with the tensors), IoError. Nothing
+    appears at ``out`` unless the whole conversion succeeds. Returns a summary
+    dict (architecture, tensor counts, bytes, ratio, seconds).
+    """
+    if codec not in CODECS:
+        raise _core.InvalidArgumentError(f"codec must be one of {', '.join(CODECS)}, not {codec!r}")
+    out = os.fspath(out)
+    start = time.perf_counter()
+    source, plan, metadata = prepare(src, generic)
+    metadata["provenance"] = _provenance(codec, os.fspath(src))
+    records = {r["name"]: r for r in metadata["source"]["tensors"]}
+    order = source.read_order()
+    total = sum(t.nbytes for t in order)
+    from ..container import ContainerWriter
+
+    bar = _progress_bar(total, "convert", progress)
+    done = 0
+    with source:
+        prefetcher = None
+        try:
+            with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
+                native = writer._native
+
+                def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
+                    writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
+                                      threads=threads)
+
+                prefetcher = Prefetcher(source, order)
+                for t, raw, digest in prefetcher:
+                    records[t.name]["sha256"] = digest
+                    array = raw.view(NUMPY_STORAGE[t.dtype]).reshape(t.shape)
+                    for piece in plan.pieces[t.name]:
+                        canonical = plan.canonicals[piece.canonical]
+                        if canonical.pieces == 1 and not piece.dst:
+                            # C-contiguous views (whole tensors, one expert of a stack) are not copied
+                            write(canonical, np.ascontiguousarray(views.apply(array, piece.src)))
+                            continue
+                        if canonical.buffer is None:
+                            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_STORAGE[canonical.dtype])
+                        views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
+                        canonical.remaining -= 1
+                        if canonical.remaining == 0:
+                            write(canonical, canonical.buffer)
+                            canonical.buffer = None
+                    del array, raw
+                    prefetcher.release(t.nbytes)
+                    done += t.nbytes
+                    if bar is not None:
+                        bar.update(t.nbytes)
+                        written = native.bytes_written
+                        if written:
+                            bar.set_postfix(ratio=f"{done / written:.3f}", refresh=False)
+                pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]
+                if pending:
+                    raise format_error(f"{src}: tensor {pending[0]} was never completed")
+                num_canonical = writer.num_tensors
+        finally:
+            # the reader stops before the source's files close under it
+            if prefetcher is not None:
+                prefetcher.close()
+            if bar is not None:
+                bar.close()
+    seconds = time.perf_counter() - start
+    size = os.path.getsize(out)
+    return {"output": out, "architecture": plan.architecture, "source_format": metadata["source"]["format"],
+            "source_tensors": len(order), "tensors": num_canonical, "source_bytes": total, "container_bytes": size,
+            "ratio": total / size if size else None, "seconds": seconds,
+            "mb_per_s": total / 1e6 / seconds if seconds else None}

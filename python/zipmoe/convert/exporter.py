@@ -1,0 +1,342 @@
+"""``zipmoe.export`` and ``verify_against``: the source tensors rebuilt from a container, bit for bit.
+
+Every source tensor's record in the metadata lists the canonical pieces it was
+cut into; rebuilding assigns each piece back through the same view chain (see
+views.py) and checks the SHA-256 recorded at conversion. Export writes the
+original files: safetensors shards with their original headers (byte for byte)
+and auxiliary files, or a GGUF file with its key/value pairs, tensor infos and
+offsets; with zero padding, as the usual writers emit, the files come back
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import _core
+from .._threads import get_pool
+from . import gguf_format, safetensors_format, views
+from .converter import _progress_bar
+from .fileio import NUMPY_STORAGE, AtomicDirectory, AtomicFile, format_error, io_error
+from .registry import Piece
+from .sources import is_gguf_file, open_gguf, open_hf_folder
+
+EXPORT_FORMATS = ("safetensors", "gguf")
+
+
+def _source_metadata(container) -> dict:
+    metadata = container.metadata
+    if metadata.get("zipmoe_format") != 1 or not isinstance(metadata.get("source"), dict):
+        raise format_error(f"{container.path}: the container was not made by zipmoe convert (its metadata has no "
+                           f"zipmoe_format 1 source description), so it cannot be exported")
+    source = metadata["source"]
+    if source.get("format") not in EXPORT_FORMATS or not isinstance(source.get("tensors"), list):
+        raise format_error(f"{container.path}: malformed source description in the metadata")
+    return source
+
+
+def _record_dtype(source: dict, record: dict) -> str:
+    if source["format"] == "gguf":
+        dtype = gguf_format.FLOAT_TYPES.get(record.get("ggml_type"))
+    else:
+        dtype = safetensors_format.FLOAT_DTYPES.get(record.get("dtype"))
+    if dtype is None:
+        raise format_error(f"tensor {record.get('name')!r}: malformed type in the metadata")
+    return dtype
+
+
+class Assembler:
+    """Rebuilds source tensors from a container; keeps a few decoded canonical tensors shared by several."""
+
+    def __init__(self, container, source: dict, threads: int | None = None, cache_entries: int = 4):
+        self.container, self.source = container, source
+        self.pool = get_pool(threads)
+        self.threads = threads
+        self.cache: OrderedDict = OrderedDict()
+        self.cache_entries = cache_entries
+        uses: dict = {}
+        for record in source["tensors"]:
+            for p in record.get("pieces", []):
+                uses[p.get("tensor")] = uses.get(p.get("tensor"), 0) + 1
+        self.shared = {name for name, n in uses.items() if n > 1}
+
+    def _canonical(self, name: str) -> np.ndarray:
+        if name in self.cache:
+            self.cache.move_to_end(name)
+            return self.cache[name]
+        array = self.container.read(name, threads=self.threads)
+        if name in self.shared:
+            self.cache[name] = array
+            while len(self.cache) > self.cache_entries:
+                self.cache.popitem(last=False)
+        return array
+
+    def assemble(self, record: dict) -> np.ndarray:
+        """The source tensor of ``record`` (C-contiguous, its storage dtype and shape)."""
+        name = record["name"]
+        dtype = _record_dtype(self.source, record)
+        shape = tuple(record["shape"])
+        out = np.empty(shape, dtype=NUMPY_STORAGE[dtype])
+        covered = 0
+        for piece in (Piece.from_json(p) for p in record["pieces"]):
+            if piece.canonical not in self.container:
+                raise format_error(f"{self.container.path}: tensor {piece.canonical} needed for {name!r} is missing")
+            info = self.container.info(piece.canonical)
+            if info.dtype != dtype:
+                raise format_error(f"{self.container.path}: tensor {piece.canonical} is {info.dtype}, but {name!r} "
+                                   f"is {dtype}")
+            src_shape = views.result_shape(shape, piece.src)
+            if views.result_shape(info.shape, piece.dst) != src_shape:
+                raise format_error(f"{self.container.path}: tensor {piece.canonical} {list(info.shape)} does not "
+                                   f"fit its place in {name!r}")
+            covered += math.prod(src_shape)
+            target = views.apply(out, piece.src)
+            if not piece.dst and views.is_plain(piece.src) and piece.canonical not in self.shared:
+                flat = target.reshape(-1).view(np.uint8) if target.size else np.zeros(0, np.uint8)
+                self.container._require_open().decode_into(info.index, flat, self.pool, None)
+            else:
+                target[...] = views.apply(self._canonical(piece.canonical), piece.dst)
+        if covered != math.prod(shape):
+            raise format_error(f"{self.container.path}: the pieces of {name!r} do not cover it")
+        return out
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(array.reshape(-1).view(np.uint8) if array.size else b"").hexdigest()
+
+
+def _checked(assembler: Assembler, record: dict) -> np.ndarray:
+    array = assembler.assemble(record)
+    if record.get("sha256") and _sha256(array) != record["sha256"]:
+        raise _core.ChecksumError(f"{assembler.container.path}: tensor {record['name']!r} rebuilt from the "
+                                  f"container does not match the SHA-256 recorded at conversion")
+    return array
+
+
+def _write_zeros(f, count: int) -> None:
+    block = b"\0" * min(count, 1 << 20)
+    while count > 0:
+        n = min(count, len(block))
+        f.write(block[:n])
+        count -= n
+
+
+def _write_array(f, array: np.ndarray) -> None:
+    if array.size:
+        f.write(memoryview(array.reshape(-1).view(np.uint8)))
+
+
+def _export_safetensors(container, source: dict, out_dir: str, threads, bar) -> list:
+    files = source.get("files") or []
+    by_file: dict = {}
+    for record in source["tensors"]:
+        by_file.setdefault(record["file"], []).append(record)
+    assembler = Assembler(container, source, threads)
+    target = AtomicDirectory(out_dir)
+    written = []
+    try:
+        for index, entry in enumerate(files):
+            name = entry["name"]
+            if os.path.basename(name) != name or name.startswith("."):
+                raise format_error(f"{container.path}: unsafe file name {name!r} in the metadata")
+            header = json.loads(entry["header"])
+            records = sorted(by_file.get(index, []), key=lambda r: r["offset"])
+            listed = {k for k in header if k != "__metadata__"}
+            if listed != {r["name"] for r in records}:
+                raise format_error(f"{container.path}: the recorded header of {name} disagrees with its tensors")
+            path = os.path.join(target.temp_path, name)
+            with open(path, "wb") as f:
+                f.write(safetensors_format.header_prefix(entry["header"]))
+                position = 0
+                for record in records:
+                    begin, end = header[record["name"]]["data_offsets"]
+                    if begin != record["offset"] or begin < position:
+                        raise format_error(f"{container.path}: tensor {record['name']!r} has inconsistent offsets")
+                    _write_zeros(f, begin - position)
+                    array = _checked(assembler, record)
+                    if array.nbytes != end - begin:
+                        raise format_error(f"{container.path}: tensor {record['name']!r} has the wrong size")
+                    _write_array(f, array)
+                    position = end
+                    if bar is not None:
+                        bar.update(array.nbytes)
+                _write_zeros(f, entry.get("size", 0) - f.tell())
+            written.append(name)
+        tokenizer_json = (container.metadata.get("tokenizer") or {}).get("tokenizer_json")
+        for entry in source.get("auxiliary_files") or []:
+            name = entry.get("name", "")
+            if os.path.basename(name) != name or not name or name.startswith("."):
+                raise format_error(f"{container.path}: unsafe file name {name!r} in the metadata")
+            if "text" in entry:
+                data = entry["text"].encode("utf-8")
+            elif "base64" in entry:
+                data = base64.b64decode(entry["base64"])
+            elif entry.get("same_as") == "tokenizer.tokenizer_json" and isinstance(tokenizer_json, str):
+                data = tokenizer_json.encode("utf-8")
+            else:
+                raise format_error(f"{container.path}: auxiliary file {name!r} has no content in the metadata")
+            with open(os.path.join(target.temp_path, name), "wb") as f:
+                f.write(data)
+            written.append(name)
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+    return written
+
+
+def gguf_kv(metadata: dict) -> list:
+    """The GGUF key/value list of the source, with values moved to tokenizer/chat_template put back."""
+    source = metadata["source"]
+    tokenizer = (metadata.get("tokenizer") or {}).get("gguf") or {}
+    out = []
+    for entry in source.get("kv") or []:
+        entry = dict(entry)
+        origin = entry.pop("value_from", None)
+        if origin == "tokenizer.gguf":
+            if entry["key"] not in tokenizer:
+                raise format_error(f"GGUF key {entry['key']} is missing from the tokenizer metadata")
+            entry["value"] = tokenizer[entry["key"]]
+        elif origin == "chat_template":
+            entry["value"] = metadata.get("chat_template")
+        out.append(entry)
+    return out
+
+
+def _export_gguf(container, source: dict, out_path: str, threads, bar) -> list:
+    records = source["tensors"]
+    infos = []
+    for record in records:
+        dtype = _record_dtype(source, record)
+        shape = tuple(record["shape"])
+        infos.append(gguf_format.GGUFTensorInfo(record["name"], tuple(reversed(shape)), record["ggml_type"],
+                                                record["offset"], math.prod(shape) * np.dtype(NUMPY_STORAGE[dtype])
+                                                .itemsize))
+    header = gguf_format.header_bytes(source["version"], gguf_kv(container.metadata), infos, source["alignment"])
+    size = (source.get("files") or [{}])[0].get("size", 0)
+    if not records and size < len(header):
+        header = header[:size]  # a file without tensors ends without padding
+    elif len(header) != source.get("data_start", len(header)):
+        raise format_error(f"{container.path}: the rebuilt GGUF header has {len(header)} bytes, the source had "
+                           f"{source.get('data_start')}")
+    assembler = Assembler(container, source, threads)
+    target = AtomicFile(out_path)
+    try:
+        f = target.file
+        f.write(header)
+        position = 0
+        for record, info in sorted(zip(records, infos), key=lambda pair: pair[1].offset):
+            if info.offset < position:
+                raise format_error(f"{container.path}: tensor {record['name']!r} overlaps the one before it")
+            _write_zeros(f, info.offset - position)
+            array = _checked(assembler, record)
+            _write_array(f, array)
+            position = info.offset + info.nbytes
+            if bar is not None:
+                bar.update(array.nbytes)
+        _write_zeros(f, size - f.tell())
+        target.commit()
+    except BaseException:
+        target.discard()
+        raise
+    return [os.path.basename(out_path)]
+
+
+def export(container_path, to: str, out, *, threads: int | None = None, progress: bool = False) -> dict:
+    """Writes the source model of a container made by :func:`zipmoe.convert` back out.
+
+    to: "safetensors" (``out`` is a folder that must not exist or be empty: the
+        shards with their original headers, and the config/tokenizer files) or
+        "gguf" (``out`` is the .gguf file: key/value pairs, tensor infos and data
+        as in the source). It must be the format the container was converted from.
+    Every tensor is checked against the SHA-256 recorded at conversion
+    (ChecksumError otherwise). Output appears only when complete.
+    """
+    from ..container import open_container
+
+    if to not in EXPORT_FORMATS:
+        raise _core.InvalidArgumentError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {to!r}")
+    out = os.fspath(out)
+    with open_container(container_path) as container:
+        source = _source_metadata(container)
+        if source["format"] != to:
+            raise _core.InvalidArgumentError(
+                f"{container.path} was converted from {source['format']}; export it with --to {source['format']}")
+        total = sum(math.prod(r["shape"]) * np.dtype(NUMPY_STORAGE[_record_dtype(source, r)]).itemsize
+                    for r in source["tensors"])
+        bar = _progress_bar(total, "export", progress)
+        try:
+            if to == "safetensors":
+                files = _export_safetensors(container, source, out, threads, bar)
+            else:
+                files = _export_gguf(container, source, out, threads, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+    return {"output": out, "format": to, "files": files, "tensors": len(source["tensors"]), "bytes": total}
+
+
+def verify_against(container_path, src, *, threads: int | None = None, progress: bool = False) -> dict:
+    """Checks that every source tensor rebuilt from the container is bit-identical to ``src``'s.
+
+    Returns {"ok", "checked", "mismatch" (the first mismatching tensor's name or
+    None), "message"}; stops at the first mismatch.
+    """
+    from ..container import open_container
+
+    src = os.fspath(src)
+    if os.path.isdir(src):
+        source_files = open_hf_folder(src, require_config=False).source
+    elif is_gguf_file(src):
+        source_files, _ = open_gguf(src)
+    elif not os.path.exists(src):
+        raise io_error(f"{src}: no such file or folder")
+    else:
+        raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+    checked = 0
+
+    def fail(name, message):
+        return {"ok": False, "checked": checked, "mismatch": name, "message": message}
+
+    with open_container(container_path) as container, source_files:
+        source = _source_metadata(container)
+        records = {r["name"]: r for r in source["tensors"]}
+        present = {t.name: t for t in source_files.tensors}
+        for name in records:
+            if name not in present:
+                return fail(name, f"tensor {name!r} is in the container but not in {src}")
+        for name in present:
+            if name not in records:
+                return fail(name, f"tensor {name!r} is in {src} but not in the container")
+        assembler = Assembler(container, source, threads)
+        order = source_files.read_order()
+        bar = _progress_bar(sum(t.nbytes for t in order), "verify", progress)
+        try:
+            for t in order:
+                record = records[t.name]
+                if list(t.shape) != list(record["shape"]) or t.type_name != record["dtype"]:
+                    return fail(t.name, f"tensor {t.name!r}: {src} has {t.type_name} {list(t.shape)}, the container "
+                                        f"{record['dtype']} {record['shape']}")
+                expected = hashlib.sha256(source_files.read_raw(t)).hexdigest()
+                try:
+                    actual = _sha256(assembler.assemble(record))
+                except _core.ZipMoEError as e:
+                    return fail(t.name, f"tensor {t.name!r}: {e}")
+                if actual != expected:
+                    return fail(t.name, f"tensor {t.name!r} decodes to different bytes than in {src} "
+                                        f"(sha256 {actual[:16]}... != {expected[:16]}...)")
+                checked += 1
+                if bar is not None:
+                    bar.update(t.nbytes)
+        finally:
+            if bar is not None:
+                bar.close()
+    return {"ok": True, "checked": checked, "mismatch": None,
+            "message": f"all {checked} tensors decode bit-identical to {src}"}

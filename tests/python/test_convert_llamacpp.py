@@ -1,0 +1,114 @@
+"""GGUF files made by llama.cpp's own convert_hf_to_gguf.py: convert, export back identical, and the same
+canonical model as converting the HF folder directly (q/k permutation, expert stacking, MLA split undone).
+
+Slow (about 5 s per architecture) and needs llama.cpp's converter, from the llama-cpp-python source
+package. It runs when one of these is set, and is skipped otherwise:
+  ZIPMOE_LLAMA_CPP_DIR    a llama.cpp source folder (with convert_hf_to_gguf.py, conversion/, gguf-py/)
+  ZIPMOE_LLAMA_CPP_SDIST  the llama_cpp_python-*.tar.gz source package
+  ZIPMOE_FETCH_LLAMA_CPP=1  download that package with pip (cached in ~/.cache/zipmoe)
+The tokenizer comes from ../shared/data/tokenizers/ggml-vocab-gpt-2.gguf.
+"""
+
+import glob
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("sentencepiece")
+
+import zipmoe  # noqa: E402
+from conftest import SHARED_DATA  # noqa: E402
+from tiny_models import make_tiny_model  # noqa: E402
+from zipmoe.convert import registry  # noqa: E402
+
+# phimoe: llama.cpp's converter does not support PhimoeForCausalLM; dense qwen2: it rejects the gpt-2 tokenizer.
+ARCHITECTURES = ["qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "granitemoe",
+                 "llama"]
+CACHE = pathlib.Path.home() / ".cache" / "zipmoe"
+
+
+def _extract(sdist: str, into: pathlib.Path) -> pathlib.Path:
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers()
+                   if "/vendor/llama.cpp/" in m.name and m.name.split("/vendor/llama.cpp/", 1)[1].split("/")[0]
+                   in ("convert_hf_to_gguf.py", "conversion", "gguf-py")]
+        tar.extractall(into, members=members)
+    return next(into.glob("*/vendor/llama.cpp"))
+
+
+@pytest.fixture(scope="session")
+def llama_cpp(tmp_path_factory):
+    folder = os.environ.get("ZIPMOE_LLAMA_CPP_DIR")
+    if folder:
+        return pathlib.Path(folder)
+    sdist = os.environ.get("ZIPMOE_LLAMA_CPP_SDIST")
+    if not sdist:
+        cached = sorted(glob.glob(str(CACHE / "llama_cpp_python-*.tar.gz")))
+        if cached:
+            sdist = cached[-1]
+        elif os.environ.get("ZIPMOE_FETCH_LLAMA_CPP") == "1":
+            CACHE.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                            "--no-build-isolation", "llama-cpp-python", "-d", str(CACHE)], check=True,
+                           capture_output=True, timeout=900)
+            sdist = sorted(glob.glob(str(CACHE / "llama_cpp_python-*.tar.gz")))[-1]
+        else:
+            pytest.skip("llama.cpp's converter is not available (set ZIPMOE_LLAMA_CPP_DIR, ZIPMOE_LLAMA_CPP_SDIST "
+                        "or ZIPMOE_FETCH_LLAMA_CPP=1)")
+    return _extract(sdist, tmp_path_factory.mktemp("llama_cpp"))
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    vocab = SHARED_DATA / "tokenizers" / "ggml-vocab-gpt-2.gguf"
+    if not vocab.exists():
+        pytest.skip("../shared/data/tokenizers is not present")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(vocab.parent), gguf_file=vocab.name)
+
+
+def _as_f32(container, name):
+    info, a = container.info(name), container.read(name)
+    return (a.astype(np.uint32) << 16).view(np.float32) if info.dtype == "bf16" else a.astype(np.float32)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_llama_cpp_gguf_round_trip(arch, llama_cpp, gpt2_tokenizer, tmp_path):
+    tok = gpt2_tokenizer
+    model = make_tiny_model(arch, tmp_path / "hf", tokenizer=False, vocab_size=len(tok),
+                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.eos_token_id)
+    tok.save_pretrained(str(model))
+    gguf_path = tmp_path / "model.gguf"
+    run = subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(model), "--outtype", "bf16",
+                          "--outfile", str(gguf_path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    zipmoe.convert(gguf_path, tmp_path / "gguf.zmoe")
+    zipmoe.export(tmp_path / "gguf.zmoe", "gguf", tmp_path / "back.gguf")
+    assert (tmp_path / "back.gguf").read_bytes() == gguf_path.read_bytes()
+    assert zipmoe.verify_against(tmp_path / "gguf.zmoe", gguf_path)["ok"]
+
+    zipmoe.convert(model, tmp_path / "hf.zmoe")
+    with zipmoe.open_container(tmp_path / "hf.zmoe") as h, zipmoe.open_container(tmp_path / "gguf.zmoe") as g:
+        assert g.metadata["architecture"] == arch
+        assert set(h) == set(g)
+        for name in h:
+            assert h.info(name).shape == g.info(name).shape, name
+            assert (h.info(name).layer, h.info(name).expert) == (g.info(name).layer, g.info(name).expert), name
+            assert np.array_equal(_as_f32(h, name), _as_f32(g, name)), name
+        hf_dims = registry.model_dims(arch, h.metadata["config"])
+        hf_dims.extra_layers = 0  # llama.cpp drops deepseek_v3's multi-token-prediction layers
+        assert hf_dims == registry.model_dims(arch, g.metadata["config"])
+        assert g.metadata["tokenizer"]["gguf"]["tokenizer.ggml.tokens"][:3] == \
+            [tok.convert_ids_to_tokens(i) for i in range(3)]
