@@ -35,7 +35,7 @@ constexpr std::uint8_t kCodedPlaneVersion = 1;
 constexpr std::size_t kCodedPlaneHeaderSize = 24;
 // 128 Ki symbols: enough segments for 2-16 threads on an expert tensor
 // (a 2048 x 1408 projection has 22), few enough that per-segment headers and
-// rANS final states stay well under 0.1% of the output.
+// rANS final states stay around 0.1% of the output.
 constexpr std::uint32_t kDefaultSegmentSymbols = 1u << 17;
 constexpr std::uint32_t kMaxSegmentSymbols = 1u << 26;
 
