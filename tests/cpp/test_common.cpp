@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <numeric>
@@ -83,4 +84,23 @@ ZTEST(isa_parsing_and_support) {
 #else
   ZCHECK(!zipmoe::isa_supported(zipmoe::Isa::kNeon));
 #endif
+}
+
+ZTEST(thread_pool_survives_many_short_jobs) {
+  // Batch-1 decoding issues thousands of tiny parallel sections: every one must
+  // run each index exactly once and return only when all are done.
+  for (int threads : {2, 3}) {
+    zipmoe::ThreadPool pool(threads);
+    std::vector<int> slots(7, 0);
+    long long total = 0;
+    for (int round = 0; round < 20000; ++round) {
+      const std::size_t n = 1 + round % 7;
+      pool.parallel_for(n, [&](std::size_t i) { slots[i] += 1; });
+      for (std::size_t i = 0; i < n; ++i) total += slots[i];
+      std::fill(slots.begin(), slots.end(), 0);
+    }
+    long long expected = 0;
+    for (int round = 0; round < 20000; ++round) expected += 1 + round % 7;
+    ZCHECK_EQ(total, expected);
+  }
 }
