@@ -16,6 +16,7 @@ void register_common(py::module_& m);
 void register_codec(py::module_& m);
 void register_format(py::module_& m);
 void register_tools(py::module_& m);
+void register_model(py::module_& m);
 void register_cuda(py::module_& m);  // always present; GPU paths only with ZIPMOE_HAVE_CUDA
 
 // Resolves an optional Python ThreadPool argument (None -> run on the calling thread).

@@ -12,5 +12,6 @@ PYBIND11_MODULE(_core, m) {
   zipmoe::bindings::register_codec(m);
   zipmoe::bindings::register_format(m);
   zipmoe::bindings::register_tools(m);
+  zipmoe::bindings::register_model(m);
   zipmoe::bindings::register_cuda(m);
 }

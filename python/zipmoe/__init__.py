@@ -28,6 +28,7 @@ from .container import Container, ContainerWriter, TensorInfo, open_container  #
 # The function shadows its subpackage as an attribute; import submodules with
 # ``from zipmoe.convert import registry`` (resolved through sys.modules).
 from .convert import convert, export, verify_against  # noqa: F401,E402
+from .model import Model, load  # noqa: F401,E402
 
 __all__ = [
     "ZipMoEError",
@@ -47,6 +48,8 @@ __all__ = [
     "convert",
     "export",
     "verify_against",
+    "load",
+    "Model",
     "available_isas",
     "default_isa",
     "cpu_features",

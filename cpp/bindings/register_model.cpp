@@ -1,0 +1,141 @@
+// The inference engine (zipmoe.Model; the Python face is python/zipmoe/model.py).
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "common/cpu_features.h"
+#include "zipmoe/model.h"
+
+namespace zipmoe::bindings {
+
+namespace {
+
+using TokenArray = py::array_t<std::int64_t, py::array::c_style>;
+
+// Checks ids against the vocabulary (before narrowing) and copies them to int32.
+std::vector<std::int32_t> token_ids(const TokenArray& tokens, std::size_t vocab) {
+  if (tokens.ndim() != 1) throw InvalidArgumentError("token_ids must be one-dimensional");
+  const std::int64_t* data = tokens.data();
+  const std::size_t n = static_cast<std::size_t>(tokens.shape(0));
+  if (n == 0) throw InvalidArgumentError("token_ids is empty");
+  std::vector<std::int32_t> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (data[i] < 0 || static_cast<std::uint64_t>(data[i]) >= vocab) {
+      throw InvalidArgumentError("token id " + std::to_string(data[i]) + " at index " + std::to_string(i) +
+                                 " is outside [0, " + std::to_string(vocab) + ")");
+    }
+    out[i] = static_cast<std::int32_t>(data[i]);
+  }
+  return out;
+}
+
+py::dict info_dict(const ModelInfo& info) {
+  py::dict d;
+  d["architecture"] = info.architecture;
+  d["vocab_size"] = info.vocab_size;
+  d["hidden_size"] = info.hidden_size;
+  d["num_layers"] = info.num_layers;
+  d["num_heads"] = info.num_heads;
+  d["num_kv_heads"] = info.num_kv_heads;
+  d["num_experts"] = info.num_experts;
+  d["experts_per_token"] = info.experts_per_token;
+  d["num_moe_layers"] = info.num_moe_layers;
+  d["max_position_embeddings"] = info.max_position_embeddings;
+  d["max_context"] = info.max_context;
+  return d;
+}
+
+py::dict memory_dict(const MemoryUse& use) {
+  py::dict d;
+  d["dense_weights"] = use.dense_weights;
+  d["experts"] = use.experts;
+  d["kv_cache"] = use.kv_cache;
+  d["scratch"] = use.scratch;
+  d["total"] = use.total;
+  d["peak"] = use.peak;
+  return d;
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model", "Native inference engine (use zipmoe.load).")
+      .def(py::init([](const std::string& path, int threads, std::size_t max_context,
+                       const std::optional<std::string>& isa_name, const std::string& precision,
+                       const std::string& kv_cache_dtype, std::size_t batch, const std::string& io) {
+             ModelOptions options;
+             options.threads = threads;
+             options.max_context = max_context;
+             options.batch = batch;
+             if (isa_name) {
+               Isa isa;
+               if (!parse_isa(*isa_name, &isa)) {
+                 throw InvalidArgumentError("unknown isa '" + *isa_name + "' (use scalar, avx2, avx512, neon)");
+               }
+               options.isa = isa;
+             }
+             if (precision == "fast") {
+               options.precision = Precision::kFast;
+             } else if (precision == "exact") {
+               options.precision = Precision::kExact;
+             } else {
+               throw InvalidArgumentError("precision must be 'fast' or 'exact', not '" + precision + "'");
+             }
+             if (!parse_dtype(kv_cache_dtype, &options.kv_cache_dtype)) {
+               throw InvalidArgumentError("unknown kv_cache_dtype '" + kv_cache_dtype + "' (use f32, bf16 or f16)");
+             }
+             if (!parse_io_mode(io, &options.io_mode)) {
+               throw InvalidArgumentError("unknown io mode '" + io + "' (use pread, direct or mmap)");
+             }
+             py::gil_scoped_release release;
+             return std::make_shared<Model>(Model::load(path, options));
+           }),
+           py::arg("path"), py::arg("threads") = 0, py::arg("max_context") = 0, py::arg("isa") = py::none(),
+           py::arg("precision") = "fast", py::arg("kv_cache_dtype") = "f32", py::arg("batch") = 0,
+           py::arg("io") = "pread")
+      .def(
+          "logits",
+          [](Model& model, const TokenArray& tokens) {
+            const std::size_t vocab = model.info().vocab_size;
+            const std::vector<std::int32_t> ids = token_ids(tokens, vocab);
+            py::array_t<float> out({static_cast<py::ssize_t>(ids.size()), static_cast<py::ssize_t>(vocab)});
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              model.logits(ids.data(), ids.size(), data);
+            }
+            return out;
+          },
+          py::arg("tokens"))
+      .def(
+          "eval",
+          [](Model& model, const TokenArray& tokens, bool last_only) {
+            const std::size_t vocab = model.info().vocab_size;
+            const std::vector<std::int32_t> ids = token_ids(tokens, vocab);
+            const std::size_t rows = last_only ? 1 : ids.size();
+            py::array_t<float> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(vocab)});
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              model.eval(ids.data(), ids.size(), data, last_only);
+            }
+            return out;
+          },
+          py::arg("tokens"), py::arg("last_only") = false)
+      .def("reset", &Model::reset)
+      .def_property_readonly("position", &Model::position)
+      .def_property_readonly("info", [](const Model& model) { return info_dict(model.info()); })
+      .def_property_readonly("config_json", [](const Model& model) { return model.info().config_json; })
+      .def("memory", [](const Model& model) { return memory_dict(model.memory()); })
+      .def_property_readonly("num_threads", &Model::num_threads)
+      .def_property_readonly("isa", [](const Model& model) { return std::string(isa_name(model.isa())); })
+      .def_property_readonly("path", &Model::path);
+}
+
+}  // namespace zipmoe::bindings

@@ -1,0 +1,56 @@
+#include "model/architecture.h"
+
+namespace zipmoe::model {
+
+namespace {
+
+using N = NormKind;
+using A = AttentionKind;
+using Q = QkNormKind;
+using R = RouterKind;
+using F = ActivationKind;
+using S = SharedExpertKind;
+
+// clang-format off
+constexpr FamilySpec kFamilies[] = {
+  //  family               name           moe    norm          attention    qk_norm               router            activation     shared            sinks  rbias  ebias  corr   nbias
+  {Family::kLlama,      "llama",       false, N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kQwen2,      "qwen2",       false, N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kQwen2Moe,   "qwen2_moe",   true,  N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kSigmoidGated, false, false, false, false, false, false},
+  {Family::kQwen3Moe,   "qwen3_moe",   true,  N::kRms,       A::kGrouped, Q::kPerHead,          R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kMixtral,    "mixtral",     true,  N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kOlmoe,      "olmoe",       true,  N::kRms,       A::kGrouped, Q::kWholeProjection,  R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kDeepseekV2, "deepseek_v2", true,  N::kRms,       A::kLatent,  Q::kNone,             R::kDeepseekV2,   F::kSiluMul,   S::kPlain,        false, false, false, false, false, false},
+  {Family::kDeepseekV3, "deepseek_v3", true,  N::kRms,       A::kLatent,  Q::kNone,             R::kDeepseekV3,   F::kSiluMul,   S::kPlain,        false, false, false, true,  false, false},
+  {Family::kGptOss,     "gpt_oss",     true,  N::kRms,       A::kGrouped, Q::kNone,             R::kTopKSoftmax,  F::kSwigluOai, S::kNone,         true,  true,  true,  false, false, false},
+  {Family::kGraniteMoe, "granitemoe",  true,  N::kRms,       A::kGrouped, Q::kNone,             R::kTopKSoftmax,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
+  {Family::kPhiMoe,     "phimoe",      true,  N::kLayerNorm, A::kGrouped, Q::kNone,             R::kSparseMixer,  F::kSiluMul,   S::kNone,         false, false, false, false, true, true },
+};
+// clang-format on
+
+}  // namespace
+
+const FamilySpec* find_family(std::string_view name) {
+  for (const FamilySpec& spec : kFamilies) {
+    if (name == spec.name) return &spec;
+  }
+  return nullptr;
+}
+
+const FamilySpec& family_spec(Family family) {
+  for (const FamilySpec& spec : kFamilies) {
+    if (spec.family == family) return spec;
+  }
+  return kFamilies[0];
+}
+
+std::string supported_family_names() {
+  std::string out;
+  for (const FamilySpec& spec : kFamilies) {
+    if (!out.empty()) out += ", ";
+    out += spec.name;
+  }
+  return out;
+}
+
+}  // namespace zipmoe::model

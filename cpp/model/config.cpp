@@ -1,0 +1,527 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace zipmoe::model {
+
+namespace {
+
+// Bounds that no real model comes near; they keep a corrupt config from sizing
+// absurd allocations before the tensor shapes are checked.
+constexpr std::int64_t kMaxVocab = std::int64_t(1) << 24;
+constexpr std::int64_t kMaxWidth = std::int64_t(1) << 20;  // hidden, intermediate, ranks
+constexpr std::int64_t kMaxLayers = 4096;
+constexpr std::int64_t kMaxHeads = 4096;
+constexpr std::int64_t kMaxExperts = 1 << 16;
+constexpr std::int64_t kMaxPositions = std::int64_t(1) << 26;
+
+// Typed, range-checked access to the members of the `config` object. Every
+// error names the key.
+class ConfigReader {
+ public:
+  ConfigReader(const json::Value& object, std::string where) : object_(object), where_(std::move(where)) {}
+
+  const json::Value* get(const char* key) const {
+    const json::Value* v = object_.find(key);
+    return v && !v->is_null() ? v : nullptr;
+  }
+  bool has(const char* key) const { return get(key) != nullptr; }
+
+  Status bad(const char* key, const std::string& what) const {
+    return Status::Format(where_ + ": " + key + " " + what);
+  }
+
+  Status integer(const char* key, std::int64_t lo, std::int64_t hi, std::size_t* out) const {
+    const json::Value* v = get(key);
+    if (!v) return bad(key, "is missing");
+    return integer_value(key, *v, lo, hi, out);
+  }
+  Status integer_or(const char* key, std::int64_t fallback, std::int64_t lo, std::int64_t hi,
+                    std::size_t* out) const {
+    const json::Value* v = get(key);
+    if (!v) {
+      *out = static_cast<std::size_t>(fallback);
+      return Status::Ok();
+    }
+    return integer_value(key, *v, lo, hi, out);
+  }
+  Status integer_value(const char* key, const json::Value& v, std::int64_t lo, std::int64_t hi,
+                       std::size_t* out) const {
+    // Some configs write integers as floats (2.0): accept exact integral values.
+    std::int64_t value = 0;
+    if (v.is_integer()) {
+      value = v.as_int();
+    } else if (v.is_number() && std::floor(v.as_number()) == v.as_number() && std::fabs(v.as_number()) < 9e15) {
+      value = static_cast<std::int64_t>(v.as_number());
+    } else {
+      return bad(key, std::string("must be an integer, not a ") + json::type_name(v.type()));
+    }
+    if (value < lo || value > hi) {
+      return bad(key, "is " + std::to_string(value) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                          "]");
+    }
+    *out = static_cast<std::size_t>(value);
+    return Status::Ok();
+  }
+
+  Status number_or(const char* key, double fallback, double* out) const {
+    const json::Value* v = get(key);
+    if (!v) {
+      *out = fallback;
+      return Status::Ok();
+    }
+    if (!v->is_number()) return bad(key, std::string("must be a number, not a ") + json::type_name(v->type()));
+    *out = v->as_number();
+    return Status::Ok();
+  }
+  Status positive_or(const char* key, double fallback, double* out) const {
+    ZIPMOE_RETURN_IF_ERROR(number_or(key, fallback, out));
+    if (!(*out > 0) || !std::isfinite(*out)) return bad(key, "must be a positive number");
+    return Status::Ok();
+  }
+  Status boolean_or(const char* key, bool fallback, bool* out) const {
+    const json::Value* v = get(key);
+    if (!v) {
+      *out = fallback;
+      return Status::Ok();
+    }
+    if (!v->is_bool()) return bad(key, std::string("must be true or false, not a ") + json::type_name(v->type()));
+    *out = v->as_bool();
+    return Status::Ok();
+  }
+  Status string_or(const char* key, const std::string& fallback, std::string* out) const {
+    const json::Value* v = get(key);
+    if (!v) {
+      *out = fallback;
+      return Status::Ok();
+    }
+    if (!v->is_string()) return bad(key, std::string("must be a string, not a ") + json::type_name(v->type()));
+    *out = v->as_string();
+    return Status::Ok();
+  }
+  // The first of `keys` present.
+  const char* first_present(std::initializer_list<const char*> keys) const {
+    for (const char* k : keys) {
+      if (has(k)) return k;
+    }
+    return nullptr;
+  }
+
+  const std::string& where() const { return where_; }
+
+ private:
+  const json::Value& object_;
+  std::string where_;
+};
+
+Status read_factor_list(const ConfigReader& rope, const char* key, std::size_t count, std::vector<float>* out) {
+  const json::Value* v = rope.get(key);
+  if (!v) return rope.bad(key, "is missing (longrope needs it)");
+  if (!v->is_array() || v->items().size() != count) {
+    return rope.bad(key, "must be a list of " + std::to_string(count) + " numbers (rotary dimensions / 2)");
+  }
+  out->clear();
+  for (const json::Value& item : v->items()) {
+    if (!item.is_number() || !(item.as_number() > 0)) return rope.bad(key, "must hold positive numbers");
+    out->push_back(static_cast<float>(item.as_number()));
+  }
+  return Status::Ok();
+}
+
+// RoPE: theta, scaling type and its parameters, from rope_parameters (transformers
+// 5) or rope_theta + rope_scaling (older configs and GGUF-synthesized ones).
+Status parse_rope(const ConfigReader& c, ModelConfig* m, std::size_t rotary_head_dim) {
+  RopeSettings& rope = m->rope;
+  const json::Value* params = c.get("rope_parameters");
+  if (params && !params->is_object()) return c.bad("rope_parameters", "must be an object");
+  const json::Value* scaling = c.get("rope_scaling");
+  if (scaling && !scaling->is_object()) return c.bad("rope_scaling", "must be an object");
+  // Scaling parameters live in rope_parameters, else in rope_scaling.
+  static const json::Value kEmpty = json::Value::object({});
+  const json::Value& p = params ? *params : (scaling ? *scaling : kEmpty);
+  ConfigReader r(p, c.where() + (params ? ": rope_parameters" : ": rope_scaling"));
+
+  double theta = 0;
+  if (r.has("rope_theta")) {
+    ZIPMOE_RETURN_IF_ERROR(r.positive_or("rope_theta", 10000.0, &theta));
+  } else {
+    ZIPMOE_RETURN_IF_ERROR(c.positive_or("rope_theta", 10000.0, &theta));
+  }
+  if (!(theta > 1.0)) return c.bad("rope_theta", "must be > 1");
+  rope.config.theta = theta;
+
+  double partial = 0;
+  if (r.has("partial_rotary_factor")) {
+    ZIPMOE_RETURN_IF_ERROR(r.positive_or("partial_rotary_factor", 1.0, &partial));
+  } else {
+    ZIPMOE_RETURN_IF_ERROR(c.positive_or("partial_rotary_factor", 1.0, &partial));
+  }
+  if (partial > 1.0) return c.bad("partial_rotary_factor", "must be in (0, 1]");
+  const std::size_t rotary = static_cast<std::size_t>(static_cast<double>(rotary_head_dim) * partial);
+  if (rotary == 0 || rotary % 2 != 0) {
+    return Status::Format(c.where() + ": the rotary dimension (" + std::to_string(rotary) + ") must be even and > 0");
+  }
+  rope.config.rotary_dim = rotary;
+
+  std::string type;
+  if (r.has("rope_type")) {
+    ZIPMOE_RETURN_IF_ERROR(r.string_or("rope_type", "default", &type));
+  } else {
+    ZIPMOE_RETURN_IF_ERROR(r.string_or("type", "default", &type));
+  }
+  double original = 0.0;
+  if (r.has("original_max_position_embeddings")) {
+    ZIPMOE_RETURN_IF_ERROR(r.positive_or("original_max_position_embeddings", 1.0, &original));
+  } else if (c.has("original_max_position_embeddings")) {
+    ZIPMOE_RETURN_IF_ERROR(c.positive_or("original_max_position_embeddings", 1.0, &original));
+  } else {
+    original = static_cast<double>(m->max_position_embeddings);
+  }
+  double factor = 0.0;
+  const bool has_factor = r.has("factor");
+  if (has_factor) ZIPMOE_RETURN_IF_ERROR(r.positive_or("factor", 1.0, &factor));
+  double attention_factor = 0.0;
+  if (r.has("attention_factor")) ZIPMOE_RETURN_IF_ERROR(r.positive_or("attention_factor", 1.0, &attention_factor));
+  rope.config.attention_factor = attention_factor;
+
+  if (type == "default" || type.empty()) {
+    rope.config.scaling = kernels::RopeScaling::kNone;
+  } else if (type == "linear") {
+    if (!has_factor) return r.bad("factor", "is missing (linear rope scaling needs it)");
+    rope.config.scaling = kernels::RopeScaling::kLinear;
+    rope.config.factor = factor;
+  } else if (type == "yarn") {
+    rope.config.scaling = kernels::RopeScaling::kYarn;
+    rope.config.factor = has_factor ? factor : static_cast<double>(m->max_position_embeddings) / original;
+    rope.config.original_max_position_embeddings = original;
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("beta_fast", 32.0, &rope.config.beta_fast));
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("beta_slow", 1.0, &rope.config.beta_slow));
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("mscale", 0.0, &rope.config.mscale));
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("mscale_all_dim", 0.0, &rope.config.mscale_all_dim));
+    ZIPMOE_RETURN_IF_ERROR(r.boolean_or("truncate", true, &rope.config.truncate));
+  } else if (type == "llama3") {
+    if (!has_factor) return r.bad("factor", "is missing (llama3 rope scaling needs it)");
+    rope.config.scaling = kernels::RopeScaling::kLlama3;
+    rope.config.factor = factor;
+    rope.config.original_max_position_embeddings = original;
+    ZIPMOE_RETURN_IF_ERROR(r.positive_or("low_freq_factor", 1.0, &rope.config.low_freq_factor));
+    ZIPMOE_RETURN_IF_ERROR(r.positive_or("high_freq_factor", 4.0, &rope.config.high_freq_factor));
+    if (rope.config.low_freq_factor == rope.config.high_freq_factor) {
+      return r.bad("high_freq_factor", "must differ from low_freq_factor");
+    }
+  } else if (type == "longrope" || type == "su") {
+    rope.config.scaling = kernels::RopeScaling::kLongRope;
+    rope.config.factor = has_factor ? factor : static_cast<double>(m->max_position_embeddings) / original;
+    rope.config.original_max_position_embeddings = original;
+    ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "short_factor", rotary / 2, &rope.short_factors));
+    ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "long_factor", rotary / 2, &rope.long_factors));
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("short_mscale", 0.0, &rope.short_mscale));
+    ZIPMOE_RETURN_IF_ERROR(r.number_or("long_mscale", 0.0, &rope.long_mscale));
+  } else {
+    return Status::Unsupported(c.where() + ": rope scaling type '" + type +
+                               "' is not supported (supported: default, linear, yarn, llama3, longrope)");
+  }
+  return Status::Ok();
+}
+
+Status parse_layers(const ConfigReader& c, ModelConfig* m) {
+  const Family f = m->family->family;
+  m->layers.assign(m->num_layers, LayerPlan());
+  // Which layers are MoE.
+  if (m->family->moe && m->num_experts > 0) {
+    if (f == Family::kQwen2Moe || f == Family::kQwen3Moe) {
+      std::size_t step = 0;
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("decoder_sparse_step", 1, 1, kMaxLayers, &step));
+      std::vector<bool> dense_only(m->num_layers, false);
+      if (const json::Value* list = c.get("mlp_only_layers")) {
+        if (!list->is_array()) return c.bad("mlp_only_layers", "must be a list of layer indices");
+        for (const json::Value& item : list->items()) {
+          std::size_t layer = 0;
+          ZIPMOE_RETURN_IF_ERROR(c.integer_value("mlp_only_layers", item, 0, kMaxLayers, &layer));
+          if (layer < m->num_layers) dense_only[layer] = true;
+        }
+      }
+      for (std::size_t i = 0; i < m->num_layers; ++i) {
+        if (!dense_only[i] && (i + 1) % step == 0) m->layers[i].ffn = FfnKind::kMoe;
+      }
+    } else if (f == Family::kDeepseekV2 || f == Family::kDeepseekV3) {
+      std::size_t first_dense = 0, frequency = 0;
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("first_k_dense_replace", 0, 0, kMaxLayers, &first_dense));
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("moe_layer_freq", 1, 1, kMaxLayers, &frequency));
+      for (std::size_t i = 0; i < m->num_layers; ++i) {
+        if (i >= first_dense && i % frequency == 0) m->layers[i].ffn = FfnKind::kMoe;
+      }
+    } else {
+      for (LayerPlan& layer : m->layers) layer.ffn = FfnKind::kMoe;
+    }
+  }
+
+  // Sliding-window attention.
+  std::size_t window = 0;
+  if (c.has("sliding_window")) ZIPMOE_RETURN_IF_ERROR(c.integer("sliding_window", 0, kMaxPositions, &window));
+  bool use_sliding = true;
+  if (f == Family::kQwen2 || f == Family::kQwen2Moe || f == Family::kQwen3Moe) {
+    ZIPMOE_RETURN_IF_ERROR(c.boolean_or("use_sliding_window", false, &use_sliding));
+  }
+  if (f == Family::kDeepseekV2 || f == Family::kDeepseekV3 || f == Family::kOlmoe || f == Family::kGraniteMoe ||
+      f == Family::kLlama) {
+    use_sliding = false;  // these families have no sliding-window attention
+  }
+  if (!use_sliding || window == 0) return Status::Ok();
+  const json::Value* types = c.get("layer_types");
+  if (types) {
+    if (!types->is_array() || types->items().size() != m->num_layers) {
+      return c.bad("layer_types", "must be a list with one entry per layer");
+    }
+    for (std::size_t i = 0; i < m->num_layers; ++i) {
+      const json::Value& t = types->items()[i];
+      if (!t.is_string()) return c.bad("layer_types", "must hold strings");
+      if (t.as_string() == "sliding_attention") {
+        m->layers[i].sliding_window = window;
+      } else if (t.as_string() != "full_attention") {
+        return Status::Unsupported(c.where() + ": layer type '" + t.as_string() + "' is not supported");
+      }
+    }
+    return Status::Ok();
+  }
+  if (f == Family::kGptOss) {
+    // transformers' default: even layers slide, odd layers attend to everything
+    for (std::size_t i = 0; i < m->num_layers; ++i) {
+      if ((i + 1) % 2) m->layers[i].sliding_window = window;
+    }
+    return Status::Ok();
+  }
+  if (f == Family::kQwen2 || f == Family::kQwen2Moe) {
+    std::size_t max_window_layers = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.integer_or("max_window_layers", m->num_layers, 0, kMaxLayers, &max_window_layers));
+    for (std::size_t i = 0; i < m->num_layers; ++i) {
+      if ((i + 1) % 2 && i < max_window_layers) m->layers[i].sliding_window = window;
+    }
+    return Status::Ok();
+  }
+  for (LayerPlan& layer : m->layers) layer.sliding_window = window;
+  return Status::Ok();
+}
+
+Status parse_config_object(const FamilySpec& family, const json::Value& object, ModelConfig* m) {
+  ConfigReader c(object, std::string(family.name) + " config");
+  m->family = &family;
+  const Family f = family.family;
+  const bool latent = family.attention == AttentionKind::kLatent;
+
+  std::string activation;
+  ZIPMOE_RETURN_IF_ERROR(c.string_or("hidden_act", "silu", &activation));
+  if (activation != "silu" && activation != "swish") {
+    return Status::Unsupported(c.where() + ": hidden_act '" + activation + "' is not supported (only silu)");
+  }
+  bool mlp_bias = false;
+  ZIPMOE_RETURN_IF_ERROR(c.boolean_or("mlp_bias", false, &mlp_bias));
+  if (mlp_bias) return Status::Unsupported(c.where() + ": mlp_bias is not supported");
+
+  ZIPMOE_RETURN_IF_ERROR(c.integer("vocab_size", 1, kMaxVocab, &m->vocab_size));
+  ZIPMOE_RETURN_IF_ERROR(c.integer("hidden_size", 1, kMaxWidth, &m->hidden_size));
+  ZIPMOE_RETURN_IF_ERROR(c.integer("num_hidden_layers", 1, kMaxLayers, &m->num_layers));
+  ZIPMOE_RETURN_IF_ERROR(c.integer("num_attention_heads", 1, kMaxHeads, &m->num_heads));
+  ZIPMOE_RETURN_IF_ERROR(c.integer_or("num_key_value_heads", static_cast<std::int64_t>(m->num_heads), 1, kMaxHeads,
+                                      &m->num_kv_heads));
+  if (m->num_heads % m->num_kv_heads != 0) {
+    return c.bad("num_key_value_heads", "must divide num_attention_heads");
+  }
+  ZIPMOE_RETURN_IF_ERROR(c.integer_or("max_position_embeddings", 2048, 1, kMaxPositions, &m->max_position_embeddings));
+  const double default_eps =
+      (f == Family::kMixtral || f == Family::kOlmoe || f == Family::kGptOss || f == Family::kPhiMoe) ? 1e-5 : 1e-6;
+  double eps = 0;
+  ZIPMOE_RETURN_IF_ERROR(c.positive_or("rms_norm_eps", default_eps, &eps));
+  m->norm_eps = static_cast<float>(eps);
+  ZIPMOE_RETURN_IF_ERROR(c.boolean_or("tie_word_embeddings", false, &m->tie_word_embeddings));
+  ZIPMOE_RETURN_IF_ERROR(c.integer_or("intermediate_size", 0, 0, kMaxWidth, &m->intermediate_size));
+
+  // Attention geometry.
+  if (latent) {
+    std::size_t q_lora = 0;
+    if (c.has("q_lora_rank")) ZIPMOE_RETURN_IF_ERROR(c.integer("q_lora_rank", 0, kMaxWidth, &q_lora));
+    m->q_lora_rank = q_lora;
+    ZIPMOE_RETURN_IF_ERROR(c.integer("kv_lora_rank", 1, kMaxWidth, &m->kv_lora_rank));
+    ZIPMOE_RETURN_IF_ERROR(c.integer("qk_nope_head_dim", 0, kMaxWidth, &m->qk_nope_head_dim));
+    ZIPMOE_RETURN_IF_ERROR(c.integer("qk_rope_head_dim", 2, kMaxWidth, &m->qk_rope_head_dim));
+    ZIPMOE_RETURN_IF_ERROR(c.integer("v_head_dim", 1, kMaxWidth, &m->v_head_dim));
+    m->head_dim = m->qk_nope_head_dim + m->qk_rope_head_dim;
+  } else {
+    std::size_t head_dim = 0;
+    if (c.has("head_dim")) ZIPMOE_RETURN_IF_ERROR(c.integer("head_dim", 1, kMaxWidth, &head_dim));
+    if (head_dim == 0) {
+      if (m->hidden_size % m->num_heads != 0) {
+        return c.bad("hidden_size", "is not a multiple of num_attention_heads (and no head_dim is given)");
+      }
+      head_dim = m->hidden_size / m->num_heads;
+    }
+    m->head_dim = head_dim;
+  }
+
+  // Experts.
+  if (family.moe) {
+    const char* count_key = c.first_present({"num_experts", "num_local_experts", "n_routed_experts"});
+    if (!count_key) return c.bad("num_experts", "is missing (also looked for num_local_experts, n_routed_experts)");
+    ZIPMOE_RETURN_IF_ERROR(c.integer(count_key, 0, kMaxExperts, &m->num_experts));
+    if (m->num_experts > 0) {
+      ZIPMOE_RETURN_IF_ERROR(c.integer("num_experts_per_tok", 1, static_cast<std::int64_t>(m->num_experts),
+                                       &m->experts_per_token));
+      const bool moe_size_key = f == Family::kQwen2Moe || f == Family::kQwen3Moe || latent;
+      ZIPMOE_RETURN_IF_ERROR(c.integer(moe_size_key ? "moe_intermediate_size" : "intermediate_size", 1, kMaxWidth,
+                                       &m->expert_intermediate_size));
+    }
+    if (f == Family::kQwen2Moe) {
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("shared_expert_intermediate_size", 0, 0, kMaxWidth,
+                                          &m->shared_intermediate_size));
+    } else if (latent) {
+      std::size_t shared_count = 0;
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_shared_experts", 0, 0, 1024, &shared_count));
+      m->shared_intermediate_size = shared_count * m->expert_intermediate_size;
+    }
+    bool norm_default = f == Family::kDeepseekV3;
+    ZIPMOE_RETURN_IF_ERROR(c.boolean_or("norm_topk_prob", norm_default, &m->norm_topk_prob));
+    if (f == Family::kMixtral) m->norm_topk_prob = true;
+    if (f == Family::kPhiMoe) {
+      if (m->num_experts > 0 && m->experts_per_token != 2) {
+        return Status::Unsupported(c.where() + ": sparsemixer routing needs num_experts_per_tok = 2");
+      }
+      if (m->num_experts == 1) return c.bad("num_local_experts", "must be at least 2 for sparsemixer routing");
+      double jitter = 0;
+      ZIPMOE_RETURN_IF_ERROR(c.number_or("router_jitter_noise", 0.01, &jitter));
+      m->router_jitter_noise = static_cast<float>(jitter);
+    }
+    if (latent) {
+      ZIPMOE_RETURN_IF_ERROR(c.number_or("routed_scaling_factor", f == Family::kDeepseekV3 ? 2.5 : 1.0,
+                                         &m->routed_scaling_factor));
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_group", 1, 1, kMaxExperts, &m->num_groups));
+      ZIPMOE_RETURN_IF_ERROR(c.integer_or("topk_group", 1, 1, kMaxExperts, &m->topk_groups));
+      if (f == Family::kDeepseekV2) {
+        std::string method;
+        ZIPMOE_RETURN_IF_ERROR(c.string_or("topk_method", "greedy", &method));
+        if (method == "group_limited_greedy") {
+          m->group_limited = true;
+        } else if (method != "greedy") {
+          return Status::Unsupported(c.where() + ": topk_method '" + method +
+                                     "' is not supported (greedy, group_limited_greedy)");
+        }
+      } else {
+        m->group_limited = true;
+        std::string scoring;
+        ZIPMOE_RETURN_IF_ERROR(c.string_or("scoring_func", "sigmoid", &scoring));
+        if (scoring != "sigmoid") {
+          return Status::Unsupported(c.where() + ": scoring_func '" + scoring + "' is not supported (sigmoid)");
+        }
+      }
+      if (m->num_experts > 0 && m->group_limited) {
+        if (m->num_experts % m->num_groups != 0) return c.bad("n_group", "must divide the number of experts");
+        if (m->topk_groups > m->num_groups) return c.bad("topk_group", "must not exceed n_group");
+        const std::size_t per_group = m->num_experts / m->num_groups;
+        if (f == Family::kDeepseekV3 && per_group < 2 && m->num_groups > 1) {
+          return c.bad("n_group", "leaves fewer than 2 experts per group");
+        }
+        if (m->topk_groups * per_group < m->experts_per_token) {
+          return c.bad("topk_group", "selects fewer experts than num_experts_per_tok");
+        }
+      }
+    }
+  }
+
+  ZIPMOE_RETURN_IF_ERROR(parse_layers(c, m));
+  for (const LayerPlan& layer : m->layers) {
+    if (layer.ffn == FfnKind::kDense && m->intermediate_size == 0) {
+      return c.bad("intermediate_size", "is missing (a dense FFN layer needs it)");
+    }
+  }
+
+  // Scalars of single families.
+  if (f == Family::kGraniteMoe) {
+    double v = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("embedding_multiplier", 1.0, &v));
+    m->embedding_multiplier = static_cast<float>(v);
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("residual_multiplier", 1.0, &v));
+    m->residual_multiplier = static_cast<float>(v);
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("attention_multiplier", 1.0, &v));
+    m->attention_scale = static_cast<float>(v);
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("logits_scaling", 1.0, &v));
+    if (v == 0) return c.bad("logits_scaling", "must not be 0");
+    m->logits_scaling = static_cast<float>(v);
+  }
+  if (f == Family::kOlmoe) {
+    double clip = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("clip_qkv", 0.0, &clip));
+    if (clip < 0) return c.bad("clip_qkv", "must not be negative");
+    m->clip_qkv = static_cast<float>(clip);
+  }
+  if (f == Family::kGptOss) {
+    double v = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("swiglu_alpha", 1.702, &v));
+    m->swiglu_alpha = static_cast<float>(v);
+    ZIPMOE_RETURN_IF_ERROR(c.positive_or("swiglu_limit", 7.0, &v));
+    m->swiglu_limit = static_cast<float>(v);
+  }
+
+  // RoPE over the rotary part of each head.
+  ZIPMOE_RETURN_IF_ERROR(parse_rope(c, m, latent ? m->qk_rope_head_dim : m->head_dim));
+  if (latent) {
+    bool interleave = true;
+    if (f == Family::kDeepseekV3) ZIPMOE_RETURN_IF_ERROR(c.boolean_or("rope_interleave", true, &interleave));
+    m->rope.style = interleave ? kernels::RopeStyle::kInterleaved : kernels::RopeStyle::kNeox;
+    if (m->rope.config.rotary_dim != m->qk_rope_head_dim) {
+      return c.bad("partial_rotary_factor", "is not supported with latent attention");
+    }
+    // transformers' yarn_apply_mscale: the softmax scale gains mscale(factor, mscale_all_dim)^2.
+    double scale = 1.0 / std::sqrt(static_cast<double>(m->qk_nope_head_dim + m->qk_rope_head_dim));
+    if (m->rope.config.scaling != kernels::RopeScaling::kNone && m->rope.config.mscale_all_dim != 0) {
+      const double mscale = kernels::yarn_get_mscale(m->rope.config.factor, m->rope.config.mscale_all_dim);
+      scale *= mscale * mscale;
+    }
+    m->attention_scale = static_cast<float>(scale);
+  } else if (m->attention_scale == 0.0f) {
+    m->attention_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m->head_dim)));
+  }
+  m->config_json = json::serialize(object);
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::size_t ModelConfig::num_moe_layers() const {
+  std::size_t n = 0;
+  for (const LayerPlan& layer : layers) n += layer.ffn == FfnKind::kMoe;
+  return n;
+}
+
+Status parse_model_config(const json::Value& metadata, ModelConfig* config) {
+  if (!metadata.is_object()) return Status::Format("container metadata is not a JSON object");
+  const json::Value* architecture = metadata.find("architecture");
+  if (!architecture) {
+    return Status::Unsupported("the container metadata names no architecture (supported: " +
+                               supported_family_names() + ")");
+  }
+  if (!architecture->is_string()) return Status::Format("container metadata: architecture must be a string");
+  const FamilySpec* family = find_family(architecture->as_string());
+  if (!family) {
+    const std::string& name = architecture->as_string();
+    const std::string why = name == "generic" ? " (a --generic container has no architecture the engine knows)" : "";
+    return Status::Unsupported("architecture '" + name + "' is not supported by the engine" + why +
+                               "; supported: " + supported_family_names());
+  }
+  const json::Value* object = metadata.find("config");
+  if (!object || !object->is_object()) return Status::Format("container metadata: config must be an object");
+  ModelConfig parsed;
+  ZIPMOE_RETURN_IF_ERROR(parse_config_object(*family, *object, &parsed));
+  *config = std::move(parsed);
+  return Status::Ok();
+}
+
+Status parse_model_config(const std::string& metadata_json, ModelConfig* config) {
+  json::ParseOptions options;
+  options.keep_top_level = {"architecture", "config", "zipmoe_format"};
+  json::Value metadata;
+  ZIPMOE_RETURN_IF_ERROR(json::parse(metadata_json, &metadata, options).with_context("container metadata"));
+  return parse_model_config(metadata, config);
+}
+
+}  // namespace zipmoe::model

@@ -1,0 +1,120 @@
+// ExpertProvider: where the forward pass gets the weights of routed experts.
+//
+// The forward pass never assumes that experts sit in one array: for each MoE
+// layer it asks the provider for the experts its tokens were routed to (all of
+// them at once, so that a provider can overlap their fetches), computes with each
+// as soon as it is delivered, and releases them all when the layer is done (so
+// that a cache may evict or reuse their memory from then on).
+//
+//   ExpertRequest request;                       // owned by the caller, reused
+//   request.layer = 5; request.experts = {3, 17, 42};
+//   provider.acquire(&request);                  // starts every fetch
+//   while ((n = provider.wait_ready(&request, ready)) > 0)
+//     compute with request.weights[ready[0..n)]  // in any delivery order
+//   provider.release(&request);
+//
+// Results must not depend on the delivery order: the caller writes each expert's
+// output to its own place and combines them in a fixed order afterwards.
+//
+// Implementations: ResidentExpertProvider (every expert decoded at load, every
+// request ready at once). The tiered cache of a later issue implements the same
+// interface with experts held compressed, partly or not at all.
+//
+// Thread-safety: one request at a time per provider (the engine runs one forward
+// pass at a time); prefetch() may be called between requests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "common/memory_ledger.h"
+#include "common/status.h"
+#include "kernels/kernel_types.h"
+#include "model/config.h"
+#include "zipmoe/container.h"
+#include "zipmoe/thread_pool.h"
+
+namespace zipmoe::model {
+
+// All projections of one routed expert, in HF semantics:
+//   gate, up: [intermediate, hidden];  down: [hidden, intermediate]
+struct ExpertWeights {
+  kernels::WeightMatrix gate;
+  kernels::WeightMatrix up;
+  kernels::WeightMatrix down;
+};
+
+// The experts of one MoE layer that a forward step needs. The caller fills
+// `layer` and `experts` (distinct ids < num_experts) and keeps the object between
+// steps: the provider sizes the other vectors once and reuses them.
+struct ExpertRequest {
+  std::uint32_t layer = 0;
+  std::vector<std::uint32_t> experts;
+
+  // Filled by the provider. weights[i] is valid from the wait_ready() call that
+  // delivered experts[i] until release().
+  std::vector<ExpertWeights> weights;
+  std::vector<std::uint8_t> delivered;  // delivered[i] != 0 once experts[i] was handed out
+  std::size_t delivered_count = 0;
+  bool active = false;     // between acquire() and release()
+  std::uint64_t ticket = 0;  // the provider's own bookkeeping
+};
+
+class ExpertProvider {
+ public:
+  virtual ~ExpertProvider() = default;
+
+  // A hint that these experts of `layer` will probably be asked for soon (e.g. a
+  // guess from the next layer's router); a provider may start fetching them.
+  virtual void prefetch(std::uint32_t layer, const std::uint32_t* experts, std::size_t count) {
+    (void)layer, (void)experts, (void)count;
+  }
+
+  // Starts making every expert of request->experts available. Status errors:
+  // InvalidArgument for an expert or layer that does not exist, I/O or format
+  // errors of a provider that reads storage.
+  virtual Status acquire(ExpertRequest* request) = 0;
+
+  // Blocks until at least one expert of the request that was not delivered yet
+  // is ready, then delivers every ready one: fills their weights, writes their
+  // indices into request->experts to ready[0, *count) (ready must hold
+  // request->experts.size() entries). *count == 0 once everything was delivered.
+  virtual Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) = 0;
+
+  // Ends the request: the provider may evict its experts from now on.
+  virtual void release(ExpertRequest* request) = 0;
+
+  // Bytes of expert weights this provider holds now (also in the ledger).
+  virtual std::uint64_t resident_bytes() const = 0;
+};
+
+// Decodes every routed expert of the container into aligned RAM at load (in
+// parallel on the pool, charged to the ledger as kExperts) and serves every
+// request at once.
+class ResidentExpertProvider final : public ExpertProvider {
+ public:
+  // Reads every expert projection of every MoE layer of `config` from `reader`
+  // (FormatError status for one that is missing or has the wrong shape).
+  static Status create(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool,
+                       MemoryLedger* ledger, std::optional<Isa> isa, std::unique_ptr<ResidentExpertProvider>* out);
+
+  Status acquire(ExpertRequest* request) override;
+  Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
+  void release(ExpertRequest* request) override;
+  std::uint64_t resident_bytes() const override { return bytes_; }
+
+ private:
+  ResidentExpertProvider() = default;
+
+  struct ResidentExpert {
+    LedgerBuffer buffer;  // gate | up | down, each 64-byte aligned
+    ExpertWeights weights;
+  };
+  std::vector<std::vector<ResidentExpert>> layers_;  // [layer][expert]; empty for dense layers
+  std::uint64_t bytes_ = 0;
+};
+
+}  // namespace zipmoe::model

@@ -1,0 +1,704 @@
+#include "model/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+namespace zipmoe::model {
+
+namespace {
+
+constexpr std::size_t kFloatAlignment = 16;  // 64 bytes
+
+std::size_t align_floats(std::size_t n) { return (n + kFloatAlignment - 1) / kFloatAlignment * kFloatAlignment; }
+
+// Elements per thread below which a row-wise step stays on the calling thread.
+constexpr std::size_t kParallelRowWork = std::size_t(1) << 15;
+// Multiply-adds below which a matrix product or attention runs on the calling thread.
+constexpr std::size_t kParallelMatmulWork = std::size_t(1) << 18;
+
+// Epsilon of DeepSeek's q_a_layernorm and kv_a_layernorm (transformers builds them
+// with the RMSNorm default, not rms_norm_eps).
+constexpr float kLatentNormEps = 1e-6f;
+
+kernels::WeightVector row_of(const kernels::WeightMatrix& m, std::size_t row) {
+  kernels::WeightVector v;
+  if (!m.data) return v;
+  v.data = static_cast<const std::uint8_t*>(m.data) + row * m.cols * dtype_size(m.dtype);
+  v.dtype = m.dtype;
+  v.size = m.cols;
+  return v;
+}
+
+kernels::LinearJob job(const float* x, std::size_t m, std::size_t ldx, const kernels::WeightMatrix& w,
+                       const kernels::WeightVector& bias, float* y, std::size_t ldy, bool accumulate = false) {
+  kernels::LinearJob j;
+  j.x = x;
+  j.m = m;
+  j.ldx = ldx;
+  j.weight = w;
+  j.bias = bias;
+  j.y = y;
+  j.ldy = ldy;
+  j.accumulate = accumulate;
+  return j;
+}
+
+// torch.clamp(x, -limit, limit), NaN kept (OLMoE's clip_qkv; no kernel for it).
+void clamp_values(float* x, std::size_t n, float limit) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (x[i] > limit) {
+      x[i] = limit;
+    } else if (x[i] < -limit) {
+      x[i] = -limit;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename Fn>
+void Forward::for_rows(std::size_t rows, std::size_t row_cost, Fn&& fn) {
+  const int threads = pool_ ? pool_->num_threads() : 1;
+  if (threads <= 1 || rows < 2 || rows * row_cost < kParallelRowWork) {
+    fn(std::size_t(0), rows);
+    return;
+  }
+  // Blocks depend on the shapes only (not on the thread count): each row is
+  // computed by the same code whichever thread runs it.
+  const std::size_t rows_per_block = std::max<std::size_t>(1, kParallelRowWork / std::max<std::size_t>(row_cost, 1));
+  const std::size_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  parallel_for(pool_, blocks, [&](std::size_t b) {
+    const std::size_t first = b * rows_per_block;
+    fn(first, std::min(rows_per_block, rows - first));
+  });
+}
+
+Forward::~Forward() {
+  if (ledger_ && workspace_charged_) ledger_->remove(MemoryCategory::kScratch, workspace_charged_);
+}
+
+Status Forward::init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts,
+                     KvCache* cache, ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options) {
+  config_ = &config;
+  weights_ = &weights;
+  experts_ = experts;
+  cache_ = cache;
+  pool_ = pool;
+  ledger_ = ledger;
+  options_ = options;
+  if (options_.batch == 0) return Status::InvalidArgument("batch must be at least 1");
+  const ModelConfig& c = config;
+  const bool latent = c.family->attention == AttentionKind::kLatent;
+  const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
+  const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
+  const std::size_t q_width = heads * c.query_head_size();
+  const std::size_t kv_width = latent ? 0 : c.num_kv_heads * c.head_dim;
+  const std::size_t latent_row = latent ? c.kv_lora_rank + c.qk_rope_head_dim : 0;
+  bool any_dense = false, any_moe = false;
+  for (const LayerPlan& layer : c.layers) (layer.ffn == FfnKind::kDense ? any_dense : any_moe) = true;
+  const std::size_t ffn_width = std::max(any_dense ? c.intermediate_size : 0, c.shared_intermediate_size);
+  const std::size_t rotary = c.rope.config.rotary_dim;
+  const std::size_t capacity = cache->capacity();
+
+  // Lay out the scratch buffer.
+  std::size_t total = 0;
+  std::vector<std::pair<float**, std::size_t>> plan;
+  auto place = [&](float** p, std::size_t floats) {
+    plan.emplace_back(p, total);
+    total += align_floats(std::max<std::size_t>(floats, 1));
+  };
+  place(&x_, B * H);
+  place(&xn_, B * H);
+  place(&q_, B * q_width);
+  place(&att_, B * heads * c.value_head_size());
+  place(&delta_, B * H);
+  if (latent) {
+    place(&q_lora_, B * c.q_lora_rank);
+    place(&kv_latent_, B * latent_row);
+    place(&q_latent_, B * heads * latent_row);
+    place(&att_latent_, B * heads * c.kv_lora_rank);
+  } else {
+    place(&k_, B * kv_width);
+    place(&v_, B * kv_width);
+  }
+  if (ffn_width) {
+    place(&ffn_gate_, B * ffn_width);
+    place(&ffn_up_, B * ffn_width);
+  }
+  if (any_moe) {
+    place(&router_logits_, B * E);
+    place(&router_work_, 2 * E + 2);
+    place(&moe_in_, B * K * H);
+    place(&moe_gate_, B * K * I);
+    place(&moe_up_, B * K * I);
+    place(&moe_out_, B * K * H);
+    if (c.shared_intermediate_size) {
+      place(&shared_out_, B * H);
+      place(&shared_logit_, B);
+    }
+  }
+  place(&rope_table_, capacity * rotary);
+  place(&inv_freq_, rotary / 2);
+  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger, MemoryCategory::kScratch, total * sizeof(float)));
+  for (auto& [pointer, offset] : plan) *pointer = scratch(offset);
+
+  // RoPE table for every position the cache can hold.
+  kernels::RopeConfig rope = c.rope.config;
+  if (rope.scaling == kernels::RopeScaling::kLongRope) {
+    const bool long_context = static_cast<double>(capacity) > rope.original_max_position_embeddings;
+    rope.ext_factors = long_context ? c.rope.long_factors.data() : c.rope.short_factors.data();
+    const double mscale = long_context ? c.rope.long_mscale : c.rope.short_mscale;
+    if (mscale > 0 && rope.attention_factor <= 0) rope.attention_factor = mscale;
+  } else if (rope.scaling == kernels::RopeScaling::kNone && weights.rope_factors) {
+    // GGUF llama 3: frequency factors stored as a tensor divide the base frequencies.
+    rope.scaling = kernels::RopeScaling::kLongRope;
+    rope.factor = 1.0;
+    rope.ext_factors = weights.rope_factors;
+  }
+  try {
+    const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
+    kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
+  } catch (const Error& e) {
+    return Status::Format(std::string(c.family->name) + " config: " + e.what());
+  }
+
+  // Routing bookkeeping and job lists, sized once.
+  selected_.assign(B * std::max<std::size_t>(K, 1), 0);
+  selected_weight_.assign(selected_.size(), 0.0f);
+  selected_row_.assign(selected_.size(), 0);
+  expert_rows_.assign(E + 1, 0);
+  expert_first_.assign(E + 1, 0);
+  expert_cursor_.assign(E + 1, 0);
+  group_scores_.assign(c.num_groups + 1, 0.0f);
+  ready_.assign(E + 1, 0);
+  topk_scratch_.assign(E + 2, 0);
+  request_.experts.reserve(E);
+  request_.weights.reserve(E);
+  request_.delivered.reserve(E);
+  jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * heads + 4));
+
+  // Reserve the matmul workspace for the largest pass, with stand-in pointers
+  // (distinct inputs are what sizes it; nothing is dereferenced).
+  std::size_t workspace = 0;
+  auto consider = [&](const std::vector<kernels::LinearJob>& jobs) {
+    workspace = std::max(workspace, kernels::linear_workspace_bytes(options_.isa, jobs.data(), jobs.size(),
+                                                                    options_.precision));
+  };
+  auto stand_in = [&](std::size_t rows, std::size_t cols, std::size_t i) {
+    kernels::WeightMatrix m;
+    m.data = scratch_.data();
+    m.dtype = DType::kF32;
+    m.rows = rows;
+    m.cols = cols;
+    (void)i;
+    return m;
+  };
+  float* base = scratch_.as<float>();
+  std::vector<kernels::LinearJob> probe;
+  probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H, 0), {}, base, 0));
+  consider(probe);
+  if (any_dense) {
+    probe.assign(1, job(base, B, 0, stand_in(c.intermediate_size, H, 0), {}, base, 0));
+    consider(probe);
+    probe.assign(1, job(base, B, 0, stand_in(H, c.intermediate_size, 0), {}, base, 0));
+    consider(probe);
+  }
+  if (latent) {
+    probe.clear();
+    for (std::size_t h = 0; h < heads; ++h) {
+      probe.push_back(job(base + h, B, q_width, stand_in(c.kv_lora_rank, c.qk_nope_head_dim, h), {}, base, 0));
+    }
+    consider(probe);
+    probe.clear();
+    for (std::size_t h = 0; h < heads; ++h) {
+      probe.push_back(job(base + h, B, heads * c.kv_lora_rank, stand_in(c.v_head_dim, c.kv_lora_rank, h), {}, base,
+                          0));
+    }
+    consider(probe);
+  }
+  if (any_moe && E > 0) {
+    const std::size_t used = std::min(E, B * K);
+    const std::size_t rows = (B * K + used - 1) / used;
+    probe.clear();
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, H, stand_in(I, H, e), {}, base, 0));
+    consider(probe);
+    probe.clear();
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I, e), {}, base, 0));
+    consider(probe);
+  }
+  workspace_.reserve(workspace + 4096);
+  ZIPMOE_RETURN_IF_ERROR(ledger->reserve(MemoryCategory::kScratch, workspace_.capacity()));
+  workspace_charged_ = workspace_.capacity();
+  return Status::Ok();
+}
+
+ThreadPool* Forward::pool_for(std::size_t work) const {
+  // Waking the workers costs tens of microseconds: below that much work one
+  // thread is faster (results do not depend on it).
+  return work >= kParallelMatmulWork ? pool_ : nullptr;
+}
+
+void Forward::linear(const kernels::LinearJob* jobs, std::size_t count) { linear(jobs, count, options_.precision); }
+
+void Forward::linear(const kernels::LinearJob* jobs, std::size_t count, kernels::MatmulPrecision precision) {
+  std::size_t work = 0;
+  for (std::size_t j = 0; j < count; ++j) work += jobs[j].m * jobs[j].weight.rows * jobs[j].weight.cols;
+  kernels::linear_batch(options_.isa, jobs, count, pool_for(work), &workspace_, precision);
+  if (workspace_.capacity() > workspace_charged_) {
+    ledger_->add(MemoryCategory::kScratch, workspace_.capacity() - workspace_charged_);
+    workspace_charged_ = workspace_.capacity();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The steps
+
+void Forward::embed(const std::int32_t* tokens, std::size_t n) {
+  // x[t] = embedding row of tokens[t] (exactly widened to F32)
+  const kernels::WeightMatrix& table = weights_->embedding;
+  const std::size_t H = config_->hidden_size, row_bytes = H * dtype_size(table.dtype);
+  for (std::size_t t = 0; t < n; ++t) {
+    const auto* row = static_cast<const std::uint8_t*>(table.data) + static_cast<std::size_t>(tokens[t]) * row_bytes;
+    kernels::convert_to_f32(options_.isa, table.dtype, row, x_ + t * H, H);
+  }
+  if (config_->embedding_multiplier != 1.0f) {
+    kernels::scale(options_.isa, x_, config_->embedding_multiplier, x_, n * H);
+  }
+}
+
+void Forward::norm(const NormWeights& w, const float* in, float* out, std::size_t n) {
+  // out[t] = norm(in[t]) * weight (+ bias)       [n, hidden]
+  const std::size_t H = config_->hidden_size;
+  const float eps = config_->norm_eps;
+  const bool layer_norm = config_->family->norm == NormKind::kLayerNorm;
+  const Isa isa = options_.isa;
+  for_rows(n, H, [&](std::size_t first, std::size_t rows) {
+    if (layer_norm) {
+      kernels::layer_norm(isa, in + first * H, rows, H, H, w.weight, w.bias, eps, out + first * H, H);
+    } else {
+      kernels::rms_norm(isa, in + first * H, rows, H, H, w.weight, eps, out + first * H, H);
+    }
+  });
+}
+
+void Forward::add_residual(const float* delta, std::size_t n) {
+  // x += delta (Granite: x += delta * residual_multiplier)
+  const std::size_t H = config_->hidden_size;
+  const float multiplier = config_->residual_multiplier;
+  const Isa isa = options_.isa;
+  for_rows(n, H, [&](std::size_t first, std::size_t rows) {
+    float* x = x_ + first * H;
+    const float* d = delta + first * H;
+    if (multiplier == 1.0f) {
+      kernels::add(isa, x, d, x, rows * H);
+    } else {
+      kernels::add_scaled(isa, d, multiplier, x, rows * H);
+    }
+  });
+}
+
+void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t position) {
+  const ModelConfig& c = *config_;
+  const AttentionWeights& a = weights_->layers[layer].attention;
+  const Isa isa = options_.isa;
+  const std::size_t H = c.hidden_size, heads = c.num_heads, kv_heads = c.num_kv_heads, dim = c.head_dim;
+  const std::size_t q_width = heads * dim, kv_width = kv_heads * dim, rotary = c.rope.config.rotary_dim;
+
+  // xn = norm(x)                                         [n, hidden]
+  norm(a.norm, x_, xn_, n);
+  // q = xn Wq^T + bq, k = xn Wk^T + bk, v = xn Wv^T + bv   [n, heads*dim], [n, kv_heads*dim] x2
+  const kernels::LinearJob qkv[3] = {job(xn_, n, H, a.q, a.q_bias, q_, q_width),
+                                     job(xn_, n, H, a.k, a.k_bias, k_, kv_width),
+                                     job(xn_, n, H, a.v, a.v_bias, v_, kv_width)};
+  linear(qkv, 3);
+  // q/k norms: per head over head_dim (Qwen3-MoE) or over the whole projection (OLMoE)
+  if (c.family->qk_norm == QkNormKind::kPerHead) {
+    kernels::rms_norm(isa, q_, n * heads, dim, dim, a.q_norm, c.norm_eps, q_, dim);
+    kernels::rms_norm(isa, k_, n * kv_heads, dim, dim, a.k_norm, c.norm_eps, k_, dim);
+  } else if (c.family->qk_norm == QkNormKind::kWholeProjection) {
+    kernels::rms_norm(isa, q_, n, q_width, q_width, a.q_norm, c.norm_eps, q_, q_width);
+    kernels::rms_norm(isa, k_, n, kv_width, kv_width, a.k_norm, c.norm_eps, k_, kv_width);
+  }
+  if (c.clip_qkv > 0) {
+    clamp_values(q_, n * q_width, c.clip_qkv);
+    clamp_values(k_, n * kv_width, c.clip_qkv);
+    clamp_values(v_, n * kv_width, c.clip_qkv);
+  }
+  // rotate the first `rotary` dims of every q and k head by its position
+  const float* cos_sin = rope_table_ + position * rotary;
+  kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, cos_sin);
+  kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, cos_sin);
+  // append k, v to the cache; att = softmax(q k^T * scale) v over positions [0, position + n)
+  const kernels::KvCacheView& cache = cache_->layer(layer);
+  kernels::kv_cache_store(isa, cache, position, n, k_, kv_width, v_, kv_width);
+  attention_params_.n_heads = heads;
+  attention_params_.scale = c.attention_scale;
+  attention_params_.sliding_window = c.layers[layer].sliding_window;
+  attention_params_.sinks = a.sinks;
+  const std::size_t keys = std::min(position + n, cache.capacity);
+  kernels::attention(isa, q_, n, q_width, position, cache, attention_params_, att_, q_width,
+                     pool_for(n * keys * heads * dim * 2));
+  // x += att Wo^T + bo                                   [n, hidden]
+  const bool direct = c.residual_multiplier == 1.0f;
+  const kernels::LinearJob out = job(att_, n, q_width, a.output, a.output_bias, direct ? x_ : delta_, H, direct);
+  linear(&out, 1);
+  if (!direct) add_residual(delta_, n);
+}
+
+void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t position) {
+  // DeepSeek multi-head latent attention, computed absorbed: the cache holds one
+  // row per position, [c = norm(latent) (rank) | k_rope (rope)], shared by every
+  // head; head h scores q_nope_h . (W_k,h c) + q_rope_h . k_rope, which equals
+  // (W_k,h^T q_nope_h) . c + q_rope_h . k_rope, and its value W_v,h c is applied
+  // after the softmax-weighted sum over the latents.
+  const ModelConfig& c = *config_;
+  const AttentionWeights& a = weights_->layers[layer].attention;
+  const Isa isa = options_.isa;
+  const std::size_t H = c.hidden_size, heads = c.num_heads, rank = c.kv_lora_rank;
+  const std::size_t nope = c.qk_nope_head_dim, rope = c.qk_rope_head_dim, qk = nope + rope;
+  const std::size_t vdim = c.v_head_dim, row = rank + rope, q_width = heads * qk;
+
+  // xn = norm(x)                                          [n, hidden]
+  norm(a.norm, x_, xn_, n);
+  // q_lora = xn Wq_a^T (or q = xn Wq^T), kv = xn Wkv_a^T   [n, q_lora_rank], [n, rank + rope]
+  kernels::LinearJob first[2];
+  first[0] = c.q_lora_rank ? job(xn_, n, H, a.q_a, {}, q_lora_, c.q_lora_rank) : job(xn_, n, H, a.q_b, {}, q_, q_width);
+  first[1] = job(xn_, n, H, a.kv_a, {}, kv_latent_, row);
+  linear(first, 2);
+  if (c.q_lora_rank) {
+    // q = norm(q_lora) Wq_b^T                              [n, heads * (nope + rope)]
+    kernels::rms_norm(isa, q_lora_, n, c.q_lora_rank, c.q_lora_rank, a.q_a_norm, kLatentNormEps, q_lora_,
+                      c.q_lora_rank);
+    const kernels::LinearJob q_b = job(q_lora_, n, c.q_lora_rank, a.q_b, {}, q_, q_width);
+    linear(&q_b, 1);
+  }
+  // c = norm(kv[:, :rank]); rope on q[:, h, nope:] and kv[:, rank:]
+  kernels::rms_norm(isa, kv_latent_, n, rank, row, a.kv_a_norm, kLatentNormEps, kv_latent_, row);
+  const float* cos_sin = rope_table_ + position * rope;
+  kernels::rope_apply(isa, c.rope.style, q_ + nope, n, q_width, heads, qk, rope, cos_sin);
+  kernels::rope_apply(isa, c.rope.style, kv_latent_ + rank, n, row, 1, rope, rope, cos_sin);
+  const kernels::KvCacheView& cache = cache_->layer(layer);
+  kernels::kv_cache_store(isa, cache, position, n, kv_latent_, row, nullptr, 0);
+  // q_latent[:, h] = [q_nope_h W_k,h | q_rope_h]           [n, heads * (rank + rope)]
+  jobs_.clear();
+  for (std::size_t h = 0; h < heads; ++h) {
+    jobs_.push_back(job(q_ + h * qk, n, q_width, a.k_absorb[h], {}, q_latent_ + h * row, heads * row));
+  }
+  linear(jobs_.data(), jobs_.size());
+  for (std::size_t t = 0; t < n; ++t) {
+    for (std::size_t h = 0; h < heads; ++h) {
+      std::memcpy(q_latent_ + (t * heads + h) * row + rank, q_ + t * q_width + h * qk + nope, rope * sizeof(float));
+    }
+  }
+  // att_latent[:, h] = softmax(q_latent_h . cache^T * scale) c   [n, heads * rank]
+  attention_params_.n_heads = heads;
+  attention_params_.scale = c.attention_scale;
+  attention_params_.sliding_window = 0;
+  attention_params_.sinks = nullptr;
+  kernels::attention(isa, q_latent_, n, heads * row, position, cache, attention_params_, att_latent_, heads * rank,
+                     pool_for(n * (position + n) * heads * (row + rank)));
+  // att[:, h] = att_latent[:, h] W_v,h^T                   [n, heads * v]
+  jobs_.clear();
+  for (std::size_t h = 0; h < heads; ++h) {
+    jobs_.push_back(job(att_latent_ + h * rank, n, heads * rank, a.v_expand[h], {}, att_ + h * vdim, heads * vdim));
+  }
+  linear(jobs_.data(), jobs_.size());
+  // x += att Wo^T                                          [n, hidden]
+  const kernels::LinearJob out = job(att_, n, heads * vdim, a.output, a.output_bias, x_, H, true);
+  linear(&out, 1);
+}
+
+void Forward::ffn_dense(std::size_t layer, std::size_t n) {
+  const ModelConfig& c = *config_;
+  const FfnWeights& f = weights_->layers[layer].ffn;
+  const std::size_t H = c.hidden_size, I = c.intermediate_size;
+  // xn = norm(x); gate = xn Wg^T, up = xn Wu^T             [n, I] x2
+  norm(f.norm, x_, xn_, n);
+  const kernels::LinearJob gate_up[2] = {job(xn_, n, H, f.gate, {}, ffn_gate_, I), job(xn_, n, H, f.up, {}, ffn_up_, I)};
+  linear(gate_up, 2);
+  // h = silu(gate) * up; x += h Wd^T                       [n, hidden]
+  kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * I);
+  const bool direct = c.residual_multiplier == 1.0f;
+  const kernels::LinearJob down = job(ffn_gate_, n, I, f.down, {}, direct ? x_ : delta_, H, direct);
+  linear(&down, 1);
+  if (!direct) add_residual(delta_, n);
+}
+
+void Forward::route_token(const FfnWeights& f, const float* logits, std::int32_t* experts, float* weights) {
+  // experts[0, k), weights[0, k) of one token from its router logits [E]
+  const ModelConfig& c = *config_;
+  const Isa isa = options_.isa;
+  const std::size_t E = c.num_experts, K = c.experts_per_token;
+  float* scores = router_work_;      // [E]
+  float* choice = router_work_ + E;  // [E]
+  switch (c.family->router) {
+    case RouterKind::kSoftmaxTopK: {
+      kernels::softmax(isa, logits, 1, E, E, scores, E);
+      kernels::top_k(scores, E, K, experts, weights);
+      if (c.norm_topk_prob) {
+        float sum = 0.0f;
+        for (std::size_t j = 0; j < K; ++j) sum += weights[j];
+        for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
+      }
+      return;
+    }
+    case RouterKind::kTopKSoftmax: {
+      kernels::top_k(logits, E, K, experts, weights);
+      kernels::softmax(isa, weights, 1, K, K, weights, K);
+      return;
+    }
+    case RouterKind::kDeepseekV2: {
+      // As transformers' DeepSeek-V2: no renormalization (norm_topk_prob is not
+      // read; published V2 configs set it false), weights scaled.
+      kernels::softmax(isa, logits, 1, E, E, scores, E);
+      if (c.group_limited && c.num_groups > 1) {
+        // keep the topk_group groups with the highest best expert; others score 0
+        const std::size_t groups = c.num_groups, per_group = E / groups;
+        for (std::size_t g = 0; g < groups; ++g) {
+          float best = -std::numeric_limits<float>::infinity();
+          for (std::size_t e = 0; e < per_group; ++e) best = std::max(best, scores[g * per_group + e]);
+          choice[g] = best;
+        }
+        kernels::top_k(choice, groups, c.topk_groups, topk_scratch_.data(), nullptr);
+        for (std::size_t g = 0; g < groups; ++g) {
+          bool kept = false;
+          for (std::size_t j = 0; j < c.topk_groups; ++j) kept |= topk_scratch_[j] == static_cast<std::int32_t>(g);
+          if (!kept) std::fill(scores + g * per_group, scores + (g + 1) * per_group, 0.0f);
+        }
+      }
+      kernels::top_k(scores, E, K, experts, weights);
+      const float scaling = static_cast<float>(c.routed_scaling_factor);
+      for (std::size_t j = 0; j < K; ++j) weights[j] *= scaling;
+      return;
+    }
+    case RouterKind::kDeepseekV3: {
+      // scores = sigmoid(logits); the choice adds the correction bias, the weights do not
+      kernels::sigmoid(isa, logits, scores, E);
+      for (std::size_t e = 0; e < E; ++e) choice[e] = scores[e] + (f.score_correction ? f.score_correction[e] : 0.0f);
+      if (c.num_groups > 1) {
+        // group score = sum of its two best choices; keep the topk_group best groups
+        const std::size_t groups = c.num_groups, per_group = E / groups;
+        std::vector<float>& gs = group_scores_;
+        for (std::size_t g = 0; g < groups; ++g) {
+          std::int32_t best[2];
+          float values[2];
+          kernels::top_k(choice + g * per_group, per_group, 2, best, values);
+          gs[g] = values[0] + values[1];
+        }
+        kernels::top_k(gs.data(), groups, c.topk_groups, topk_scratch_.data(), nullptr);
+        for (std::size_t g = 0; g < groups; ++g) {
+          bool kept = false;
+          for (std::size_t j = 0; j < c.topk_groups; ++j) kept |= topk_scratch_[j] == static_cast<std::int32_t>(g);
+          if (!kept) {
+            std::fill(choice + g * per_group, choice + (g + 1) * per_group, -std::numeric_limits<float>::infinity());
+          }
+        }
+      }
+      kernels::top_k(choice, E, K, experts, nullptr);
+      for (std::size_t j = 0; j < K; ++j) weights[j] = scores[experts[j]];
+      if (c.norm_topk_prob) {
+        float sum = 0.0f;
+        for (std::size_t j = 0; j < K; ++j) sum += weights[j];
+        sum += 1e-20f;
+        for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
+      }
+      const float scaling = static_cast<float>(c.routed_scaling_factor);
+      for (std::size_t j = 0; j < K; ++j) weights[j] *= scaling;
+      return;
+    }
+    case RouterKind::kSparseMixer: {
+      // PhiMoE (inference): the best expert, weighted by its softmax among the
+      // experts within a relative threshold of it; then the same for the
+      // runner-up, with the best one masked out.
+      const float threshold = 2.0f * c.router_jitter_noise;
+      const float minus_inf = -std::numeric_limits<float>::infinity();
+      for (int pick = 0; pick < 2; ++pick) {
+        const float* source = logits;
+        if (pick == 1) {
+          std::memcpy(choice, logits, E * sizeof(float));
+          choice[experts[0]] = minus_inf;
+          source = choice;
+        }
+        std::int32_t best;
+        float top;
+        kernels::top_k(source, E, 1, &best, &top);
+        for (std::size_t e = 0; e < E; ++e) {
+          const float factor = std::max(std::fabs(logits[e]), top);
+          const bool masked = (top - logits[e]) / factor > threshold;
+          scores[e] = masked ? minus_inf : source[e];
+        }
+        kernels::softmax(isa, scores, 1, E, E, scores, E);
+        experts[pick] = best;
+        weights[pick] = scores[best];
+      }
+      return;
+    }
+  }
+}
+
+void Forward::route(std::size_t layer, std::size_t n) {
+  const FfnWeights& f = weights_->layers[layer].ffn;
+  const std::size_t E = config_->num_experts, K = config_->experts_per_token;
+  for (std::size_t t = 0; t < n; ++t) {
+    route_token(f, router_logits_ + t * E, selected_.data() + t * K, selected_weight_.data() + t * K);
+  }
+}
+
+void Forward::group_by_expert(std::size_t n) {
+  // Rows of moe_* buffers: grouped by expert (ascending id), tokens in order
+  // within a group; request_.experts lists the experts used, ascending.
+  const std::size_t E = config_->num_experts, K = config_->experts_per_token;
+  std::fill(expert_rows_.begin(), expert_rows_.begin() + E, 0u);
+  for (std::size_t i = 0; i < n * K; ++i) ++expert_rows_[static_cast<std::size_t>(selected_[i])];
+  request_.experts.clear();
+  std::uint32_t row = 0;
+  for (std::size_t e = 0; e < E; ++e) {
+    if (!expert_rows_[e]) continue;
+    expert_first_[request_.experts.size()] = row;
+    expert_cursor_[e] = row;
+    request_.experts.push_back(static_cast<std::uint32_t>(e));
+    row += expert_rows_[e];
+  }
+  for (std::size_t i = 0; i < n * K; ++i) selected_row_[i] = expert_cursor_[static_cast<std::size_t>(selected_[i])]++;
+}
+
+void Forward::run_experts(const FfnWeights& f, std::size_t n) {
+  const ModelConfig& c = *config_;
+  const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, K = c.experts_per_token;
+  const std::size_t S = c.shared_intermediate_size;
+  // One token routed to distinct experts reads xn directly; otherwise rows are gathered.
+  const bool gathered = !(n == 1 && request_.experts.size() == K);
+  if (gathered) {
+    for_rows(n * K, H, [&](std::size_t first, std::size_t count) {
+      for (std::size_t i = first; i < first + count; ++i) {
+        std::memcpy(moe_in_ + selected_row_[i] * H, xn_ + (i / K) * H, H * sizeof(float));
+      }
+    });
+  }
+  throw_if_error(experts_->acquire(&request_));
+  bool first_group = true;
+  for (;;) {
+    std::size_t ready = 0;
+    const Status status = experts_->wait_ready(&request_, ready_.data(), &ready);
+    if (!status.ok()) {
+      experts_->release(&request_);
+      throw_if_error(status);
+    }
+    if (ready == 0) break;
+    // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
+    jobs_.clear();
+    for (std::size_t r = 0; r < ready; ++r) {
+      const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+      const ExpertWeights& w = request_.weights[i];
+      const float* x = gathered ? moe_in_ + row * H : xn_;
+      jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
+      jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
+    }
+    const bool shared = first_group && S;
+    if (shared) {
+      // the shared expert rides along with the first group: gate_s, up_s (and its sigmoid gate's logit)
+      jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
+      jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
+      if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
+    }
+    linear(jobs_.data(), jobs_.size());
+    // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
+    jobs_.clear();
+    for (std::size_t r = 0; r < ready; ++r) {
+      const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+      float* gate = moe_gate_ + row * I;
+      if (c.family->activation == ActivationKind::kSwigluOai) {
+        kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
+      } else {
+        kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
+      }
+      jobs_.push_back(job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H,
+                          H));
+    }
+    if (shared) {
+      // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
+      kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
+      jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
+    }
+    linear(jobs_.data(), jobs_.size());
+    first_group = false;
+  }
+  experts_->release(&request_);
+}
+
+void Forward::ffn_moe(std::size_t layer, std::size_t n) {
+  const ModelConfig& c = *config_;
+  const FfnWeights& f = weights_->layers[layer].ffn;
+  const Isa isa = options_.isa;
+  const std::size_t H = c.hidden_size, E = c.num_experts, K = c.experts_per_token, S = c.shared_intermediate_size;
+
+  // xn = norm(x)                                          [n, hidden]
+  norm(f.norm, x_, xn_, n);
+  // router logits = xn Wr^T (+ br)                         [n, E]
+  // Always in F32: the logits make discrete choices (top-k, thresholds), which a
+  // rounded activation could flip; the product is small.
+  const kernels::LinearJob router = job(xn_, n, H, f.router, f.router_bias, router_logits_, E);
+  linear(&router, 1, kernels::MatmulPrecision::kExact);
+  // top-k experts and weights per token
+  route(layer, n);
+  // every routed expert's output rows, and the shared expert's output
+  request_.layer = static_cast<std::uint32_t>(layer);
+  group_by_expert(n);
+  run_experts(f, n);
+  // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
+  const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
+  if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
+  for_rows(n, K * H, [&](std::size_t first, std::size_t count) {
+    for (std::size_t t = first; t < first + count; ++t) {
+      float* d = delta_ + t * H;
+      std::fill(d, d + H, 0.0f);
+      for (std::size_t j = 0; j < K; ++j) {
+        kernels::add_scaled(isa, moe_out_ + selected_row_[t * K + j] * H, selected_weight_[t * K + j], d, H);
+      }
+      if (gated) {
+        kernels::add_scaled(isa, shared_out_ + t * H, shared_logit_[t], d, H);
+      } else if (S) {
+        kernels::add(isa, d, shared_out_ + t * H, d, H);
+      }
+    }
+  });
+  add_residual(delta_, n);
+}
+
+void Forward::output(std::size_t n, float* logits, bool all_logits) {
+  // logits = norm(x) Wout^T (+ b)  [rows, vocab], for every token or the last one
+  const ModelConfig& c = *config_;
+  const std::size_t H = c.hidden_size, rows = all_logits ? n : 1;
+  const float* last = all_logits ? x_ : x_ + (n - 1) * H;
+  norm(weights_->output_norm, last, xn_, rows);
+  const kernels::LinearJob out = job(xn_, rows, H, weights_->output, weights_->output_bias, logits, c.vocab_size);
+  linear(&out, 1);
+  if (c.logits_scaling != 1.0f) {
+    // Granite divides (a multiply by the reciprocal would round differently)
+    const std::size_t count = rows * c.vocab_size;
+    for (std::size_t i = 0; i < count; ++i) logits[i] /= c.logits_scaling;
+  }
+}
+
+void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits) {
+  const ModelConfig& c = *config_;
+  embed(tokens, n);
+  for (std::size_t layer = 0; layer < c.num_layers; ++layer) {
+    if (c.family->attention == AttentionKind::kLatent) {
+      attention_latent(layer, n, position);
+    } else {
+      attention_grouped(layer, n, position);
+    }
+    if (c.is_moe_layer(layer)) {
+      ffn_moe(layer, n);
+    } else {
+      ffn_dense(layer, n);
+    }
+  }
+  if (logits) output(n, logits, all_logits);
+}
+
+}  // namespace zipmoe::model

@@ -1,0 +1,146 @@
+// The forward pass of a decoder-only transformer, one readable function per step
+// (in the spirit of llama2.c), over n <= batch tokens at consecutive positions:
+//
+//   x = embed(tokens)                                   [n, hidden]
+//   for each layer:
+//     x += attention(norm(x))       grouped (GQA) or latent (MLA); KV cache appended
+//     x += ffn(norm(x))             dense SwiGLU, or MoE: router -> experts from the
+//                                   ExpertProvider (+ shared expert)
+//   logits = output(norm(x))                            [n or 1, vocab]
+//
+// Every matrix product goes through kernels::linear_batch, with the independent
+// products of a step in one parallel pass (q/k/v; the router; the gate/up of
+// every expert and of the shared expert; the down of every expert and of the
+// shared expert). A prompt runs as batched
+// matmuls; its MoE layers group the tokens per expert and run one matmul per
+// expert. All buffers are allocated once, for `batch` tokens; a step allocates
+// nothing (the matmul workspace only grows past its initial reservation if a
+// step needs more).
+//
+// Results are bit-identical for any thread count (the kernels guarantee it per
+// call, and everything between them is single-threaded or split by rows), for
+// any order in which the provider delivers experts (each expert writes its own
+// rows; the weighted sum runs in a fixed order afterwards), and, with
+// MatmulPrecision::kExact, for any split of a sequence into steps.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "common/memory_ledger.h"
+#include "common/status.h"
+#include "kernels/kernels.h"
+#include "model/config.h"
+#include "model/expert_provider.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "zipmoe/thread_pool.h"
+
+namespace zipmoe::model {
+
+struct ForwardOptions {
+  Isa isa = Isa::kScalar;
+  kernels::MatmulPrecision precision = kernels::MatmulPrecision::kFast;
+  std::size_t batch = 256;  // most tokens per step
+};
+
+class Forward {
+ public:
+  Forward() = default;
+  ~Forward();
+  Forward(const Forward&) = delete;
+  Forward& operator=(const Forward&) = delete;
+
+  // Allocates every buffer (charged to the ledger as kScratch). The referenced
+  // objects must outlive this one.
+  Status init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts, KvCache* cache,
+              ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
+
+  // Runs tokens[0, n) (1 <= n <= batch, ids < vocab) at positions
+  // [position, position + n) (within the cache's capacity) and writes the logits
+  // of every token (all_logits: [n, vocab]) or of the last one ([1, vocab]);
+  // logits == nullptr computes none (a prompt's steps before its last).
+  // Throws zipmoe::Error (e.g. an expert the provider fails to deliver).
+  void step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
+
+  std::size_t batch() const { return options_.batch; }
+
+ private:
+  // Steps of one forward pass, each over the n tokens of the step.
+  void embed(const std::int32_t* tokens, std::size_t n);
+  void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);
+  void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
+  void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
+  void ffn_dense(std::size_t layer, std::size_t n);
+  void ffn_moe(std::size_t layer, std::size_t n);
+  void route(std::size_t layer, std::size_t n);
+  void route_token(const FfnWeights& ffn, const float* logits, std::int32_t* experts, float* weights);
+  void group_by_expert(std::size_t n);
+  void run_experts(const FfnWeights& ffn, std::size_t n);
+  void add_residual(const float* delta, std::size_t n);
+  void output(std::size_t n, float* logits, bool all_logits);
+
+  void linear(const kernels::LinearJob* jobs, std::size_t count);
+  void linear(const kernels::LinearJob* jobs, std::size_t count, kernels::MatmulPrecision precision);
+  // The pool for a call of `work` multiply-adds, or null (the caller's thread) for little work.
+  ThreadPool* pool_for(std::size_t work) const;
+  // Runs fn(first_row, row_count) over row blocks, in parallel when the work is large.
+  template <typename Fn>
+  void for_rows(std::size_t rows, std::size_t row_cost, Fn&& fn);
+
+  float* scratch(std::size_t offset) { return scratch_.as<float>() + offset; }
+
+  const ModelConfig* config_ = nullptr;
+  const ModelWeights* weights_ = nullptr;
+  ExpertProvider* experts_ = nullptr;
+  KvCache* cache_ = nullptr;
+  ThreadPool* pool_ = nullptr;
+  MemoryLedger* ledger_ = nullptr;
+  ForwardOptions options_;
+  kernels::Workspace workspace_;
+  std::size_t workspace_charged_ = 0;
+
+  // Activations, as offsets (in floats) into one scratch buffer; shapes for n tokens.
+  LedgerBuffer scratch_;
+  float* x_ = nullptr;          // [n, hidden]       the residual stream
+  float* xn_ = nullptr;         // [n, hidden]       normalized input of a block
+  float* q_ = nullptr;          // [n, heads * query head]
+  float* k_ = nullptr;          // [n, kv_heads * head_dim]            (grouped)
+  float* v_ = nullptr;          // [n, kv_heads * head_dim]            (grouped)
+  float* q_lora_ = nullptr;     // [n, q_lora_rank]                    (latent)
+  float* kv_latent_ = nullptr;  // [n, kv_lora_rank + rope]            (latent)
+  float* q_latent_ = nullptr;   // [n, heads * (kv_lora_rank + rope)]  (latent)
+  float* att_latent_ = nullptr; // [n, heads * kv_lora_rank]           (latent)
+  float* att_ = nullptr;        // [n, heads * value head]
+  float* ffn_gate_ = nullptr;   // [n, max(dense I, shared I)]
+  float* ffn_up_ = nullptr;     // [n, max(dense I, shared I)]
+  float* delta_ = nullptr;      // [n, hidden]       a block's output before the residual add
+  float* shared_out_ = nullptr; // [n, hidden]
+  float* router_logits_ = nullptr;  // [n, experts]
+  float* shared_logit_ = nullptr;   // [n]
+  float* router_work_ = nullptr;    // [experts * 2]  per-token routing scratch
+  float* moe_in_ = nullptr;     // [n * k, hidden]   tokens gathered per expert
+  float* moe_gate_ = nullptr;   // [n * k, expert I]
+  float* moe_up_ = nullptr;     // [n * k, expert I]
+  float* moe_out_ = nullptr;    // [n * k, hidden]
+  float* rope_table_ = nullptr; // [capacity, rotary_dim]  cos | sin per position
+  float* inv_freq_ = nullptr;   // [rotary_dim / 2]
+
+  // Routing of the step: token t's j-th expert and weight at [t * k + j], and the
+  // row of its output in moe_out_ (rows grouped by expert, in expert id order).
+  std::vector<std::int32_t> selected_;
+  std::vector<float> selected_weight_;
+  std::vector<std::uint32_t> selected_row_;
+  std::vector<std::uint32_t> expert_rows_;   // per expert id: tokens routed to it
+  std::vector<std::uint32_t> expert_first_;  // per request index: first row
+  std::vector<std::uint32_t> expert_cursor_; // per expert id: next row to hand out
+  std::vector<float> group_scores_;          // per expert group (DeepSeek routing)
+  std::vector<std::uint32_t> ready_;
+  std::vector<std::int32_t> topk_scratch_;
+  ExpertRequest request_;
+  std::vector<kernels::LinearJob> jobs_;
+  kernels::AttentionParams attention_params_;
+};
+
+}  // namespace zipmoe::model

@@ -1,0 +1,129 @@
+// zipmoe/model.h - run a model stored in a .zmoe container on the CPU.
+//
+//   zipmoe::Model model = zipmoe::Model::load("qwen.zmoe");
+//   std::vector<float> logits = model.logits({1, 2, 3});     // [3 * vocab], fresh sequence
+//   std::vector<float> next = model.eval({4});               // [1 * vocab], appended to it
+//
+// Families: llama, qwen2 (dense), qwen2_moe, qwen3_moe, mixtral, olmoe,
+// deepseek_v2, deepseek_v3, gpt_oss, granitemoe, phimoe. Weights are used in the
+// dtype they are stored in (BF16, F16, F32), bit for bit whichever codec stored
+// them; activations and sums are F32.
+//
+// Results are bit-identical for any thread count. They depend on the ISA path
+// (within the kernels' tolerances) and, with Precision::kFast, on how a sequence
+// is split into eval() calls (a step of several tokens may round activations to
+// BF16 for its matrix products, a single-token step never does); with
+// Precision::kExact, eval() in pieces gives exactly the logits of one call.
+// PhiMoE always runs as kExact (its sparsemixer router thresholds logits, which
+// rounded activations would cross).
+//
+// Memory: the model holds every dense weight and, for now, every expert decoded
+// in RAM, a KV cache of max_context positions and scratch for `batch` tokens;
+// memory() counts each byte by category.
+//
+// Thread-safety: a Model may be used from several threads; calls that run or
+// change the sequence (logits, eval, reset) are serialized.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "zipmoe/container.h"
+#include "zipmoe/error.h"
+#include "zipmoe/types.h"
+
+namespace zipmoe {
+
+// How matrix products treat activations (see MatmulPrecision in the kernels).
+enum class Precision : std::uint8_t {
+  kFast = 0,   // BF16 x BF16 dot products for multi-token steps where the CPU has them (AVX512_BF16)
+  kExact = 1,  // always F32 activations and products
+};
+
+struct ModelOptions {
+  int threads = 0;                 // threads of the model's pool, the caller's included; <= 0: one per core
+  std::size_t max_context = 0;     // positions of the KV cache; 0: min(max_position_embeddings, 4096)
+  std::optional<Isa> isa;          // kernel path; default: ZIPMOE_ISA or the best this CPU runs
+  Precision precision = Precision::kFast;
+  DType kv_cache_dtype = DType::kF32;  // F32, or BF16 / F16 to halve the cache
+  std::size_t batch = 0;           // most tokens per forward step when prefilling; 0: 256
+  IoMode io_mode = IoMode::kPread;  // how the container is read at load
+};
+
+// Bytes held, by category (one MemoryLedger counts every allocation).
+struct MemoryUse {
+  std::uint64_t dense_weights = 0;  // attention, norms, embeddings, routers, shared experts
+  std::uint64_t experts = 0;        // routed experts
+  std::uint64_t kv_cache = 0;
+  std::uint64_t scratch = 0;        // activations, matmul workspace, rope table
+  std::uint64_t total = 0;
+  std::uint64_t peak = 0;           // the highest total since load
+};
+
+// What the engine read from the container's config.
+struct ModelInfo {
+  std::string architecture;  // HF model_type, e.g. "qwen2_moe"
+  std::size_t vocab_size = 0;
+  std::size_t hidden_size = 0;
+  std::size_t num_layers = 0;
+  std::size_t num_heads = 0;
+  std::size_t num_kv_heads = 0;
+  std::size_t num_experts = 0;        // 0 for dense models
+  std::size_t experts_per_token = 0;
+  std::size_t num_moe_layers = 0;
+  std::size_t max_position_embeddings = 0;
+  std::size_t max_context = 0;        // KV cache positions of this Model
+  std::string config_json;            // the container's HF-style config, as JSON text
+};
+
+class Model {
+ public:
+  // Opens `path`, checks its config and tensors, and decodes every weight into
+  // RAM on the model's thread pool. Throws UnsupportedModelError (an
+  // architecture or feature the engine cannot run; the message names the
+  // supported ones), FormatError / ChecksumError (a damaged or inconsistent
+  // container), IoError, InvalidArgumentError (bad options), BudgetError.
+  static Model load(const std::string& path, const ModelOptions& options = ModelOptions());
+
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Starts a fresh sequence with tokens[0, count) and writes their logits,
+  // [count, vocab] row-major, to `logits` (count * vocab floats).
+  void logits(const std::int32_t* tokens, std::size_t count, float* logits);
+  std::vector<float> logits(const std::vector<std::int32_t>& tokens);
+
+  // Appends tokens[0, count) to the current sequence (its KV cache is kept) and
+  // writes their logits: [count, vocab], or only the last token's [1, vocab]
+  // when last_only. Throws InvalidArgumentError for an empty input, a token id
+  // outside [0, vocab) or a sequence longer than max_context (nothing is run
+  // then). If a step fails midway, the tokens of the steps that completed stay
+  // in the sequence (position() says how many).
+  void eval(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only = false);
+  std::vector<float> eval(const std::vector<std::int32_t>& tokens, bool last_only = false);
+
+  // Forgets the sequence (position() becomes 0).
+  void reset();
+
+  // Tokens in the current sequence.
+  std::size_t position() const;
+  const ModelInfo& info() const;
+  MemoryUse memory() const;
+  int num_threads() const;
+  Isa isa() const;
+  const std::string& path() const;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace zipmoe
