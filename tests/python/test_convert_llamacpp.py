@@ -45,6 +45,9 @@ def _extract(sdist: str, into: pathlib.Path) -> pathlib.Path:
     return next(into.glob("*/vendor/llama.cpp"))
 
 
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+
+
 @pytest.fixture(scope="session")
 def llama_cpp(tmp_path_factory):
     folder = os.environ.get("ZIPMOE_LLAMA_CPP_DIR")
@@ -57,9 +60,13 @@ def llama_cpp(tmp_path_factory):
             sdist = cached[-1]
         elif os.environ.get("ZIPMOE_FETCH_LLAMA_CPP") == "1":
             CACHE.mkdir(parents=True, exist_ok=True)
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                            "--no-build-isolation", "llama-cpp-python", "-d", str(CACHE)], check=True,
-                           capture_output=True, timeout=900)
+            # pip prepares the sdist's metadata in an isolated build environment (it needs scikit-build-core,
+            # which the test venv does not have); the version is pinned so CI runs the converter it was checked with.
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                                   f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(CACHE)],
+                                  capture_output=True, text=True, timeout=900)
+            if done.returncode != 0:
+                pytest.fail(f"pip download of llama-cpp-python failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
             sdist = sorted(glob.glob(str(CACHE / "llama_cpp_python-*.tar.gz")))[-1]
         else:
             pytest.skip("llama.cpp's converter is not available (set ZIPMOE_LLAMA_CPP_DIR, ZIPMOE_LLAMA_CPP_SDIST "
