@@ -14,4 +14,5 @@ PYBIND11_MODULE(_core, m) {
   zipmoe::bindings::register_tools(m);
   zipmoe::bindings::register_model(m);
   zipmoe::bindings::register_cuda(m);
+  zipmoe::bindings::register_text(m);
 }

@@ -29,6 +29,7 @@ from .container import Container, ContainerWriter, TensorInfo, open_container  #
 # ``from zipmoe.convert import registry`` (resolved through sys.modules).
 from .convert import convert, export, verify_against  # noqa: F401,E402
 from .model import Model, load  # noqa: F401,E402
+from .tokenizer import Tokenizer  # noqa: F401,E402
 
 __all__ = [
     "ZipMoEError",
