@@ -51,6 +51,58 @@ py::dict info_dict(const ModelInfo& info) {
   return d;
 }
 
+py::dict tier_dict(const std::uint64_t (&values)[kNumExpertTiers]) {
+  py::dict d;
+  for (int t = 0; t < kNumExpertTiers; ++t) d[expert_tier_name(static_cast<ExpertTier>(t))] = values[t];
+  return d;
+}
+
+py::dict layer_stats_dict(const ExpertLayerStats& s) {
+  py::dict d;
+  d["layer"] = s.layer;
+  d["requests"] = s.requests;
+  d["hits"] = s.hits();
+  d["misses"] = s.misses();
+  d["served_from"] = tier_dict(s.served_from);
+  d["prefetch_hits"] = s.prefetch_hits;
+  d["bytes_read"] = s.bytes_read;
+  d["prefetch_bytes_read"] = s.prefetch_bytes_read;
+  d["chunks_read"] = s.chunks_read;
+  d["read_seconds"] = double(s.read_ns) * 1e-9;
+  d["decoded_bytes"] = s.decoded_bytes;
+  d["decode_seconds"] = double(s.decode_ns) * 1e-9;
+  d["stall_seconds"] = double(s.stall_ns) * 1e-9;
+  return d;
+}
+
+py::dict stats_dict(const ExpertCacheStats& s) {
+  py::dict d;
+  d["streaming"] = s.enabled;
+  d["total"] = layer_stats_dict(s.total);
+  py::list layers;
+  for (const ExpertLayerStats& l : s.layers) layers.append(layer_stats_dict(l));
+  d["layers"] = layers;
+  d["experts_in"] = tier_dict(s.experts_in);
+  d["tier_bytes"] = tier_dict(s.tier_bytes);
+  d["tier_capacity"] = tier_dict(s.tier_capacity);
+  d["working_set_bytes"] = s.working_set_bytes;
+  d["decode_buffers"] = s.decode_buffers;
+  d["fetch_buffers"] = s.fetch_buffers;
+  d["prefetches"] = s.prefetches;
+  d["prefetches_used"] = s.prefetches_used;
+  d["prefetches_cancelled"] = s.prefetches_cancelled;
+  d["admissions"] = s.admissions;
+  d["evictions"] = s.evictions;
+  d["steps"] = s.steps;
+  d["replans"] = s.replans;
+  d["read_latency"] = s.read_latency;
+  d["other_cpu_seconds"] = s.other_cpu_seconds;
+  d["storage_bandwidth"] = s.storage_bandwidth;
+  d["decode_throughput"] = s.decode_throughput;
+  d["planned_seconds_per_token"] = s.planned_seconds_per_token;
+  return d;
+}
+
 py::dict memory_dict(const MemoryUse& use) {
   py::dict d;
   d["dense_weights"] = use.dense_weights;
@@ -68,8 +120,32 @@ void register_model(py::module_& m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "Native inference engine (use zipmoe.load).")
       .def(py::init([](const std::string& path, int threads, std::size_t max_context,
                        const std::optional<std::string>& isa_name, const std::string& precision,
-                       const std::string& kv_cache_dtype, std::size_t batch, const std::string& io) {
+                       const std::string& kv_cache_dtype, std::size_t batch, const std::string& io,
+                       std::uint64_t memory_budget, const std::string& cache_policy, bool prefetch,
+                       const std::optional<std::vector<std::string>>& tiers, const std::string& routing_profile,
+                       double storage_bandwidth, double decode_throughput, bool reorder_fetches, int io_threads) {
              ModelOptions options;
+             options.memory_budget = memory_budget;
+             if (!parse_cache_policy(cache_policy, &options.cache_policy)) {
+               throw InvalidArgumentError("unknown cache_policy '" + cache_policy + "' (use affinity, lru or lfu)");
+             }
+             options.prefetch = prefetch;
+             if (tiers) {
+               options.allowed_tiers = expert_tier_bit(ExpertTier::kAbsent);
+               for (const std::string& name : *tiers) {
+                 ExpertTier tier;
+                 if (!parse_expert_tier(name, &tier)) {
+                   throw InvalidArgumentError("unknown expert tier '" + name +
+                                              "' (use full, compressed, sm, e, absent)");
+                 }
+                 options.allowed_tiers |= expert_tier_bit(tier);
+               }
+             }
+             options.routing_profile = routing_profile;
+             options.storage_bandwidth = storage_bandwidth;
+             options.decode_throughput = decode_throughput;
+             options.reorder_fetches = reorder_fetches;
+             options.io_threads = io_threads;
              options.threads = threads;
              options.max_context = max_context;
              options.batch = batch;
@@ -98,7 +174,10 @@ void register_model(py::module_& m) {
            }),
            py::arg("path"), py::arg("threads") = 0, py::arg("max_context") = 0, py::arg("isa") = py::none(),
            py::arg("precision") = "fast", py::arg("kv_cache_dtype") = "f32", py::arg("batch") = 0,
-           py::arg("io") = "pread")
+           py::arg("io") = "pread", py::arg("memory_budget") = 0, py::arg("cache_policy") = "affinity",
+           py::arg("prefetch") = true, py::arg("tiers") = py::none(), py::arg("routing_profile") = "",
+           py::arg("storage_bandwidth") = 0.0, py::arg("decode_throughput") = 0.0,
+           py::arg("reorder_fetches") = true, py::arg("io_threads") = 0)
       .def(
           "logits",
           [](Model& model, const TokenArray& tokens) {
@@ -133,6 +212,9 @@ void register_model(py::module_& m) {
       .def_property_readonly("info", [](const Model& model) { return info_dict(model.info()); })
       .def_property_readonly("config_json", [](const Model& model) { return model.info().config_json; })
       .def("memory", [](const Model& model) { return memory_dict(model.memory()); })
+      .def("stats", [](const Model& model) { return stats_dict(model.stats()); })
+      .def("reset_stats", &Model::reset_stats)
+      .def("routing_profile_json", &Model::routing_profile_json)
       .def_property_readonly("num_threads", &Model::num_threads)
       .def_property_readonly("isa", [](const Model& model) { return std::string(isa_name(model.isa())); })
       .def_property_readonly("path", &Model::path);

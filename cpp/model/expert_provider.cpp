@@ -1,5 +1,6 @@
 #include "model/expert_provider.h"
 
+#include <algorithm>
 #include <string>
 
 #include "model/status_util.h"
@@ -109,6 +110,8 @@ Status ResidentExpertProvider::acquire(ExpertRequest* request) {
   }
   const std::vector<ResidentExpert>& experts = layers_[request->layer];
   const std::size_t n = request->experts.size();
+  if (requests_.size() != layers_.size()) requests_.assign(layers_.size(), 0);
+  requests_[request->layer] += n;
   request->weights.resize(n);
   request->delivered.assign(n, 0);
   request->delivered_count = 0;
@@ -137,5 +140,24 @@ Status ResidentExpertProvider::wait_ready(ExpertRequest* request, std::uint32_t*
 }
 
 void ResidentExpertProvider::release(ExpertRequest* request) { request->active = false; }
+
+void ResidentExpertProvider::collect_stats(ExpertCacheStats* out) const {
+  out->enabled = false;
+  for (std::size_t layer = 0; layer < layers_.size(); ++layer) {
+    if (layers_[layer].empty()) continue;
+    ExpertLayerStats s;
+    s.layer = static_cast<std::uint32_t>(layer);
+    s.requests = layer < requests_.size() ? requests_[layer] : 0;
+    s.served_from[static_cast<int>(ExpertTier::kFull)] = s.requests;
+    out->total.requests += s.requests;
+    out->total.served_from[static_cast<int>(ExpertTier::kFull)] += s.requests;
+    out->layers.push_back(s);
+    out->experts_in[static_cast<int>(ExpertTier::kFull)] += layers_[layer].size();
+  }
+  out->tier_bytes[static_cast<int>(ExpertTier::kFull)] = bytes_;
+  out->tier_capacity[static_cast<int>(ExpertTier::kFull)] = bytes_;
+}
+
+void ResidentExpertProvider::reset_stats() { std::fill(requests_.begin(), requests_.end(), 0); }
 
 }  // namespace zipmoe::model

@@ -13,12 +13,17 @@
 //     compute with request.weights[ready[0..n)]  // in any delivery order
 //   provider.release(&request);
 //
+// The weights of one delivery are valid until the next wait_ready() or
+// release(): a cache with fewer decode buffers than a prompt step has experts
+// reuses them group by group, so the caller finishes with each group before
+// asking for the next.
+//
 // Results must not depend on the delivery order: the caller writes each expert's
 // output to its own place and combines them in a fixed order afterwards.
 //
 // Implementations: ResidentExpertProvider (every expert decoded at load, every
-// request ready at once). The tiered cache of a later issue implements the same
-// interface with experts held compressed, partly or not at all.
+// request ready at once) and cache::ExpertCache (cpp/cache: experts streamed from
+// storage through tiers within a memory budget).
 //
 // Thread-safety: one request at a time per provider (the engine runs one forward
 // pass at a time); prefetch() may be called between requests.
@@ -35,6 +40,7 @@
 #include "kernels/kernel_types.h"
 #include "model/config.h"
 #include "zipmoe/container.h"
+#include "zipmoe/model.h"
 #include "zipmoe/thread_pool.h"
 
 namespace zipmoe::model {
@@ -53,9 +59,13 @@ struct ExpertWeights {
 struct ExpertRequest {
   std::uint32_t layer = 0;
   std::vector<std::uint32_t> experts;
+  // Optional, for the provider's statistics and policies: how many of the step's
+  // `tokens` tokens each of `experts` serves (empty: one each).
+  std::vector<std::uint32_t> token_counts;
+  std::size_t tokens = 1;
 
   // Filled by the provider. weights[i] is valid from the wait_ready() call that
-  // delivered experts[i] until release().
+  // delivered experts[i] until the next wait_ready() or release().
   std::vector<ExpertWeights> weights;
   std::vector<std::uint8_t> delivered;  // delivered[i] != 0 once experts[i] was handed out
   std::size_t delivered_count = 0;
@@ -89,6 +99,13 @@ class ExpertProvider {
 
   // Bytes of expert weights this provider holds now (also in the ledger).
   virtual std::uint64_t resident_bytes() const = 0;
+
+  // Whether prefetch() hints are worth computing (a guess costs a router pass).
+  virtual bool wants_prefetch() const { return false; }
+
+  // Adds the provider's counters to *out (which the caller zeroed) / zeroes them.
+  virtual void collect_stats(ExpertCacheStats* out) const { (void)out; }
+  virtual void reset_stats() {}
 };
 
 // Decodes every routed expert of the container into aligned RAM at load (in
@@ -105,9 +122,15 @@ class ResidentExpertProvider final : public ExpertProvider {
   Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
   void release(ExpertRequest* request) override;
   std::uint64_t resident_bytes() const override { return bytes_; }
+  // Every request is a FULL hit; counted per MoE layer.
+  void collect_stats(ExpertCacheStats* out) const override;
+  void reset_stats() override;
 
  private:
   ResidentExpertProvider() = default;
+
+  // Requests per layer (forward thread only; read between requests).
+  std::vector<std::uint64_t> requests_;
 
   struct ResidentExpert {
     LedgerBuffer buffer;  // gate | up | down, each 64-byte aligned

@@ -135,6 +135,10 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
     place(&moe_gate_, B * K * I);
     place(&moe_up_, B * K * I);
     place(&moe_out_, B * K * H);
+    if (options_.gate_ahead) {
+      place(&ahead_xn_, B * H);
+      place(&ahead_logits_, B * E);
+    }
     if (c.shared_intermediate_size) {
       place(&shared_out_, B * H);
       place(&shared_logit_, B);
@@ -174,6 +178,17 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
   expert_cursor_.assign(E + 1, 0);
   group_scores_.assign(c.num_groups + 1, 0.0f);
   ready_.assign(E + 1, 0);
+  next_moe_layer_.assign(c.num_layers, -1);
+  for (std::size_t layer = c.num_layers; layer-- > 1;) {
+    next_moe_layer_[layer - 1] = c.is_moe_layer(layer) ? static_cast<std::int32_t>(layer) : next_moe_layer_[layer];
+  }
+  if (options_.gate_ahead) {
+    ahead_selected_.assign(B * std::max<std::size_t>(K, 1), 0);
+    ahead_weight_.assign(ahead_selected_.size(), 0.0f);
+    ahead_tokens_.assign(E + 1, 0);
+    ahead_experts_.reserve(E);
+  }
+  request_.token_counts.reserve(E);
   topk_scratch_.assign(E + 2, 0);
   request_.experts.reserve(E);
   request_.weights.reserve(E);
@@ -554,18 +569,51 @@ void Forward::group_by_expert(std::size_t n) {
   std::fill(expert_rows_.begin(), expert_rows_.begin() + E, 0u);
   for (std::size_t i = 0; i < n * K; ++i) ++expert_rows_[static_cast<std::size_t>(selected_[i])];
   request_.experts.clear();
+  request_.token_counts.clear();
+  request_.tokens = n;
   std::uint32_t row = 0;
   for (std::size_t e = 0; e < E; ++e) {
     if (!expert_rows_[e]) continue;
     expert_first_[request_.experts.size()] = row;
     expert_cursor_[e] = row;
     request_.experts.push_back(static_cast<std::uint32_t>(e));
+    request_.token_counts.push_back(expert_rows_[e]);
     row += expert_rows_[e];
+  }
+  if (routing_) {
+    routing_->add(request_.layer, request_.experts.data(), request_.token_counts.data(), request_.experts.size(), n);
   }
   for (std::size_t i = 0; i < n * K; ++i) selected_row_[i] = expert_cursor_[static_cast<std::size_t>(selected_[i])]++;
 }
 
-void Forward::run_experts(const FfnWeights& f, std::size_t n) {
+void Forward::prefetch_next_layer(std::size_t layer, std::size_t n) {
+  // The next MoE layer's router applied to this layer's FFN input: its hidden
+  // state has not yet gone through this layer's experts (nor the next layer's
+  // attention), but the residual stream changes little from one layer to the
+  // next, so the guess is usually right; a wrong one only costs I/O.
+  const std::int32_t next = next_moe_layer_[layer];
+  if (next < 0) return;
+  const ModelConfig& c = *config_;
+  const FfnWeights& g = weights_->layers[static_cast<std::size_t>(next)].ffn;
+  const std::size_t H = c.hidden_size, E = c.num_experts, K = c.experts_per_token;
+  norm(g.norm, x_, ahead_xn_, n);
+  const kernels::LinearJob router = job(ahead_xn_, n, H, g.router, g.router_bias, ahead_logits_, E);
+  linear(&router, 1, kernels::MatmulPrecision::kExact);
+  std::fill(ahead_tokens_.begin(), ahead_tokens_.begin() + E, 0u);
+  for (std::size_t t = 0; t < n; ++t) {
+    route_token(g, ahead_logits_ + t * E, ahead_selected_.data() + t * K, ahead_weight_.data() + t * K);
+    for (std::size_t j = 0; j < K; ++j) ++ahead_tokens_[static_cast<std::size_t>(ahead_selected_[t * K + j])];
+  }
+  ahead_experts_.clear();
+  for (std::size_t e = 0; e < E; ++e) {
+    if (ahead_tokens_[e]) ahead_experts_.push_back(static_cast<std::uint32_t>(e));
+  }
+  std::stable_sort(ahead_experts_.begin(), ahead_experts_.end(),
+                   [&](std::uint32_t a, std::uint32_t b) { return ahead_tokens_[a] > ahead_tokens_[b]; });
+  experts_->prefetch(static_cast<std::uint32_t>(next), ahead_experts_.data(), ahead_experts_.size());
+}
+
+void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
   const ModelConfig& c = *config_;
   const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, K = c.experts_per_token;
   const std::size_t S = c.shared_intermediate_size;
@@ -579,52 +627,57 @@ void Forward::run_experts(const FfnWeights& f, std::size_t n) {
     });
   }
   throw_if_error(experts_->acquire(&request_));
-  bool first_group = true;
-  for (;;) {
-    std::size_t ready = 0;
-    const Status status = experts_->wait_ready(&request_, ready_.data(), &ready);
-    if (!status.ok()) {
-      experts_->release(&request_);
+  // Whatever fails from here on (a fetch, a kernel), the request is released so
+  // that the provider can serve the next step.
+  try {
+    if (options_.gate_ahead && experts_->wants_prefetch()) prefetch_next_layer(layer, n);
+    bool first_group = true;
+    for (;;) {
+      std::size_t ready = 0;
+      const Status status = experts_->wait_ready(&request_, ready_.data(), &ready);
       throw_if_error(status);
-    }
-    if (ready == 0) break;
-    // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
-    jobs_.clear();
-    for (std::size_t r = 0; r < ready; ++r) {
-      const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-      const ExpertWeights& w = request_.weights[i];
-      const float* x = gathered ? moe_in_ + row * H : xn_;
-      jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
-      jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
-    }
-    const bool shared = first_group && S;
-    if (shared) {
-      // the shared expert rides along with the first group: gate_s, up_s (and its sigmoid gate's logit)
-      jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
-      jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
-      if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
-    }
-    linear(jobs_.data(), jobs_.size());
-    // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
-    jobs_.clear();
-    for (std::size_t r = 0; r < ready; ++r) {
-      const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-      float* gate = moe_gate_ + row * I;
-      if (c.family->activation == ActivationKind::kSwigluOai) {
-        kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
-      } else {
-        kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
+      if (ready == 0) break;
+      // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
+      jobs_.clear();
+      for (std::size_t r = 0; r < ready; ++r) {
+        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+        const ExpertWeights& w = request_.weights[i];
+        const float* x = gathered ? moe_in_ + row * H : xn_;
+        jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
+        jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
       }
-      jobs_.push_back(job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H,
-                          H));
+      const bool shared = first_group && S;
+      if (shared) {
+        // the shared expert rides along with the first group: gate_s, up_s (and its sigmoid gate's logit)
+        jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
+        jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
+        if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
+      }
+      linear(jobs_.data(), jobs_.size());
+      // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
+      jobs_.clear();
+      for (std::size_t r = 0; r < ready; ++r) {
+        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+        float* gate = moe_gate_ + row * I;
+        if (c.family->activation == ActivationKind::kSwigluOai) {
+          kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
+        } else {
+          kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
+        }
+        jobs_.push_back(
+            job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
+      }
+      if (shared) {
+        // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
+        kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
+        jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
+      }
+      linear(jobs_.data(), jobs_.size());
+      first_group = false;
     }
-    if (shared) {
-      // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
-      kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
-      jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
-    }
-    linear(jobs_.data(), jobs_.size());
-    first_group = false;
+  } catch (...) {
+    experts_->release(&request_);
+    throw;
   }
   experts_->release(&request_);
 }
@@ -647,7 +700,7 @@ void Forward::ffn_moe(std::size_t layer, std::size_t n) {
   // every routed expert's output rows, and the shared expert's output
   request_.layer = static_cast<std::uint32_t>(layer);
   group_by_expert(n);
-  run_experts(f, n);
+  run_experts(layer, f, n);
   // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
   const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
   if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
@@ -686,19 +739,28 @@ void Forward::output(std::size_t n, float* logits, bool all_logits) {
 void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits) {
   const ModelConfig& c = *config_;
   embed(tokens, n);
+  std::size_t rows = n;
   for (std::size_t layer = 0; layer < c.num_layers; ++layer) {
     if (c.family->attention == AttentionKind::kLatent) {
       attention_latent(layer, n, position);
     } else {
       attention_grouped(layer, n, position);
     }
+    if (layer + 1 == c.num_layers && (!logits || !all_logits)) {
+      // The KV cache is complete: the last layer's FFN only matters for the rows
+      // whose logits are wanted (as llama.cpp prunes it). Its arithmetic per row
+      // does not depend on the row count under kExact, so the logits keep their bits.
+      if (!logits) break;
+      if (n > 1) std::memcpy(x_, x_ + (n - 1) * c.hidden_size, c.hidden_size * sizeof(float));
+      rows = 1;
+    }
     if (c.is_moe_layer(layer)) {
-      ffn_moe(layer, n);
+      ffn_moe(layer, rows);
     } else {
-      ffn_dense(layer, n);
+      ffn_dense(layer, rows);
     }
   }
-  if (logits) output(n, logits, all_logits);
+  if (logits) output(rows, logits, all_logits);
 }
 
 }  // namespace zipmoe::model

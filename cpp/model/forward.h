@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache/routing_profile.h"
 #include "common/memory_ledger.h"
 #include "common/status.h"
 #include "kernels/kernels.h"
@@ -43,6 +44,10 @@ struct ForwardOptions {
   Isa isa = Isa::kScalar;
   kernels::MatmulPrecision precision = kernels::MatmulPrecision::kFast;
   std::size_t batch = 256;  // most tokens per step
+  // Gate-ahead: after routing a MoE layer, apply the next MoE layer's router to
+  // this layer's hidden state and hand the experts it picks to the provider's
+  // prefetch() (a guess: nothing computed depends on it).
+  bool gate_ahead = false;
 };
 
 class Forward {
@@ -66,6 +71,10 @@ class Forward {
 
   std::size_t batch() const { return options_.batch; }
 
+  // Every step adds its routing (tokens per expert per MoE layer) to `profile`
+  // (null: none). The profile must outlive this object.
+  void set_routing_profile(cache::RoutingProfile* profile) { routing_ = profile; }
+
  private:
   // Steps of one forward pass, each over the n tokens of the step.
   void embed(const std::int32_t* tokens, std::size_t n);
@@ -77,7 +86,8 @@ class Forward {
   void route(std::size_t layer, std::size_t n);
   void route_token(const FfnWeights& ffn, const float* logits, std::int32_t* experts, float* weights);
   void group_by_expert(std::size_t n);
-  void run_experts(const FfnWeights& ffn, std::size_t n);
+  void run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
+  void prefetch_next_layer(std::size_t layer, std::size_t n);
   void add_residual(const float* delta, std::size_t n);
   void output(std::size_t n, float* logits, bool all_logits);
 
@@ -98,6 +108,7 @@ class Forward {
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
   ForwardOptions options_;
+  cache::RoutingProfile* routing_ = nullptr;
   kernels::Workspace workspace_;
   std::size_t workspace_charged_ = 0;
 
@@ -124,6 +135,8 @@ class Forward {
   float* moe_gate_ = nullptr;   // [n * k, expert I]
   float* moe_up_ = nullptr;     // [n * k, expert I]
   float* moe_out_ = nullptr;    // [n * k, hidden]
+  float* ahead_xn_ = nullptr;   // [n, hidden]       gate-ahead: x normalized for the next MoE layer
+  float* ahead_logits_ = nullptr;  // [n, experts]   gate-ahead: the next MoE layer's router logits
   float* rope_table_ = nullptr; // [capacity, rotary_dim]  cos | sin per position
   float* inv_freq_ = nullptr;   // [rotary_dim / 2]
 
@@ -137,6 +150,11 @@ class Forward {
   std::vector<std::uint32_t> expert_cursor_; // per expert id: next row to hand out
   std::vector<float> group_scores_;          // per expert group (DeepSeek routing)
   std::vector<std::uint32_t> ready_;
+  std::vector<std::int32_t> next_moe_layer_;  // per layer: the next MoE layer, or -1
+  std::vector<std::int32_t> ahead_selected_;  // [n * k]  gate-ahead routing
+  std::vector<float> ahead_weight_;           // [n * k]
+  std::vector<std::uint32_t> ahead_tokens_;   // per expert id
+  std::vector<std::uint32_t> ahead_experts_;  // the guess, most tokens first
   std::vector<std::int32_t> topk_scratch_;
   ExpertRequest request_;
   std::vector<kernels::LinearJob> jobs_;

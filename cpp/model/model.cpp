@@ -3,9 +3,13 @@
 #include "zipmoe/model.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <mutex>
 #include <string>
 
+#include "cache/expert_cache.h"
+#include "cache/routing_profile.h"
 #include "common/cpu_features.h"
 #include "common/memory_ledger.h"
 #include "model/config.h"
@@ -21,6 +25,20 @@ namespace {
 constexpr std::size_t kDefaultContext = 4096;
 constexpr std::size_t kDefaultBatch = 256;
 constexpr std::size_t kMaxContext = std::size_t(1) << 24;
+
+std::string human_bytes(std::uint64_t bytes) {
+  char text[64];
+  const double b = double(bytes);
+  if (b >= 1e9) {
+    std::snprintf(text, sizeof(text), "%.2f GB", b / 1e9);
+  } else if (b >= 1e6) {
+    std::snprintf(text, sizeof(text), "%.1f MB", b / 1e6);
+  } else {
+    std::snprintf(text, sizeof(text), "%.1f kB", b / 1e3);
+  }
+  return std::string(text) + " (" + std::to_string(bytes) + " bytes)";
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -35,6 +53,8 @@ struct Model::Impl {
   model::DenseWeightStore dense;
   model::ModelWeights weights;
   std::unique_ptr<model::ExpertProvider> experts;
+  std::unique_ptr<cache::RoutingProfile> routing;  // gathered online by the forward pass
+  std::unique_ptr<cache::RoutingProfile> prior;    // ModelOptions::routing_profile
   model::KvCache cache;
   model::Forward forward;
   std::size_t position = 0;
@@ -89,9 +109,35 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
     throw InvalidArgumentError("max_context " + std::to_string(options.max_context) + " is larger than " +
                                std::to_string(kMaxContext));
   }
-  m.reader = std::make_unique<ContainerReader>(ContainerReader::open(path, options.io_mode));
+  if (options.allowed_tiers & ~kAllExpertTiers) throw InvalidArgumentError("allowed_tiers has unknown bits");
+  if (options.io_threads < 0 || options.io_threads > 64) throw InvalidArgumentError("io_threads must be in [0, 64]");
+  if (options.cache_policy != CachePolicy::kAffinity && options.cache_policy != CachePolicy::kLru &&
+      options.cache_policy != CachePolicy::kLfu) {
+    throw InvalidArgumentError("unknown cache policy");
+  }
+  if (!(options.storage_bandwidth >= 0) || !std::isfinite(options.storage_bandwidth) ||
+      !(options.decode_throughput >= 0) || !std::isfinite(options.decode_throughput)) {
+    throw InvalidArgumentError("storage_bandwidth and decode_throughput must be finite and >= 0");
+  }
+  const bool streaming = options.memory_budget > 0;
+  // Streaming in mmap mode maps the file in the cache (pages dropped after each
+  // read); the dense weights are read once at load, through pread.
+  const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
+  m.reader = std::make_unique<ContainerReader>(ContainerReader::open(path, load_mode));
   throw_if_error(model::parse_model_config(m.reader->metadata(), &m.config).with_context(path));
   const model::ModelConfig& c = m.config;
+  std::vector<std::uint32_t> moe_layers;
+  for (std::uint32_t layer = 0; layer < c.num_layers; ++layer) {
+    if (c.is_moe_layer(layer)) moe_layers.push_back(layer);
+  }
+  m.routing = std::make_unique<cache::RoutingProfile>(c.family->name, c.num_layers, moe_layers, c.num_experts,
+                                                      c.experts_per_token);
+  if (!options.routing_profile.empty()) {
+    m.prior = std::make_unique<cache::RoutingProfile>();
+    throw_if_error(cache::load_routing_profile(options.routing_profile, m.prior.get()));
+    throw_if_error(m.prior->check_compatible(c.num_layers, moe_layers, c.num_experts)
+                       .with_context(options.routing_profile));
+  }
 
   const std::size_t context =
       options.max_context ? options.max_context : std::min(c.max_position_embeddings, kDefaultContext);
@@ -99,10 +145,19 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   m.pool = std::make_unique<ThreadPool>(options.threads);
 
   throw_if_error(m.dense.load(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &m.weights));
+  cache::ExpertCache* expert_cache = nullptr;
   if (c.num_moe_layers() > 0 && c.num_experts > 0) {
-    std::unique_ptr<model::ResidentExpertProvider> resident;
-    throw_if_error(model::ResidentExpertProvider::create(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &resident));
-    m.experts = std::move(resident);
+    if (streaming) {
+      std::unique_ptr<cache::ExpertCache> cache;
+      throw_if_error(cache::ExpertCache::create(m.reader.get(), c, m.pool.get(), &m.ledger, m.isa, &cache));
+      expert_cache = cache.get();
+      m.experts = std::move(cache);
+    } else {
+      std::unique_ptr<model::ResidentExpertProvider> resident;
+      throw_if_error(
+          model::ResidentExpertProvider::create(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &resident));
+      m.experts = std::move(resident);
+    }
   }
   throw_if_error(m.cache.allocate(c, context, batch, options.kv_cache_dtype, &m.ledger));
   model::ForwardOptions forward_options;
@@ -110,8 +165,47 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   const bool exact = options.precision == Precision::kExact || c.family->exact_matmuls;
   forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
   forward_options.batch = batch;
+  forward_options.gate_ahead = streaming && options.prefetch && expert_cache != nullptr;
   throw_if_error(
       m.forward.init(c, m.weights, m.experts.get(), &m.cache, m.pool.get(), &m.ledger, forward_options));
+  m.forward.set_routing_profile(m.routing.get());
+
+  if (streaming) {
+    // Everything but the experts is allocated now: what is left of the budget
+    // goes to the expert cache, which needs at least its minimum.
+    const std::uint64_t held = m.ledger.total();
+    const std::uint64_t expert_minimum = expert_cache ? expert_cache->minimum_bytes() : 0;
+    const std::uint64_t minimum = held + expert_minimum;
+    if (options.memory_budget < minimum) {
+      std::string what = "dense weights " + human_bytes(m.ledger.bytes(MemoryCategory::kDenseWeights)) +
+                         ", KV cache " + human_bytes(m.ledger.bytes(MemoryCategory::kKvCache)) + " for " +
+                         std::to_string(context) + " positions, scratch " +
+                         human_bytes(m.ledger.bytes(MemoryCategory::kScratch)) + " for steps of " +
+                         std::to_string(batch) + " tokens";
+      if (expert_cache) {
+        what += ", and the expert cache's working set " + human_bytes(expert_minimum) + " (" +
+                std::to_string(c.experts_per_token) + " decoded experts and one fetch buffer)";
+      }
+      throw BudgetError("memory_budget of " + human_bytes(options.memory_budget) + " is too small for " + path +
+                        ": the minimum is " + human_bytes(minimum) + ": " + what +
+                        " (a smaller max_context or batch lowers it)");
+    }
+    m.ledger.set_limit(options.memory_budget);
+    if (expert_cache) {
+      cache::CacheOptions cache_options;
+      cache_options.budget = options.memory_budget - held;
+      cache_options.policy = options.cache_policy;
+      cache_options.prefetch = options.prefetch;
+      cache_options.allowed_tiers = options.allowed_tiers;
+      cache_options.prior = m.prior.get();
+      cache_options.io_mode = options.io_mode;
+      cache_options.storage_bandwidth = options.storage_bandwidth;
+      cache_options.decode_throughput = options.decode_throughput;
+      cache_options.reorder_fetches = options.reorder_fetches;
+      cache_options.io_threads = options.io_threads > 0 ? options.io_threads : 2;
+      throw_if_error(expert_cache->start(cache_options));
+    }
+  }
 
   ModelInfo& info = m.info;
   info.architecture = c.family->name;
@@ -164,6 +258,23 @@ std::size_t Model::position() const {
 }
 
 const ModelInfo& Model::info() const { return impl_->info; }
+
+ExpertCacheStats Model::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  ExpertCacheStats out;
+  if (impl_->experts) impl_->experts->collect_stats(&out);
+  return out;
+}
+
+void Model::reset_stats() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->experts) impl_->experts->reset_stats();
+}
+
+std::string Model::routing_profile_json() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->routing->to_json();
+}
 
 MemoryUse Model::memory() const {
   const MemoryLedger& l = impl_->ledger;

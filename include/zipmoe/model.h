@@ -17,9 +17,16 @@
 // PhiMoE always runs as kExact (its sparsemixer router thresholds logits, which
 // rounded activations would cross).
 //
-// Memory: the model holds every dense weight and, for now, every expert decoded
-// in RAM, a KV cache of max_context positions and scratch for `batch` tokens;
-// memory() counts each byte by category.
+// Memory: the model holds every dense weight, a KV cache of max_context
+// positions and scratch for `batch` tokens. Routed experts are either all
+// decoded in RAM (no memory_budget), or streamed from the container through a
+// tiered expert cache that keeps everything the engine holds within
+// memory_budget (docs/CACHE.md): each expert is FULL (decoded), COMPRESSED
+// (both planes in RAM), SM (sign/mantissa plane in RAM), E (coded exponent
+// plane in RAM) or ABSENT, and a fetch scheduler reads, decodes and hands
+// experts to the forward pass as they become ready. Results are bit-identical
+// for every budget, policy, tier set, thread count and I/O mode. memory()
+// counts each byte by category; stats() reports the cache's work.
 //
 // Thread-safety: a Model may be used from several threads; calls that run or
 // change the sequence (logits, eval, reset) are serialized.
@@ -44,6 +51,31 @@ enum class Precision : std::uint8_t {
   kExact = 1,  // always F32 activations and products
 };
 
+// How the expert cache ranks experts when it admits and evicts (docs/CACHE.md).
+enum class CachePolicy : std::uint8_t {
+  kAffinity = 0,  // recency, with a bonus for experts the layer routes to often
+  kLru = 1,       // least recently used
+  kLfu = 2,       // least frequently used (profile prior + online counts)
+};
+// "affinity", "lru", "lfu".
+const char* cache_policy_name(CachePolicy policy);
+bool parse_cache_policy(const std::string& name, CachePolicy* policy);
+
+// The state an expert rests in, from most to least held in RAM.
+enum class ExpertTier : std::uint8_t {
+  kFull = 0,        // decoded weights: ready
+  kCompressed = 1,  // coded exponent planes and sign/mantissa planes: decode only
+  kSm = 2,          // sign/mantissa planes: read the exponent chunks, decode
+  kE = 3,           // coded exponent planes: read the sign/mantissa chunks, decode
+  kAbsent = 4,      // nothing: read both, decode
+};
+constexpr int kNumExpertTiers = 5;
+constexpr std::uint8_t expert_tier_bit(ExpertTier tier) { return std::uint8_t(1u << static_cast<int>(tier)); }
+constexpr std::uint8_t kAllExpertTiers = 0x1f;
+// "full", "compressed", "sm", "e", "absent".
+const char* expert_tier_name(ExpertTier tier);
+bool parse_expert_tier(const std::string& name, ExpertTier* tier);
+
 struct ModelOptions {
   int threads = 0;                 // threads of the model's pool, the caller's included; <= 0: one per core
   std::size_t max_context = 0;     // positions of the KV cache; 0: min(max_position_embeddings, 4096)
@@ -51,7 +83,28 @@ struct ModelOptions {
   Precision precision = Precision::kFast;
   DType kv_cache_dtype = DType::kF32;  // F32, or BF16 / F16 to halve the cache
   std::size_t batch = 0;           // most tokens per forward step when prefilling; 0: 256
-  IoMode io_mode = IoMode::kPread;  // how the container is read at load
+  IoMode io_mode = IoMode::kPread;  // how the container is read (at load, and while streaming experts)
+
+  // Expert streaming. memory_budget == 0: every expert decoded at load (no cache).
+  // Otherwise the budget in bytes for everything the engine holds (dense weights,
+  // KV cache, scratch, every expert tier and fetch buffer); a budget below the
+  // minimum is a BudgetError at load naming the minimum.
+  std::uint64_t memory_budget = 0;
+  CachePolicy cache_policy = CachePolicy::kAffinity;
+  bool prefetch = true;            // next-layer prefetch from a gate-ahead guess
+  // Resting states the cache may use, a mask of expert_tier_bit(); ABSENT is
+  // always allowed. E.g. expert_tier_bit(kFull) | expert_tier_bit(kSm) is the
+  // ZipMoE paper's configuration.
+  std::uint8_t allowed_tiers = kAllExpertTiers;
+  std::string routing_profile;     // a routing profile JSON file (`zipmoe profile`); empty: none
+  double storage_bandwidth = 0;    // bytes/s the planner assumes for storage; 0: measured at load
+  double decode_throughput = 0;    // decoded bytes/s of one thread; 0: measured at load
+  // false: fetch and decode a layer's experts in the order they are asked for
+  // (a baseline for benchmarks) instead of the scheduler's order.
+  bool reorder_fetches = true;
+  // Threads reading chunks for the cache (in the scheduler's order); 0: 2, so
+  // that a read is queued on the drive while a reader waits for a busy core.
+  int io_threads = 0;
 };
 
 // Bytes held, by category (one MemoryLedger counts every allocation).
@@ -62,6 +115,48 @@ struct MemoryUse {
   std::uint64_t scratch = 0;        // activations, matmul workspace, rope table
   std::uint64_t total = 0;
   std::uint64_t peak = 0;           // the highest total since load
+};
+
+// The expert cache's work, per MoE layer and in total (Model::stats()).
+struct ExpertLayerStats {
+  std::uint32_t layer = 0;          // decoder layer index (total: 0)
+  std::uint64_t requests = 0;       // experts asked for by forward steps (one per expert per step)
+  // requests by the state the expert was in when asked; served_from[kAbsent] are the misses
+  std::uint64_t served_from[kNumExpertTiers] = {0, 0, 0, 0, 0};
+  std::uint64_t prefetch_hits = 0;  // requests that found a prefetch of the expert under way or done
+  std::uint64_t bytes_read = 0;     // stored bytes read from the container for requests (prefetches included)
+  std::uint64_t prefetch_bytes_read = 0;  // of which by prefetches (used or not)
+  std::uint64_t chunks_read = 0;
+  std::uint64_t read_ns = 0;        // time the I/O thread spent reading (and checksumming) them
+  std::uint64_t decoded_bytes = 0;  // bytes of expert weights decoded
+  std::uint64_t decode_ns = 0;      // thread time spent decoding (summed over the callers of the pool)
+  std::uint64_t stall_ns = 0;       // time the forward pass waited for experts with nothing to do
+  std::uint64_t hits() const { return requests - served_from[static_cast<int>(ExpertTier::kAbsent)]; }
+  std::uint64_t misses() const { return served_from[static_cast<int>(ExpertTier::kAbsent)]; }
+};
+
+struct ExpertCacheStats {
+  bool enabled = false;             // false: experts are resident (no budget); counts still kept
+  std::vector<ExpertLayerStats> layers;  // MoE layers, in order
+  ExpertLayerStats total;
+  std::uint64_t experts_in[kNumExpertTiers] = {0, 0, 0, 0, 0};  // experts resting in each state now
+  std::uint64_t tier_bytes[kNumExpertTiers] = {0, 0, 0, 0, 0};  // bytes held by each state now
+  std::uint64_t tier_capacity[kNumExpertTiers] = {0, 0, 0, 0, 0};  // bytes the planner gave each state
+  std::uint64_t working_set_bytes = 0;  // decode buffers and fetch (staging) buffers
+  std::uint32_t decode_buffers = 0;
+  std::uint32_t fetch_buffers = 0;
+  std::uint64_t prefetches = 0;          // experts a prefetch started on
+  std::uint64_t prefetches_used = 0;     // of which a request then took over
+  std::uint64_t prefetches_cancelled = 0;
+  std::uint64_t admissions = 0;          // experts moved to a fuller state after a fetch
+  std::uint64_t evictions = 0;           // experts moved to an emptier state to make room
+  std::uint64_t steps = 0;               // forward steps seen
+  std::uint64_t replans = 0;             // times the planner re-split the budget from the routing seen
+  double storage_bandwidth = 0;          // bytes/s the planner used
+  double read_latency = 0;               // seconds per chunk read the planner used
+  double other_cpu_seconds = 0;          // measured CPU time per layer besides decoding (single-token steps)
+  double decode_throughput = 0;          // decoded bytes/s per thread the planner used
+  double planned_seconds_per_token = 0;  // the planner's expected expert fetch time per token
 };
 
 // What the engine read from the container's config.
@@ -86,7 +181,16 @@ class Model {
   // RAM on the model's thread pool. Throws UnsupportedModelError (an
   // architecture or feature the engine cannot run; the message names the
   // supported ones), FormatError / ChecksumError (a damaged or inconsistent
-  // container), IoError, InvalidArgumentError (bad options), BudgetError.
+  // container), IoError, InvalidArgumentError (bad options), BudgetError (a
+  // memory_budget below the minimum, which the message states).
+  //
+  // With a memory_budget, logits() and eval() read experts from the file while
+  // they run: a file damaged, truncated or rewritten in place under a running
+  // model fails that call with ChecksumError / FormatError / IoError (nothing
+  // crashes or hangs; the model stays usable, e.g. after the file is restored).
+  // With IoMode::kMmap the size is checked before each read, but a truncation
+  // racing with the read itself can still raise SIGBUS: prefer pread or direct
+  // for files that may change.
   static Model load(const std::string& path, const ModelOptions& options = ModelOptions());
 
   ~Model();
@@ -111,6 +215,15 @@ class Model {
 
   // Forgets the sequence (position() becomes 0).
   void reset();
+
+  // The expert cache's counters (every MoE model has them; without a budget the
+  // experts are resident and every request is a FULL hit).
+  ExpertCacheStats stats() const;
+  void reset_stats();
+  // Per MoE layer, the tokens routed to each expert since load, as a routing
+  // profile JSON document (docs/CACHE.md); reading it back with
+  // ModelOptions::routing_profile lets the planner place experts by frequency.
+  std::string routing_profile_json() const;
 
   // Tokens in the current sequence.
   std::size_t position() const;

@@ -192,6 +192,77 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_prompts(args: argparse.Namespace, path: str, vocab_size: int, max_tokens: int) -> list:
+    """Token id lists to profile with: text prompts (one per line of --prompts files, or --text),
+    tokenized with the container's tokenizer, or random ids (--random)."""
+    import random
+
+    texts = list(args.text or [])
+    for prompts_file in args.prompts or []:
+        with open(prompts_file, encoding="utf-8") as f:
+            texts.extend(line.rstrip("\n") for line in f if line.strip())
+    prompts = []
+    if texts:
+        from .tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.from_container(path)
+        for text in texts:
+            ids = [i for i in tokenizer.encode(text) if 0 <= i < vocab_size][:max_tokens]
+            if ids:
+                prompts.append(ids)
+    rng = random.Random(args.seed)
+    for _ in range(args.random or 0):
+        prompts.append([rng.randrange(vocab_size) for _ in range(max(1, min(args.random_length, max_tokens)))])
+    return prompts
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .model import load
+
+    if not args.prompts and not args.text and not args.random:
+        print("zipmoe profile: give prompts (--prompts FILE, --text TEXT) or --random N", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    model = load(args.file, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
+                 io=args.io)
+    if not model.info["num_moe_layers"]:
+        print(f"zipmoe profile: {args.file} has no MoE layers", file=sys.stderr)
+        return 1
+    room = max(1, model.max_context - args.generate)
+    prompts = _read_prompts(args, args.file, model.vocab_size, room)
+    if not prompts:
+        print("zipmoe profile: no prompt has any token", file=sys.stderr)
+        return 1
+    tokens = 0
+    for i, ids in enumerate(prompts):
+        logits = model.logits(np.asarray(ids))[-1]
+        tokens += len(ids)
+        for _ in range(min(args.generate, model.max_context - len(ids))):
+            logits = model.eval([int(logits.argmax())])[-1]
+            tokens += 1
+        if args.progress:
+            print(f"\r{i + 1}/{len(prompts)} prompts, {tokens} tokens", end="", file=sys.stderr, flush=True)
+    if args.progress:
+        print(file=sys.stderr)
+    model.save_routing_profile(args.output)
+    profile = model.routing_profile()
+    k = profile["experts_per_token"]
+    shares = []
+    for layer in profile["layers"]:
+        counts = sorted(layer["counts"], reverse=True)
+        routed = sum(counts)
+        if routed:
+            # share of routings that went to the busiest quarter of the experts
+            shares.append(sum(counts[:max(1, len(counts) // 4)]) / routed)
+    skew = f", the busiest quarter of the experts takes {100 * sum(shares) / len(shares):.0f}% of the routings" \
+        if shares else ""
+    print(f"{args.output}: {len(prompts)} prompts, {tokens} tokens through {len(profile['layers'])} MoE layers "
+          f"(top-{k} of {profile['num_experts']}){skew}; {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipmoe", description="Lossless MoE model serving and compression.")
     parser.add_argument("--version", action="version", version=f"zipmoe {_core.__version__}")
@@ -243,6 +314,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("profile", help="record how often each MoE layer routes to each expert, for the cache planner",
+                       description="Runs prompts through a model and writes its routing profile: per MoE layer, the "
+                                   "tokens routed to each expert. zipmoe.load(..., profile=FILE) then places the "
+                                   "experts a layer uses most in the fullest cache states. Each prompt is prefilled, "
+                                   "then --generate greedy tokens are decoded one at a time.")
+    p.add_argument("file", help="the .zmoe file")
+    p.add_argument("-o", "--output", required=True, help="the profile JSON file to write")
+    p.add_argument("--prompts", action="append", metavar="FILE",
+                   help="a UTF-8 text file, one prompt per line (repeatable); uses the container's tokenizer")
+    p.add_argument("--text", action="append", metavar="TEXT", help="a prompt (repeatable)")
+    p.add_argument("--random", type=int, default=0, metavar="N", help="also N prompts of random token ids")
+    p.add_argument("--random-length", type=int, default=64, help="tokens per random prompt (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    p.add_argument("--generate", type=int, default=16, help="greedy tokens decoded after each prompt (default 16)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: every core)")
+    p.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
+    p.add_argument("--memory-budget", default=None, help="run within this budget, e.g. 4GB (default: all resident)")
+    p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read the container")
+    p.add_argument("--progress", action="store_true", help="show progress")
+    p.set_defaults(func=_cmd_profile)
     return parser
 
 

@@ -1,0 +1,95 @@
+#include "cache/expert_layout.h"
+
+#include <algorithm>
+#include <string>
+
+namespace zipmoe::cache {
+
+const char* const kProjectionNames[kProjections] = {"gate", "up", "down"};
+
+namespace {
+
+constexpr std::size_t kLine = 64;
+
+std::size_t align_to(std::size_t value, std::size_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+std::string shape_text(const std::vector<std::uint64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table) {
+  ExpertTable t;
+  t.num_experts = config.num_experts;
+  t.experts_per_token = config.experts_per_token;
+  t.moe_index_of_layer.assign(config.num_layers, -1);
+  for (std::uint32_t layer = 0; layer < config.num_layers; ++layer) {
+    if (!config.is_moe_layer(layer)) continue;
+    t.moe_index_of_layer[layer] = static_cast<std::int32_t>(t.moe_layers.size());
+    t.moe_layers.push_back(layer);
+  }
+  const std::uint64_t hidden = config.hidden_size, inner = config.expert_intermediate_size;
+  const std::vector<ChunkInfo>& chunks = reader.chunks();
+  t.experts.resize(t.moe_layers.size() * t.num_experts);
+  for (std::uint32_t m = 0; m < t.moe_layers.size(); ++m) {
+    for (std::uint32_t e = 0; e < t.num_experts; ++e) {
+      ExpertLayout& x = t.experts[t.id(m, e)];
+      x.layer = t.moe_layers[m];
+      x.moe_index = m;
+      x.expert = e;
+      std::size_t decoded = 0, exponent = 0, sm = 0, staging = 0;
+      for (int j = 0; j < kProjections; ++j) {
+        const std::string what = "expert " + std::to_string(e) + " of layer " + std::to_string(x.layer) + " (" +
+                                 kProjectionNames[j] + ")";
+        const TensorInfo* info = reader.find_expert(x.layer, e, kProjectionNames[j]);
+        if (!info) return Status::Format(reader.path() + ": " + what + " is missing from the container");
+        const std::vector<std::uint64_t> want =
+            j < 2 ? std::vector<std::uint64_t>{inner, hidden} : std::vector<std::uint64_t>{hidden, inner};
+        if (info->shape != want) {
+          return Status::Format(reader.path() + ": tensor " + info->name + " (" + what + ") has shape " +
+                                shape_text(info->shape) + " but the config implies " + shape_text(want));
+        }
+        ProjectionLayout& p = x.projections[j];
+        p.tensor = info;
+        p.exponent_chunk = info->exponent_chunk;
+        p.sm_chunk = info->sm_chunk;
+        p.exponent_bytes = chunks[p.exponent_chunk].stored_size;
+        p.sm_bytes = chunks[p.sm_chunk].stored_size;
+        p.decoded_bytes = info->decoded_bytes();
+        p.decoded_offset = decoded;
+        decoded = align_to(decoded + static_cast<std::size_t>(p.decoded_bytes), kLine);
+        p.exponent_offset = exponent;
+        exponent = align_to(exponent + static_cast<std::size_t>(p.exponent_bytes), kLine);
+        p.sm_offset = sm;
+        sm = align_to(sm + static_cast<std::size_t>(p.sm_bytes), kLine);
+        p.staging_exponent_size = reader.chunk_buffer_size(p.exponent_chunk);
+        p.staging_sm_size = reader.chunk_buffer_size(p.sm_chunk);
+        p.staging_exponent_offset = staging;
+        staging += p.staging_exponent_size;
+        p.staging_sm_offset = staging;
+        staging += p.staging_sm_size;
+        x.stored_exponent_bytes += p.exponent_bytes;
+        x.stored_sm_bytes += p.sm_bytes;
+        x.decoded_bytes += p.decoded_bytes;
+      }
+      x.decoded_block_bytes = std::max<std::size_t>(decoded, kLine);
+      x.exponent_block_bytes = std::max<std::size_t>(exponent, kLine);
+      x.sm_block_bytes = std::max<std::size_t>(sm, kLine);
+      x.staging_bytes = std::max<std::size_t>(staging, 4096);
+      t.max_decoded_block = std::max(t.max_decoded_block, x.decoded_block_bytes);
+      t.max_staging = std::max(t.max_staging, x.staging_bytes);
+    }
+  }
+  *table = std::move(t);
+  return Status::Ok();
+}
+
+}  // namespace zipmoe::cache

@@ -1,0 +1,56 @@
+// ChunkSource: reads container chunks for the fetch scheduler, verifying each
+// chunk's CRC-32C, and never throws: every failure is a Status naming the file,
+// tensor and chunk (ChecksumError for damaged bytes, FormatError for a file that
+// got shorter, IoError when the OS refuses).
+//
+//   pread, direct  through ContainerReader::read_chunk (O_DIRECT reads need the
+//                  4096-aligned, padded buffers the scheduler hands out)
+//   mmap           a mapping of our own: the chunk is copied out of it and its
+//                  pages are dropped from this process right after
+//                  (MADV_DONTNEED), so that mapped file pages never add to the
+//                  resident size the memory budget promises; the file's size is
+//                  checked before each copy so that a file truncated under a
+//                  running model is an error rather than SIGBUS (a truncation
+//                  racing with the copy itself still faults: prefer pread or
+//                  direct for files that may change).
+//
+// Thread-safety: read() may be called from any number of threads at once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "zipmoe/container.h"
+
+namespace zipmoe::sched {
+
+class ChunkSource {
+ public:
+  // `reader` must outlive the source; `mode` is how chunks are read (the
+  // reader's own mode does not matter for kMmap).
+  static Status open(const ContainerReader* reader, IoMode mode, std::unique_ptr<ChunkSource>* out);
+  ~ChunkSource();
+  ChunkSource(const ChunkSource&) = delete;
+  ChunkSource& operator=(const ChunkSource&) = delete;
+
+  // Reads chunk `chunk` into buffer[0, stored_size) (buffer_size >= the
+  // reader's chunk_buffer_size(chunk); 4096-aligned buffers read with O_DIRECT
+  // in direct mode) and verifies its checksum.
+  Status read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const;
+
+  IoMode mode() const { return mode_; }
+  const ContainerReader& reader() const { return *reader_; }
+
+ private:
+  ChunkSource() = default;
+  const ContainerReader* reader_ = nullptr;
+  IoMode mode_ = IoMode::kPread;
+  int fd_ = -1;                      // kMmap
+  const std::uint8_t* map_ = nullptr;  // kMmap
+  std::size_t map_size_ = 0;
+};
+
+}  // namespace zipmoe::sched
