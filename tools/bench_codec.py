@@ -30,6 +30,7 @@ import platform
 import statistics
 import struct
 import sys
+import threading
 import time
 
 import numpy as np
@@ -199,6 +200,19 @@ class RawPeer(ExponentPlanePeer):
             out[i:i + n] = np.frombuffer(self._decompress(c, 2 * n), np.uint16)
 
 
+def zstd_decompressor(zstandard):
+    """A decompress function with one ZstdDecompressor per thread (a context must not be shared by threads)."""
+    local = threading.local()
+
+    def decompress(c, n):
+        dctx = getattr(local, "dctx", None)
+        if dctx is None:
+            dctx = local.dctx = zstandard.ZstdDecompressor()
+        return dctx.decompress(c, max_output_size=n)
+
+    return decompress
+
+
 def peers():
     methods = []
     try:
@@ -212,9 +226,7 @@ def peers():
     if zstandard is not None:
         for level in (1, 3):
             cctx = zstandard.ZstdCompressor(level=level)
-            dctx = zstandard.ZstdDecompressor()
-            methods.append(ExponentPlanePeer(f"zstd-{level} exp+merge", cctx.compress,
-                                             lambda c, n, d=dctx: d.decompress(c, max_output_size=n)))
+            methods.append(ExponentPlanePeer(f"zstd-{level} exp+merge", cctx.compress, zstd_decompressor(zstandard)))
     if lz4block is not None:
         methods.append(ExponentPlanePeer("lz4 exp+merge", lambda b: lz4block.compress(b, store_size=False),
                                          lambda c, n: lz4block.decompress(c, uncompressed_size=n)))
@@ -224,9 +236,7 @@ def peers():
                                          lambda c, n: lz4block.decompress(c, uncompressed_size=n)))
     if zstandard is not None:
         cctx = zstandard.ZstdCompressor(level=3)
-        dctx = zstandard.ZstdDecompressor()
-        methods.append(RawPeer("zstd-3 raw bf16", cctx.compress,
-                               lambda c, n, d=dctx: d.decompress(c, max_output_size=n)))
+        methods.append(RawPeer("zstd-3 raw bf16", cctx.compress, zstd_decompressor(zstandard)))
     methods.append(RawPeer("memcpy", None, None))
     return methods
 
