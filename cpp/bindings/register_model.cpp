@@ -11,12 +11,31 @@
 #include "bindings/bindings.h"
 #include "common/cpu_features.h"
 #include "zipmoe/model.h"
+#include "zipmoe/sampler.h"
 
 namespace zipmoe::bindings {
 
 namespace {
 
 using TokenArray = py::array_t<std::int64_t, py::array::c_style>;
+using LogitsArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+// Ids of a history (may be empty) as int32; their range is checked against the
+// vocabulary by Sampler::sample.
+std::vector<std::int32_t> history_ids(const TokenArray& tokens) {
+  if (tokens.ndim() != 1) throw InvalidArgumentError("history must be one-dimensional");
+  const std::int64_t* data = tokens.data();
+  const std::size_t n = static_cast<std::size_t>(tokens.shape(0));
+  std::vector<std::int32_t> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (data[i] < 0 || data[i] > INT32_MAX) {
+      throw InvalidArgumentError("history token " + std::to_string(data[i]) + " at index " + std::to_string(i) +
+                                 " is out of range");
+    }
+    out[i] = static_cast<std::int32_t>(data[i]);
+  }
+  return out;
+}
 
 // Checks ids against the vocabulary (before narrowing) and copies them to int32.
 std::vector<std::int32_t> token_ids(const TokenArray& tokens, std::size_t vocab) {
@@ -218,6 +237,50 @@ void register_model(py::module_& m) {
       .def_property_readonly("num_threads", &Model::num_threads)
       .def_property_readonly("isa", [](const Model& model) { return std::string(isa_name(model.isa())); })
       .def_property_readonly("path", &Model::path);
+
+  py::class_<Sampler>(m, "Sampler",
+                      "Next-token sampler (include/zipmoe/sampler.h); zipmoe.Model.generate uses it.")
+      .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
+                       float presence_penalty, std::size_t penalty_last_n, std::uint64_t seed) {
+             SamplerOptions options;
+             options.temperature = temperature;
+             options.top_k = top_k;
+             options.top_p = top_p;
+             options.min_p = min_p;
+             options.repetition_penalty = repetition_penalty;
+             options.presence_penalty = presence_penalty;
+             options.penalty_last_n = penalty_last_n;
+             options.seed = seed;
+             return Sampler(options);
+           }),
+           py::arg("temperature") = 1.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+           py::arg("repetition_penalty") = 1.0f, py::arg("presence_penalty") = 0.0f,
+           py::arg("penalty_last_n") = 0, py::arg("seed") = 0)
+      .def(
+          "sample",
+          [](Sampler& sampler, const LogitsArray& logits) {
+            // A (vocab,) row or the last row of a (rows, vocab) array, as eval() returns them.
+            if (logits.ndim() != 1 && logits.ndim() != 2) {
+              throw InvalidArgumentError("logits must be a (vocab,) or (rows, vocab) array");
+            }
+            const std::size_t vocab = static_cast<std::size_t>(logits.shape(logits.ndim() - 1));
+            const std::size_t rows = logits.ndim() == 2 ? static_cast<std::size_t>(logits.shape(0)) : 1;
+            if (rows == 0) throw InvalidArgumentError("logits has no row");
+            const float* row = logits.data() + (rows - 1) * vocab;
+            py::gil_scoped_release release;
+            return sampler.sample(row, vocab);
+          },
+          py::arg("logits"))
+      .def(
+          "set_history",
+          [](Sampler& sampler, const TokenArray& tokens) {
+            const std::vector<std::int32_t> ids = history_ids(tokens);
+            sampler.set_history(ids.data(), ids.size());
+          },
+          py::arg("tokens"))
+      .def("accept", &Sampler::accept, py::arg("token"))
+      .def("reseed", &Sampler::reseed, py::arg("seed"))
+      .def_property_readonly("history", &Sampler::history);
 }
 
 }  // namespace zipmoe::bindings

@@ -28,7 +28,8 @@ from .container import Container, ContainerWriter, TensorInfo, open_container  #
 # The function shadows its subpackage as an attribute; import submodules with
 # ``from zipmoe.convert import registry`` (resolved through sys.modules).
 from .convert import convert, export, verify_against  # noqa: F401,E402
-from .model import Model, load  # noqa: F401,E402
+from .model import Model, default_model_path, load  # noqa: F401,E402
+from .chat_template import ChatTemplate  # noqa: F401,E402
 from .tokenizer import Tokenizer  # noqa: F401,E402
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
     "verify_against",
     "load",
     "Model",
+    "default_model_path",
+    "ChatTemplate",
     "available_isas",
     "default_isa",
     "cpu_features",

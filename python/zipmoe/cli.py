@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -263,6 +264,176 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- run / chat
+
+def _load_for_generation(args: argparse.Namespace):
+    from .model import default_model_path, load
+
+    path = args.model if args.model is not None else default_model_path()
+    return load(path, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
+                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch)
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    return {"max_new_tokens": args.n_predict, "temperature": args.temperature, "top_p": args.top_p,
+            "top_k": args.top_k, "min_p": args.min_p, "repetition_penalty": args.repeat_penalty,
+            "presence_penalty": args.presence_penalty, "seed": args.seed, "stop": args.stop or None,
+            "skip_special_tokens": not args.special}
+
+
+def _stream_to_stdout(pieces) -> str:
+    text = []
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        text.append(piece)
+    return "".join(text)
+
+
+def _print_timing(model) -> None:
+    s = model.last_generation_stats
+    if not s:
+        return
+    print(f"prompt: {s['prompt_tokens']} tokens ({s['reused_prompt_tokens']} reused) in {s['prompt_seconds']:.3f} s, "
+          f"{s['prompt_tokens_per_second']:.1f} tokens/s; generation: {s['generated_tokens']} tokens in "
+          f"{s['generation_seconds']:.3f} s, {s['generation_tokens_per_second']:.1f} tokens/s; "
+          f"finish: {s['finish_reason']}", file=sys.stderr)
+
+
+def _print_cache_stats(model) -> None:
+    stats = model.stats()
+    total = stats["total"]
+    served = ", ".join(f"{tier} {count}" for tier, count in total["served_from"].items())
+    mode = "streamed within the memory budget" if stats["streaming"] else "resident (no memory budget)"
+    print(f"experts: {mode}; {total['requests']} requests, {total['hits']} hits, {total['misses']} misses "
+          f"(served from: {served}); prefetch hits {total['prefetch_hits']}", file=sys.stderr)
+    print(f"storage: {_human_bytes(total['bytes_read'])} read in {total['chunks_read']} chunks "
+          f"({total['read_seconds']:.3f} s); decoded {_human_bytes(total['decoded_bytes'])} in "
+          f"{total['decode_seconds']:.3f} s; stalled {total['stall_seconds']:.3f} s", file=sys.stderr)
+    memory = model.memory()
+    print(f"memory: {_human_bytes(memory['total'])} held (peak {_human_bytes(memory['peak'])}): dense "
+          f"{_human_bytes(memory['dense_weights'])}, experts {_human_bytes(memory['experts'])}, KV cache "
+          f"{_human_bytes(memory['kv_cache'])}, scratch {_human_bytes(memory['scratch'])}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    prompt = args.prompt
+    if prompt is None:
+        if sys.stdin.isatty():
+            print("zipmoe run: give a prompt with -p PROMPT (or pipe it to stdin)", file=sys.stderr)
+            return 2
+        prompt = sys.stdin.read()
+    model = _load_for_generation(args)
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
+                   [{"role": "user", "content": prompt}]
+        pieces = model.generate(messages, stream=True, **_sampling_kwargs(args))
+    else:
+        pieces = model.generate(prompt, stream=True, **_sampling_kwargs(args))
+    try:
+        if args.echo and not args.chat:
+            sys.stdout.write(prompt)
+        _stream_to_stdout(pieces)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    finally:
+        if args.verbose:
+            _print_timing(model)
+        if args.stats:
+            _print_cache_stats(model)
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    model = _load_for_generation(args)
+    if model.chat_template is None:
+        print(f"zipmoe chat: {model.path} has no chat template; use `zipmoe run` for plain text", file=sys.stderr)
+        return 1
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    conversation = list(system)
+    options = _sampling_kwargs(args)
+    if args.n_predict is not None and args.n_predict < 0:
+        raise _core.InvalidArgumentError(f"max_new_tokens (-n) must be >= 0, not {args.n_predict}")
+    # bad options fail now, not after the first message
+    model.generate(system + [{"role": "user", "content": "x"}], **{**options, "max_new_tokens": 0})
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print("zipmoe chat: type a message; /reset starts over, /exit (or Ctrl-D) quits", file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            break
+        if not line:
+            break
+        message = line.rstrip("\r\n")
+        if not message.strip():
+            continue
+        command = message.strip()
+        if command in ("/exit", "/quit"):
+            break
+        if command == "/reset":
+            conversation = list(system)
+            print("(conversation reset)", file=sys.stderr)
+            continue
+        conversation.append({"role": "user", "content": message})
+        try:
+            answer = _stream_to_stdout(model.generate(conversation, stream=True, **options))
+        except KeyboardInterrupt:
+            # the unfinished answer is dropped with its question; the model is reset and usable
+            print("\n(interrupted)", file=sys.stderr)
+            conversation.pop()
+            continue
+        except _core.InvalidArgumentError as error:
+            # the options were checked above: what is left is a conversation too long for the context
+            print(f"({error}; /reset starts over)", file=sys.stderr)
+            conversation.pop()
+            continue
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        conversation.append({"role": "assistant", "content": answer})
+        if args.verbose:
+            _print_timing(model)
+    if args.stats:
+        _print_cache_stats(model)
+    return 0
+
+
+def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None,
+                   help="the .zmoe model (default: the built-in tiny Shakespeare model)")
+    g = p.add_argument_group("sampling (defaults: the model's generation_config.json)")
+    g.add_argument("-n", "--n-predict", type=int, default=None, metavar="N", help="most tokens to generate")
+    g.add_argument("--temperature", "--temp", type=float, default=None, metavar="T", help="0: greedy")
+    g.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus sampling, in (0, 1]; 1: off")
+    g.add_argument("--top-k", type=int, default=None, metavar="K", help="the K likeliest tokens; 0: off")
+    g.add_argument("--min-p", type=float, default=None, metavar="M",
+                   help="drop tokens below M times the likeliest one's probability; 0: off")
+    g.add_argument("--repeat-penalty", type=float, default=None, metavar="R", help="repetition penalty; 1: off")
+    g.add_argument("--presence-penalty", type=float, default=None, metavar="X", help="presence penalty; 0: off")
+    g.add_argument("--seed", type=int, default=None, metavar="S", help="makes sampling reproducible")
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
+    g.add_argument("--system", default=None, metavar="TEXT", help="a system message (chat)")
+    g.add_argument("--special", action="store_true", help="show special tokens (chat markers) in the text")
+    g = p.add_argument_group("loading")
+    g.add_argument("--threads", type=int, default=None, help="threads (default: every core)")
+    g.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
+    g.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="stream experts within this budget, e.g. 4GB (default: everything resident)")
+    g.add_argument("--io", choices=("direct", "pread", "mmap"), default="pread", help="how to read the container")
+    g.add_argument("--cache-policy", choices=("affinity", "lru", "lfu"), default="affinity",
+                   help="expert cache policy (with --memory-budget)")
+    g.add_argument("--no-prefetch", action="store_true", help="no gate-ahead prefetch of the next layer's experts")
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="print prompt and generation tokens/s on stderr after each answer")
+    g.add_argument("--stats", action="store_true",
+                   help="print the expert cache's work (hits per tier, bytes read, decode and stall time) at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zipmoe", description="Lossless MoE model serving and compression.")
     parser.add_argument("--version", action="version", version=f"zipmoe {_core.__version__}")
@@ -335,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read the container")
     p.add_argument("--progress", action="store_true", help="show progress")
     p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("run", help="generate text from a prompt, streamed to stdout",
+                       description="Continues a prompt with a model and streams the text to stdout. With --chat the "
+                                   "prompt is a user message rendered with the model's chat template.")
+    p.add_argument("-p", "--prompt", default=None, help="the prompt (default: read from stdin)")
+    p.add_argument("--chat", action="store_true", help="send the prompt as a chat message (the model's template)")
+    p.add_argument("--echo", action="store_true", help="print the prompt before the generated text")
+    _add_generation_arguments(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("chat", help="an interactive chat with a model (reads messages from stdin)",
+                       description="Chats with a model: each stdin line is a user message; the answer streams to "
+                                   "stdout. /reset starts a new conversation, /exit or end of input quits.")
+    _add_generation_arguments(p)
+    p.set_defaults(func=_cmd_chat)
     return parser
 
 
@@ -352,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zipmoe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `zipmoe run ... | head`); point stdout at /dev/null so that
+        # the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

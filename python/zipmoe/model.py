@@ -12,6 +12,14 @@
 With a memory budget the experts are streamed from the container through a
 tiered cache (docs/CACHE.md); logits are bit-identical to the resident run.
 
+Text generation (the tokenizer and chat template come from the container's metadata):
+
+    print(model.generate("Once upon a time", max_new_tokens=50, temperature=0.7, seed=1))
+    for piece in model.generate([{"role": "user", "content": "Hi!"}], stream=True):
+        print(piece, end="", flush=True)
+    model.last_generation_stats                  # prompt/generated tokens, seconds, finish_reason
+    model = zipmoe.load()                        # the built-in default model (default_model_path())
+
 The engine is native (cpp/model); calls release the GIL. Results are bit-identical
 for any thread count. See include/zipmoe/model.h for the guarantees on ISA paths
 and precision.
@@ -20,12 +28,34 @@ and precision.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 
 import numpy as np
 
 from . import _core
 from ._threads import default_threads
+
+DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
+# Sampling when the model has no generation_config.json: llama.cpp's defaults.
+FALLBACK_SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.0}
+DEFAULT_MAX_NEW_TOKENS = 256
+GENERATE_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                    "presence_penalty", "penalty_last_n", "seed", "stop", "stream", "add_special_tokens",
+                    "skip_special_tokens")
+
+
+def default_model_path() -> str:
+    """The path of the model zipmoe ships with (used by ``load()``, ``zipmoe run`` and
+    ``zipmoe chat`` without a model): a tiny Qwen3-MoE-style model trained on
+    Shakespeare, in the package's data folder. Raises IoError when the package was
+    installed without it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", DEFAULT_MODEL_NAME)
+    if not os.path.isfile(path):
+        raise _core.IoError(f"the default model is missing ({path}): this zipmoe package was installed without its "
+                            f"default model; pass the path of a .zmoe model (zipmoe convert makes one)")
+    return path
 
 PRECISIONS = ("fast", "exact")
 KV_CACHE_DTYPES = ("f32", "bf16", "f16")
@@ -95,22 +125,39 @@ class Model:
     def __init__(self, native: _core.Model):
         self._native = native
         self._config = None
+        self._metadata = None
+        self._tokenizer = None
+        self._chat_template = None
+        # The token ids the KV cache holds, so that generate() can skip a prompt's
+        # known prefix; None when unknown (after an error or interruption).
+        self._sequence: list | None = []
+        self._last_generation_stats = None
 
     def logits(self, token_ids) -> np.ndarray:
         """Logits of every token of a fresh sequence: float32 array (len(token_ids), vocab).
 
         The sequence (KV cache) then holds these tokens, so eval() continues it.
         """
-        return self._native.logits(_token_array(token_ids))
+        tokens = _token_array(token_ids)
+        self._sequence = None
+        out = self._native.logits(tokens)
+        self._sequence = tokens.tolist()
+        return out
 
     def eval(self, token_ids, last_only: bool = False) -> np.ndarray:
         """Appends tokens to the current sequence and returns their logits, float32
         (len(token_ids), vocab); with last_only, only the last token's (1, vocab)."""
-        return self._native.eval(_token_array(token_ids), bool(last_only))
+        tokens = _token_array(token_ids)
+        known, self._sequence = self._sequence, None
+        out = self._native.eval(tokens, bool(last_only))
+        if known is not None:
+            self._sequence = known + tokens.tolist()
+        return out
 
     def reset(self) -> None:
         """Forgets the current sequence."""
         self._native.reset()
+        self._sequence = []
 
     @property
     def config(self) -> dict:
@@ -187,18 +234,387 @@ class Model:
         with open(os.fspath(path), "w", encoding="utf-8") as f:
             f.write(text)
 
+    # ---- text ----------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """The container's metadata (docs/FORMAT.md "Metadata"), read once."""
+        if self._metadata is None:
+            from .container import open_container
+
+            with open_container(self.path) as container:
+                self._metadata = container.metadata
+        return self._metadata
+
+    @property
+    def tokenizer(self):
+        """The model's :class:`zipmoe.Tokenizer`, built from the container's metadata."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            record = self.metadata.get("tokenizer")
+            if not isinstance(record, dict) or not any(record.get(k) for k in ("tokenizer_json", "gguf")):
+                raise _core.UnsupportedModelError(f"{self.path}: the container carries no tokenizer (convert the "
+                                                  f"model from a folder with tokenizer.json, or from a GGUF file)")
+            self._tokenizer = Tokenizer.from_metadata(record)
+        return self._tokenizer
+
+    @property
+    def generation_config(self) -> dict:
+        """The model's generation_config.json (a copy; {} when it has none)."""
+        config = self.metadata.get("generation_config")
+        return json.loads(json.dumps(config)) if isinstance(config, dict) else {}
+
+    @property
+    def chat_template(self):
+        """The model's :class:`zipmoe.chat_template.ChatTemplate`, or None when it has none."""
+        if self._chat_template is None:
+            source = self.metadata.get("chat_template")
+            if not isinstance(source, str) or not source:
+                return None
+            from .chat_template import ChatTemplate, SPECIAL_TOKEN_NAMES, special_tokens_from_config
+
+            record = self.metadata.get("tokenizer") or {}
+            special = special_tokens_from_config(record.get("tokenizer_config"))
+            if not special:
+                # GGUF: the named tokens by id, as the vocabulary writes them
+                tokenizer = self.tokenizer
+                for name, token_id in (("bos_token", tokenizer.bos_id), ("eos_token", tokenizer.eos_id),
+                                       ("unk_token", tokenizer.unk_id), ("pad_token", tokenizer.pad_id)):
+                    if token_id is not None and name in SPECIAL_TOKEN_NAMES:
+                        special[name] = tokenizer.id_to_token(token_id)
+            self._chat_template = ChatTemplate(source, special)
+        return self._chat_template
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
+        """The prompt text of ``messages`` rendered with the model's chat template (as transformers'
+        ``apply_chat_template(..., tokenize=False)``); kwargs are template variables (tools=...,
+        enable_thinking=False, ...). UnsupportedModelError when the model has no template."""
+        template = self.chat_template
+        if template is None:
+            raise _core.UnsupportedModelError(f"{self.path}: the model has no chat template; give generate() "
+                                              f"a text prompt instead of messages")
+        return template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
+
+    def tokenize(self, text, add_special_tokens: bool = True) -> list:
+        """Token ids of ``text`` (with the BOS/EOS the vocabulary asks for when add_special_tokens)."""
+        return self.tokenizer.encode(text, add_special_tokens=bool(add_special_tokens))
+
+    def detokenize(self, token_ids, skip_special_tokens: bool = False) -> str:
+        """The text of ``token_ids``."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=bool(skip_special_tokens))
+
+    @property
+    def eos_token_ids(self) -> list:
+        """Every id that ends a generation: generation_config's eos_token_id(s), the config's and the tokenizer's."""
+        ids = []
+        for source in (self.generation_config.get("eos_token_id"), self.config.get("eos_token_id")):
+            for value in source if isinstance(source, list) else [source]:
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.vocab_size:
+                    ids.append(value)
+        try:
+            eos = self.tokenizer.eos_id
+        except _core.UnsupportedModelError:
+            eos = None
+        if eos is not None and 0 <= eos < self.vocab_size:
+            ids.append(eos)
+        return sorted(set(ids))
+
+    @property
+    def last_generation_stats(self):
+        """What the last generate() did (None before the first): prompt_tokens, reused_prompt_tokens
+        (already in the KV cache), prompt_seconds, prompt_tokens_per_second, generated_tokens,
+        generation_seconds, generation_tokens_per_second, finish_reason ("eos", "stop" (a stop
+        string), "length" (max_new_tokens), "context" (the KV cache is full), "interrupted" (Ctrl-C, or
+        a stream closed early), "error"),
+        seed, and token_ids (the sampled ids, an ending EOS included). A streaming generate()
+        updates it as it goes."""
+        return None if self._last_generation_stats is None else dict(self._last_generation_stats)
+
+    def generate(self, prompt, max_new_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
+                 repetition_penalty=None, presence_penalty=None, seed=None, stop=None, stream: bool = False,
+                 add_special_tokens=None, skip_special_tokens: bool = True, penalty_last_n: int = 0,
+                 **unknown):
+        """Continues ``prompt`` and returns the new text (or, with stream=True, a generator of text pieces
+        that join to it; every piece is whole UTF-8 characters).
+
+        prompt: a string (tokenized with the BOS/EOS the vocabulary asks for, unless
+            add_special_tokens=False), a list of {"role", "content"} messages (rendered with the
+            model's chat template and add_generation_prompt=True; special tokens in the rendered
+            text are parsed, as transformers does), or a list of token ids.
+        max_new_tokens: most tokens to sample (default: generation_config's max_new_tokens, else 256);
+            generation also ends at an EOS id (eos_token_ids), at a stop string, or when the KV
+            cache (max_context) is full.
+        temperature (0: greedy), top_k (0: off), top_p (1: off), min_p (0: off),
+        repetition_penalty (1: off), presence_penalty (0: off), penalty_last_n (tokens the
+            penalties look back at; 0: prompt and output, as transformers): see
+            include/zipmoe/sampler.h for their exact semantics and order (transformers' order).
+            Defaults: generation_config.json as transformers reads it (do_sample false or absent:
+            greedy; top_k 50 unless given), or without one llama.cpp's: temperature 0.8, top_k 40,
+            top_p 0.95, min_p 0.05.
+        seed: makes sampling reproducible (any int in [0, 2^64)); None: a random seed, reported in
+            last_generation_stats.
+        stop: a string or a list of strings; the text ends before the first one generated (it is
+            not included), and streaming never emits part of one.
+        skip_special_tokens: leave special (control) tokens such as chat markers out of the text, as
+            transformers' text-generation pipeline does (default); False shows them.
+
+        The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
+        between tokens stops the generation and leaves the model usable (its sequence is reset).
+        The KV cache keeps the sequence, so a following prompt that extends it (the next chat turn)
+        only evaluates the new tokens. One generation at a time per model.
+        Raises InvalidArgumentError for bad arguments (before any work is done).
+        """
+        if unknown:
+            raise _core.InvalidArgumentError(f"generate() got unknown option(s) {', '.join(sorted(unknown))}; "
+                                             f"known: {', '.join(GENERATE_OPTIONS)}")
+        options = self._sampling_options(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
+                                         penalty_last_n)
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
+            raise _core.InvalidArgumentError(f"seed must be an integer in [0, 2^64) or None, not {seed!r}")
+        seed = int(seed)
+        sampler = _core.Sampler(seed=seed, **options)
+        stops = _stop_strings(stop)
+        if not isinstance(stream, bool):
+            raise _core.InvalidArgumentError(f"stream must be True or False, not {stream!r}")
+        prompt_ids = self._prompt_ids(prompt, add_special_tokens)
+        if len(prompt_ids) >= self.max_context:
+            raise _core.InvalidArgumentError(f"the prompt has {len(prompt_ids)} tokens; the model's context holds "
+                                             f"{self.max_context} (load(max_context=...) sets it)")
+        if max_new_tokens is None:
+            max_new_tokens = self._default_max_new_tokens(len(prompt_ids))
+        elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or \
+                max_new_tokens < 0:
+            raise _core.InvalidArgumentError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
+        decoder = self.tokenizer.stream_decoder(skip_special_tokens=bool(skip_special_tokens), at_start=False)
+        pieces = self._generate_pieces(prompt_ids, sampler, int(max_new_tokens), set(self.eos_token_ids), stops,
+                                       decoder, seed)
+        if stream:
+            return pieces
+        return "".join(pieces)
+
+    def _sampling_options(self, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
+                          penalty_last_n) -> dict:
+        config = self.generation_config
+        if config:
+            sampling = bool(config.get("do_sample"))
+            defaults = {"temperature": _config_number(config, "temperature", 1.0) if sampling else 0.0,
+                        "top_k": _config_number(config, "top_k", 50), "top_p": _config_number(config, "top_p", 1.0),
+                        "min_p": _config_number(config, "min_p", 0.0),
+                        "repetition_penalty": _config_number(config, "repetition_penalty", 1.0)}
+        else:
+            defaults = dict(FALLBACK_SAMPLING)
+        given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+                 "repetition_penalty": repetition_penalty}
+        options = {}
+        for name, value in given.items():
+            value = defaults[name] if value is None else value
+            if name == "top_k":
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                    raise _core.InvalidArgumentError(f"top_k must be an integer >= 0 (0: off), not {value!r}")
+                options[name] = int(value)
+            else:
+                options[name] = _finite_number(name, value)
+        if options["temperature"] < 0:
+            raise _core.InvalidArgumentError(f"temperature must be >= 0 (0: greedy), not {temperature!r}")
+        if not 0 < options["top_p"] <= 1:
+            raise _core.InvalidArgumentError(f"top_p must be in (0, 1] (1: off), not {top_p!r}")
+        if not 0 <= options["min_p"] <= 1:
+            raise _core.InvalidArgumentError(f"min_p must be in [0, 1] (0: off), not {min_p!r}")
+        if not options["repetition_penalty"] > 0:
+            raise _core.InvalidArgumentError(f"repetition_penalty must be > 0 (1: off), not {repetition_penalty!r}")
+        options["presence_penalty"] = _finite_number("presence_penalty", 0.0 if presence_penalty is None
+                                                     else presence_penalty)
+        if isinstance(penalty_last_n, bool) or not isinstance(penalty_last_n, (int, np.integer)) or penalty_last_n < 0:
+            raise _core.InvalidArgumentError(f"penalty_last_n must be an integer >= 0 (0: all), not {penalty_last_n!r}")
+        options["penalty_last_n"] = int(penalty_last_n)
+        return options
+
+    def _default_max_new_tokens(self, prompt_tokens: int) -> int:
+        config = self.generation_config
+        value = config.get("max_new_tokens")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        value = config.get("max_length")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 20:
+            # transformers' max_length counts the prompt; its default (20) is too short to mean anything here
+            return max(0, value - prompt_tokens)
+        return DEFAULT_MAX_NEW_TOKENS
+
+    def _prompt_ids(self, prompt, add_special_tokens) -> list:
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt, add_special_tokens=True if add_special_tokens is None
+                                        else bool(add_special_tokens))
+        elif isinstance(prompt, (list, tuple)) and prompt and all(isinstance(m, dict) for m in prompt):
+            text = self.apply_chat_template(list(prompt), add_generation_prompt=True)
+            # as transformers tokenizes a rendered chat: the template wrote the special tokens itself
+            ids = self.tokenizer.encode(text, add_special_tokens=bool(add_special_tokens),
+                                        parse_special=True)
+        elif isinstance(prompt, np.ndarray) or (isinstance(prompt, (list, tuple)) and
+                                                all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                                                    for t in prompt)):
+            ids = _token_array(prompt).tolist() if len(prompt) else []
+            for i in ids:
+                if not 0 <= i < self.vocab_size:
+                    raise _core.InvalidArgumentError(f"token id {i} is outside [0, {self.vocab_size})")
+        else:
+            raise _core.InvalidArgumentError("prompt must be a string, a list of {'role', 'content'} messages or a "
+                                             f"list of token ids, not {type(prompt).__name__}")
+        if not ids:
+            raise _core.InvalidArgumentError("the prompt has no tokens (an empty text and a vocabulary without BOS)")
+        return list(ids)
+
+    def _prefill(self, prompt_ids: list):
+        """Logits after the prompt, evaluating only what the KV cache does not hold already; returns
+        (logits row, tokens reused)."""
+        known = self._sequence
+        reused = 0
+        if known and len(known) < len(prompt_ids) and prompt_ids[:len(known)] == known:
+            reused = len(known)
+        else:
+            self._native.reset()
+        self._sequence = None
+        logits = self._native.eval(np.asarray(prompt_ids[reused:], dtype=np.int64), True)
+        self._sequence = list(prompt_ids)
+        return logits, reused
+
+    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed):
+        stats = {"prompt_tokens": len(prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
+                 "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
+                 "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": seed, "token_ids": []}
+        self._last_generation_stats = stats
+        text, sent = "", 0  # text decoded so far; text[:sent] has been yielded
+        longest_stop = max((len(s) for s in stops), default=0)
+        try:
+            if max_new_tokens == 0:
+                stats["finish_reason"] = "length"
+                return
+            start = time.perf_counter()
+            logits, stats["reused_prompt_tokens"] = self._prefill(prompt_ids)
+            prompt_done = time.perf_counter()
+            evaluated = len(prompt_ids) - stats["reused_prompt_tokens"]
+            stats["prompt_seconds"] = prompt_done - start
+            stats["prompt_tokens_per_second"] = evaluated / max(prompt_done - start, 1e-9)
+            sampler.set_history(np.asarray(prompt_ids, dtype=np.int64))
+            generated = stats["token_ids"]
+            finish = None
+            while finish is None:
+                token = int(sampler.sample(logits))
+                sampler.accept(token)
+                generated.append(token)
+                stats["generated_tokens"] = len(generated)
+                elapsed = time.perf_counter() - prompt_done
+                stats["generation_seconds"] = elapsed
+                stats["generation_tokens_per_second"] = len(generated) / max(elapsed, 1e-9)
+                if token in eos_ids:
+                    finish = "eos"
+                    break
+                text += decoder.feed(token)
+                if stops:
+                    end, hit = _find_stop(text, sent, stops, longest_stop)
+                    if hit:
+                        text = text[:end]
+                        finish = "stop"
+                    if end > sent:
+                        yield text[sent:end]
+                        sent = end
+                    if hit:
+                        break
+                elif len(text) > sent:
+                    yield text[sent:]
+                    sent = len(text)
+                if len(generated) >= max_new_tokens:
+                    finish = "length"
+                elif len(prompt_ids) + len(generated) >= self.max_context:
+                    finish = "context"
+                else:
+                    sequence, self._sequence = self._sequence, None
+                    logits = self._native.eval(np.asarray([token], dtype=np.int64), True)
+                    sequence.append(token)
+                    self._sequence = sequence
+            if finish != "stop":
+                text += decoder.flush()
+                end = len(text)
+                if stops:
+                    found, hit = _find_stop(text, sent, stops, 0)
+                    if hit:
+                        end, finish = found, "stop"
+                if end > sent:
+                    yield text[sent:end]
+            stats["finish_reason"] = finish
+            stats["generation_seconds"] = time.perf_counter() - prompt_done
+            stats["generation_tokens_per_second"] = len(generated) / max(stats["generation_seconds"], 1e-9)
+        except BaseException as error:
+            # Ctrl-C, a closed stream or an error: the sequence may hold any prefix of the work, so start over.
+            stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
+            self._sequence = None
+            try:
+                self._native.reset()
+                self._sequence = []
+            except BaseException:  # noqa: BLE001 - the original exception matters more
+                pass
+            raise
+
     def __repr__(self) -> str:
         return (f"zipmoe.Model({self.path!r}, architecture={self.architecture!r}, "
                 f"max_context={self.max_context}, threads={self.threads}, isa={self.isa!r})")
 
 
-def load(path, threads: int | None = None, max_context: int | None = None, *, isa: str | None = None,
+def _config_number(config: dict, name: str, default):
+    value = config.get(name)
+    return default if value is None else value
+
+
+def _finite_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
+            not math.isfinite(float(value)):
+        raise _core.InvalidArgumentError(f"{name} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _stop_strings(stop) -> list:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        raise _core.InvalidArgumentError(f"stop must be a string or a list of strings, not {stop!r}")
+    if any(not s for s in stop):
+        raise _core.InvalidArgumentError("a stop string cannot be empty")
+    return list(stop)
+
+
+def _find_stop(text: str, sent: int, stops: list, hold: int):
+    """(end, hit): hit when a stop string occurs in text[sent:] (end: where the first one starts);
+    otherwise end leaves out the longest tail of text that could begin a stop string (hold > 0).
+    Nothing before ``sent`` can begin one: it would have been held back."""
+    first = -1
+    for s in stops:
+        at = text.find(s, sent)
+        if at >= 0 and (first < 0 or at < first):
+            first = at
+    if first >= 0:
+        return first, True
+    if hold <= 0:
+        return len(text), False
+    keep = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text) - sent), keep, -1):
+            if text.endswith(s[:k]):
+                keep = k
+                break
+    return len(text) - keep, False
+
+
+def load(path=None, threads: int | None = None, max_context: int | None = None, *, isa: str | None = None,
          precision: str = "fast", kv_cache_dtype: str = "f32", batch: int | None = None,
          io: str = "pread", memory_budget=None, cache_policy: str = "affinity", prefetch: bool = True,
          tiers=None, profile=None, storage_bandwidth: float | None = None,
          decode_throughput: float | None = None, reorder_fetches: bool = True,
          io_threads: int | None = None) -> Model:
-    """Loads the .zmoe container at ``path`` for inference.
+    """Loads the .zmoe container at ``path`` for inference (None: the built-in default model,
+    default_model_path()).
 
     threads: threads of the model's pool (None: every core this process may use).
     max_context: positions of the KV cache (None: min(max_position_embeddings, 4096)).
@@ -229,6 +645,8 @@ def load(path, threads: int | None = None, max_context: int | None = None, *, is
     FormatError / ChecksumError (a damaged or inconsistent container), IoError,
     InvalidArgumentError (bad arguments), BudgetError (a budget below the minimum).
     """
+    if path is None:
+        path = default_model_path()
     if threads is None:
         threads = default_threads()
     for name, value in (("threads", threads), ("max_context", max_context), ("batch", batch),
