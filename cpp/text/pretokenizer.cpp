@@ -483,6 +483,7 @@ const std::vector<GgufPreEntry>& gguf_pre_table() {
       {"deepseek-v3", {SplitRule::kNumbersUpTo3, SplitRule::kDeepseekV3Cjk, SplitRule::kDeepseekV3Words}, false},
       {"refact", {SplitRule::kNumber, SplitRule::kGpt2}, false},
       {"starcoder", {SplitRule::kNumber, SplitRule::kGpt2}, false},
+      {"smollm", {SplitRule::kNumber, SplitRule::kGpt2}, false},
       {"gpt-4o", {SplitRule::kGpt4o}, false},
   };
   return kTable;
