@@ -5,7 +5,7 @@
 
 creates OUT_DIR/blob/ (inputs of fuzz_blob: a control byte + a valid blob),
 OUT_DIR/coded_plane/ (a control byte + a coded exponent plane) and, when the
-container module is available, OUT_DIR/container/ (small valid .zmoe files).
+container module is available, OUT_DIR/container/ (a control byte + a small valid .zmoe file).
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def main() -> int:
                 w.add_tensor("dense.weight", rng.normal(0, 0.02, 300).astype(np.float32))
                 w.add_tensor("expert.weight", rng.normal(0, 0.02, (8, 8)).astype(np.float16),
                              role={"layer": 0, "expert": 1, "projection": "up"})
-            (out / "container" / "seed.zmoe").write_bytes(path.read_bytes())
+            data = path.read_bytes()
+            for control in (0, 1, 3, 7, 11):
+                (out / "container" / f"seed-{control}").write_bytes(bytes([control]) + data)
     print(f"wrote seeds for {count} blobs under {out}")
     return 0
 
