@@ -308,9 +308,11 @@ def test_long_calls_release_the_gil(tmp_path):
     finally:
         done.set()
         thread.join()
+    # With the GIL held for the call, the ticker could not run at all between start and end. (No bound on the
+    # largest gap between ticks: on a loaded machine the OS alone may deschedule the ticker for a large part of
+    # the call.)
     inside = [t for t in stamps if start <= t <= start + duration]
-    gaps = np.diff(inside) if len(inside) > 1 else np.array([duration])
-    assert len(inside) > 100 and gaps.max() < duration / 2, (duration, len(inside), gaps.max())
+    assert len(inside) > 100, (duration, len(inside))
 
 
 # ------------------------------------------------------------------------------------- errors
