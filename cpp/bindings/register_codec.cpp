@@ -49,7 +49,7 @@ void register_codec(py::module_& m) {
         const DType dtype = dtype_from(dtype_name_);
         Codec codec;
         if (!parse_codec(codec_name_, &codec) || codec == Codec::kConstant) {
-          throw InvalidArgumentError("unknown codec '" + codec_name_ + "' (use auto, huffman, rans or raw)");
+          throw InvalidArgumentError("unknown codec '" + codec_name_ + "' (use auto, huffman, rans, raw or lz4hc)");
         }
         py::buffer_info buf = data.request();
         std::uint64_t n = 1;

@@ -94,7 +94,7 @@ void register_format(py::module_& m) {
             const DType dtype = parse_dtype_or_throw(dtype_text);
             Codec codec;
             if (!parse_codec(codec_text, &codec) || codec == Codec::kConstant) {
-              throw InvalidArgumentError("unknown codec '" + codec_text + "' (use auto, huffman, rans or raw)");
+              throw InvalidArgumentError("unknown codec '" + codec_text + "' (use auto, huffman, rans, raw or lz4hc)");
             }
             py::buffer_info buf = data.request();
             std::uint64_t n = 1;

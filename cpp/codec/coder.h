@@ -64,11 +64,14 @@ struct Coder {
   std::array<DecodeSegmentFn, kNumIsas> decode;
 };
 
-// The coder registered for `id` (kHuffman, kRans), or nullptr.
+// The coder registered for `id` (kHuffman, kRans, and kLz4hc in builds with
+// liblz4), or nullptr.
 const Coder* find_coder(Codec id);
 
-// Registration functions, one per coder family (defined in huffman/ and rans/).
+// Registration functions, one per coder family (defined in huffman/, rans/ and
+// lz4hc/; lz4hc_coder() exists only where ZIPMOE_HAVE_LZ4 is defined).
 const Coder& huffman_coder();
 const Coder& rans_coder();
+const Coder& lz4hc_coder();
 
 }  // namespace zipmoe::codec

@@ -52,6 +52,7 @@ const char* codec_name(Codec codec) {
     case Codec::kHuffman: return "huffman";
     case Codec::kRans: return "rans";
     case Codec::kConstant: return "constant";
+    case Codec::kLz4hc: return "lz4hc";
     case Codec::kAuto: return "auto";
   }
   return "unknown";
@@ -59,7 +60,7 @@ const char* codec_name(Codec codec) {
 
 bool parse_codec(const std::string& name, Codec* codec) {
   const std::string s = lowercase(name);
-  for (Codec c : {Codec::kRaw, Codec::kHuffman, Codec::kRans, Codec::kConstant, Codec::kAuto}) {
+  for (Codec c : {Codec::kRaw, Codec::kHuffman, Codec::kRans, Codec::kConstant, Codec::kLz4hc, Codec::kAuto}) {
     if (s == codec_name(c)) {
       *codec = c;
       return true;

@@ -122,7 +122,8 @@ void ContainerWriter::add_tensor(const std::string& name, const void* data, DTyp
     n *= d;
   }
   if (n > 0 && data == nullptr) throw InvalidArgumentError(where + ": null data");
-  if (codec != Codec::kAuto && codec != Codec::kRaw && codec != Codec::kHuffman && codec != Codec::kRans) {
+  if (codec != Codec::kAuto && codec != Codec::kRaw && codec != Codec::kHuffman && codec != Codec::kRans &&
+      codec != Codec::kLz4hc) {
     throw InvalidArgumentError(where + ": codec '" + codec_name(codec) + "' cannot be requested");
   }
   if (role.kind != RoleKind::kDense && role.kind != RoleKind::kExpert) {

@@ -335,7 +335,8 @@ Status parse_chunk_table(const std::uint8_t* data, std::size_t size, std::uint64
     c.kind = static_cast<ChunkKind>(kind);
     if (c.kind == ChunkKind::kExponentPlane) {
       if (codec != static_cast<std::uint8_t>(Codec::kRaw) && codec != static_cast<std::uint8_t>(Codec::kHuffman) &&
-          codec != static_cast<std::uint8_t>(Codec::kRans) && codec != static_cast<std::uint8_t>(Codec::kConstant)) {
+          codec != static_cast<std::uint8_t>(Codec::kRans) && codec != static_cast<std::uint8_t>(Codec::kConstant) &&
+          codec != static_cast<std::uint8_t>(Codec::kLz4hc)) {
         return Status::Format(describe_chunk(c) + ": unknown codec id " + str(codec));
       }
     } else if (codec != static_cast<std::uint8_t>(Codec::kRaw)) {

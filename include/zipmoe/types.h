@@ -31,10 +31,11 @@ enum class Codec : std::uint8_t {
   kHuffman = 1,   // canonical, length-limited Huffman, interleaved streams
   kRans = 2,      // static rANS, interleaved lanes
   kConstant = 3,  // every symbol equal: only the symbol is stored
+  kLz4hc = 4,     // LZ4HC blocks (needs a build with liblz4; the ZipMoE paper's codec)
   kAuto = 255,
 };
 
-// "raw", "huffman", "rans", "constant", "auto".
+// "raw", "huffman", "rans", "constant", "lz4hc", "auto".
 const char* codec_name(Codec codec);
 bool parse_codec(const std::string& name, Codec* codec);
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 from . import _core
+from .convert.converter import CODECS
 
 
 def _cmd_sysinfo(args: argparse.Namespace) -> int:
@@ -464,8 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "expert stored on its own. The output appears only when complete.")
     p.add_argument("src", help="a Hugging Face model folder or a .gguf file")
     p.add_argument("-o", "--output", required=True, help="the .zmoe file to write")
-    p.add_argument("--codec", choices=("auto", "huffman", "rans", "raw"), default="auto",
-                   help="exponent-plane coder (raw: planes stored uncompressed, the baseline); default auto")
+    p.add_argument("--codec", choices=CODECS, default="auto",
+                   help="exponent-plane coder (raw: planes stored uncompressed, the baseline; lz4hc: the ZipMoE "
+                        "paper's codec, when built with liblz4); default auto")
     p.add_argument("--threads", type=int, default=None, help="encoding threads (default: every core)")
     p.add_argument("--generic", action="store_true",
                    help="any architecture: compress every float tensor under its own name, with no expert roles")

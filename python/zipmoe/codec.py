@@ -47,7 +47,8 @@ def compress(array, dtype: str | None = None, codec: str = "auto", threads: int 
     array: a numpy array of float32 or float16, or of uint16 holding BF16 bit
         patterns together with ``dtype="bf16"``.
     codec: "auto" (the smallest of huffman/rans/raw for this tensor), "huffman",
-        "rans" or "raw".
+        "rans", "raw", or "lz4hc" (LZ4HC blocks, the ZipMoE paper's exponent codec;
+        only in builds with liblz4, otherwise an error naming liblz4).
     threads: threads to encode with (None: every core).
     segment_symbols: symbols per independently decodable segment (0: default).
 

@@ -29,7 +29,8 @@ from .gguf_config import detect_architecture, synthesize_config
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
 
-CODECS = ("auto", "huffman", "rans", "raw")
+# lz4hc (the ZipMoE paper's exponent codec) needs a zipmoe built with liblz4.
+CODECS = ("auto", "huffman", "rans", "raw", "lz4hc")
 FORMAT_VERSION = 1
 # Bytes of source tensors the reader may hold beyond the one being converted.
 READ_AHEAD_BYTES = 256 * 1024 * 1024
@@ -275,8 +276,10 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
             progress: bool = False, segment_symbols: int = 0) -> dict:
     """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
 
-    codec: "auto" (per tensor, the smallest), "huffman", "rans", or "raw" (planes
-        stored uncompressed: the uncompressed baseline in the same layout).
+    codec: "auto" (per tensor, the smallest), "huffman", "rans", "raw" (planes
+        stored uncompressed: the uncompressed baseline in the same layout), or "lz4hc"
+        (the ZipMoE paper's exponent codec; UnsupportedModelError naming liblz4 when
+        this build of zipmoe has no liblz4).
     threads: encoding threads (None: every core).
     generic: compress every float tensor under its source name, with no expert
         roles and no architecture checks (any checkpoint).
