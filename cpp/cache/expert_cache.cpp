@@ -126,11 +126,20 @@ Status ExpertCache::start(const CacheOptions& options) {
   ZIPMOE_RETURN_IF_ERROR(sched::ChunkSource::open(reader_, options.io_mode, &source_));
 
   // Working set: decode buffers and fetch buffers, at most a quarter of the
-  // budget (the rest holds experts), never below the minimum.
+  // budget (the rest holds experts), never below the minimum. Two fetch buffers
+  // beyond the minimum come first, even out of a small budget's experts: with one
+  // the drive idles while the cores decode the expert it just read (a fetch holds
+  // its buffer until decoded), with three both reader threads keep reading
+  // meanwhile. The few experts those bytes could hold save little: on the 6-layer
+  // Qwen1.5-MoE benchmark at a 25% budget (docs/BENCHMARKS.md) the cache's share
+  // is ~100 MB, and 2 more fetch buffers instead of 26 MB of cached experts (7%
+  // hits) decoded no slower (2.15 against 2.11 tokens/s, one run each, with the
+  // drive the bottleneck in both).
   const std::size_t k = std::max<std::size_t>(table_.experts_per_token, 1);
   const std::uint64_t decoded_size = MemoryBlock::charged_size(table_.max_decoded_block);
   const std::uint64_t staging_size = MemoryBlock::charged_size(table_.max_staging);
-  const std::uint64_t allowance = std::max(options.budget / 4, minimum);
+  const std::uint64_t pipelined = std::min(options.budget, minimum + 2 * staging_size);
+  const std::uint64_t allowance = std::max(options.budget / 4, pipelined);
   std::size_t buffers = k, staging = 1;
   while (staging < k + 2 && buffers * decoded_size + (staging + 1) * staging_size <= allowance) ++staging;
   while (buffers < 2 * k && (buffers + 1) * decoded_size + staging * staging_size <= allowance) ++buffers;
