@@ -206,14 +206,19 @@ class LlamaCpp:
         self.llm = Llama(model_path=str(gguf_path), n_ctx=ctx, n_batch=batch, n_ubatch=batch, n_threads=threads,
                          n_threads_batch=threads, logits_all=False, use_mmap=mmap, verbose=False)
 
+    def last_logits(self) -> np.ndarray:
+        # With logits_all=False, llama-cpp-python 0.3.x leaves Llama.scores at zero: read the context's logits of
+        # the last evaluated token directly (otherwise the greedy decode would feed token 0 at every step).
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).copy()
+
     def prefill(self, ids) -> np.ndarray:
         self.llm.reset()
         self.llm.eval(ids)
-        return self.llm.scores[self.llm.n_tokens - 1]
+        return self.last_logits()
 
     def step(self, token: int) -> np.ndarray:
         self.llm.eval([token])
-        return self.llm.scores[self.llm.n_tokens - 1]
+        return self.last_logits()
 
     def close(self):
         self.llm.close()
