@@ -117,8 +117,17 @@ void AlignedBuffer::allocate(std::size_t size, std::size_t alignment) {
   }
   release();
   if (size == 0) return;
+  // Large buffers (model weights streamed at every token) are aligned to and advised
+  // for 2 MiB pages: with 4 KiB pages a pass over a 600 MB output matrix costs some
+  // 150,000 TLB misses, a tenth of the time of a decode step.
+  constexpr std::size_t kHugePage = std::size_t(2) << 20;
+  const bool huge = size >= 2 * kHugePage;
+  if (huge && alignment < kHugePage) alignment = kHugePage;
   void* p = nullptr;
   if (::posix_memalign(&p, alignment, size) != 0) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+  if (huge) ::madvise(p, size / kHugePage * kHugePage, MADV_HUGEPAGE);  // advice only: failure is harmless
+#endif
   data_ = static_cast<std::uint8_t*>(p);
   size_ = capacity_ = size;
   alignment_ = alignment;
