@@ -15,15 +15,6 @@ std::size_t align_to(std::size_t value, std::size_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
 
-std::string shape_text(const std::vector<std::uint64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 }  // namespace
 
 Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table) {

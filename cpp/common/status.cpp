@@ -26,4 +26,13 @@ void throw_if_error(const Status& status) {
   throw Error(m);
 }
 
+std::string shape_text(const std::vector<std::uint64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
+
 }  // namespace zipmoe

@@ -5,9 +5,11 @@
 // chunk) before the public API turns it into a zipmoe::Error with throw_if_error().
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "zipmoe/error.h"
 
@@ -65,6 +67,9 @@ class [[nodiscard]] Status {
 
 // Throws the zipmoe::Error subclass matching the status code (no-op when OK).
 void throw_if_error(const Status& status);
+
+// A tensor shape as error messages print it: "[2048, 1408]".
+std::string shape_text(const std::vector<std::uint64_t>& shape);
 
 }  // namespace zipmoe
 

@@ -15,15 +15,6 @@ std::size_t aligned_size(std::size_t bytes) {
   return (bytes + kProjectionAlignment - 1) / kProjectionAlignment * kProjectionAlignment;
 }
 
-std::string shape_text(const std::vector<std::uint64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 struct PendingExpert {
   std::uint32_t layer;
   std::uint32_t expert;

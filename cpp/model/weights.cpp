@@ -18,15 +18,6 @@ struct WantedTensor {
   bool required = true;
 };
 
-std::string shape_text(const std::vector<std::uint64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 // Every dense tensor the forward pass may read, with the shape the config implies.
 std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
   std::vector<WantedTensor> out;
