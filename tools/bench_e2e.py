@@ -57,7 +57,8 @@ import numpy as np
 TOOLS = pathlib.Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
-from bench_engine import QWEN15_MOE_A27B, checkpoint_tensors, llama_cpp_source  # noqa: E402
+from bench_engine import (  # noqa: E402
+    QWEN15_MOE_A27B, checkpoint_tensors, llama_cpp_source, to_bf16_bits, write_config_and_tokenizer)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_SDIST = pathlib.Path.home() / ".cache" / "zipmoe" / "llama_cpp_python-0.3.36.tar.gz"
@@ -91,11 +92,6 @@ def tensor_kind(name: str, kind: str) -> str:
     if name.endswith("self_attn.o_proj.weight") or name.endswith("shared_expert.down_proj.weight"):
         return "small"
     return "normal"
-
-
-def to_bf16_bits(values: np.ndarray) -> np.ndarray:
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)  # finite: rounding cannot overflow
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
 
 
 def router_offsets(rng, experts: int, layer: int, hidden: int) -> tuple:
@@ -165,16 +161,7 @@ def write_skewed_safetensors(path: pathlib.Path, config: dict, seed: int = 0) ->
 def make_checkpoint(model_dir: pathlib.Path, layers: int, data_dir: pathlib.Path) -> dict:
     config = dict(QWEN15_MOE_A27B, num_hidden_layers=layers, max_window_layers=layers, model_type="qwen2_moe",
                   architectures=["Qwen2MoeForCausalLM"], torch_dtype="bfloat16")
-    model_dir.mkdir(parents=True, exist_ok=True)
-    vocab = data_dir / "tokenizers" / "ggml-vocab-qwen2.gguf"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(vocab.parent), gguf_file=vocab.name)
-    tokenizer.save_pretrained(str(model_dir))
-    config["bos_token_id"] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 151643
-    config["eos_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 151643
-    (model_dir / "config.json").write_text(json.dumps(config, indent=1))
+    write_config_and_tokenizer(model_dir, config, data_dir)
     started = time.perf_counter()
     written = write_skewed_safetensors(model_dir / "model.safetensors", config)
     log(f"wrote {written['bytes'] / 1e9:.2f} GB of BF16 weights in {time.perf_counter() - started:.0f} s")

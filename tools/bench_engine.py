@@ -111,23 +111,21 @@ def write_random_safetensors(path: pathlib.Path, tensors: list, seed: int = 0, s
                 else:
                     values = rng.standard_normal(n, dtype=np.float32)
                     values *= sigma
-                    bits = values.view(np.uint32)  # finite and small: rounding to nearest even cannot overflow
-                    f.write(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes())
+                    f.write(to_bf16_bits(values).tobytes())
                 remaining -= n
     os.replace(partial, path)
     return offset
 
 
-def make_checkpoint(model_dir: pathlib.Path, layers: int, data_dir: pathlib.Path) -> dict:
-    """The HF folder (config, weights, tokenizer files for llama.cpp's converter); skipped when present."""
-    config = dict(QWEN15_MOE_A27B, num_hidden_layers=layers, max_window_layers=layers, model_type="qwen2_moe",
-                  architectures=["Qwen2MoeForCausalLM"], torch_dtype="bfloat16")
-    done = model_dir / "complete.json"
-    if done.exists():
-        recorded = json.loads(done.read_text())
-        if recorded.get("spec") == config:
-            return recorded["config"]
-    spec = dict(config)
+def to_bf16_bits(values: np.ndarray) -> np.ndarray:
+    """FP32 -> BF16 bit patterns, rounded to nearest even (finite inputs: the rounding cannot overflow)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def write_config_and_tokenizer(model_dir: pathlib.Path, config: dict, data_dir: pathlib.Path) -> None:
+    """Writes the Qwen2 tokenizer files llama.cpp's converter needs and config.json (with the tokenizer's BOS/EOS
+    ids set in `config`) into model_dir."""
     model_dir.mkdir(parents=True, exist_ok=True)
     vocab = data_dir / "tokenizers" / "ggml-vocab-qwen2.gguf"
     if not vocab.exists():
@@ -140,6 +138,19 @@ def make_checkpoint(model_dir: pathlib.Path, layers: int, data_dir: pathlib.Path
     config["bos_token_id"] = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 151643
     config["eos_token_id"] = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 151643
     (model_dir / "config.json").write_text(json.dumps(config, indent=1))
+
+
+def make_checkpoint(model_dir: pathlib.Path, layers: int, data_dir: pathlib.Path) -> dict:
+    """The HF folder (config, weights, tokenizer files for llama.cpp's converter); skipped when present."""
+    config = dict(QWEN15_MOE_A27B, num_hidden_layers=layers, max_window_layers=layers, model_type="qwen2_moe",
+                  architectures=["Qwen2MoeForCausalLM"], torch_dtype="bfloat16")
+    done = model_dir / "complete.json"
+    if done.exists():
+        recorded = json.loads(done.read_text())
+        if recorded.get("spec") == config:
+            return recorded["config"]
+    spec = dict(config)
+    write_config_and_tokenizer(model_dir, config, data_dir)
     started = time.perf_counter()
     nbytes = write_random_safetensors(model_dir / "model.safetensors", checkpoint_tensors(config))
     log(f"wrote {nbytes / 1e9:.2f} GB of random BF16 weights in {time.perf_counter() - started:.0f} s")
