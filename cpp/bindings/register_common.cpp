@@ -11,6 +11,7 @@ void register_common(py::module_& m) {
                                                       "A pool of native worker threads (the caller's thread included).")
       .def(py::init<int>(), py::arg("num_threads") = 0)
       .def_property_readonly("num_threads", &ThreadPool::num_threads);
+  m.attr("MAX_THREADS") = ThreadPool::kMaxThreads;
 
   m.def("available_isas", [] {
     std::vector<std::string> names;

@@ -30,6 +30,7 @@ PyObject* g_invalid = nullptr;
 PyObject* g_io = nullptr;
 PyObject* g_unsupported = nullptr;
 PyObject* g_budget = nullptr;
+PyObject* g_busy = nullptr;
 
 }  // namespace
 
@@ -45,6 +46,9 @@ void register_errors(py::module_& m) {
   g_unsupported = new_exception(m, "UnsupportedModelError", tuple_of(g_error),
                                 "A model, architecture or tensor type zipmoe cannot handle.");
   g_budget = new_exception(m, "BudgetError", tuple_of(g_error), "A memory budget too small for what was asked.");
+  g_busy = new_exception(m, "BusyError", tuple_of(g_error),
+                         "The model is in use by another call (an unfinished streamed generation, or a call from "
+                         "another thread); one use at a time.");
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -61,6 +65,8 @@ void register_errors(py::module_& m) {
       PyErr_SetString(g_unsupported, e.what());
     } catch (const BudgetError& e) {
       PyErr_SetString(g_budget, e.what());
+    } catch (const BusyError& e) {
+      PyErr_SetString(g_busy, e.what());
     } catch (const Error& e) {
       PyErr_SetString(g_error, e.what());
     }

@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,10 +22,41 @@ using text::Tokenizer;
 using TokenizerPtr = std::shared_ptr<Tokenizer>;
 using ConstTokenizerPtr = std::shared_ptr<const Tokenizer>;
 
+// Why a str has no UTF-8 form: the first lone surrogate (U+D800..U+DFFF) in it,
+// which is how Python keeps bytes it could not decode (errors="surrogateescape").
+std::string lone_surrogate_message(const py::handle& text) {
+  const Py_ssize_t length = PyUnicode_GetLength(text.ptr());
+  for (Py_ssize_t i = 0; i < length; ++i) {
+    const Py_UCS4 c = PyUnicode_ReadChar(text.ptr(), i);
+    if (c >= 0xD800 && c <= 0xDFFF) {
+      char code[16];
+      std::snprintf(code, sizeof code, "U+%04X", static_cast<unsigned>(c));
+      std::string message = std::string("text is not valid Unicode: a lone surrogate ") + code + " at index " +
+                            std::to_string(i) + " has no UTF-8 form";
+      if (c >= 0xDC80 && c <= 0xDCFF) {
+        char byte[8];
+        std::snprintf(byte, sizeof byte, "0x%02x", static_cast<unsigned>(c - 0xDC00));
+        message += std::string(" (it stands for the byte ") + byte +
+                   " of input that was not UTF-8: fix the input's encoding or decode it with errors='replace')";
+      }
+      return message;
+    }
+  }
+  return "text cannot be encoded as UTF-8";
+}
+
 // Text may be a str (encoded as UTF-8) or bytes (taken as they are).
 std::string text_bytes(const py::handle& text) {
   if (py::isinstance<py::bytes>(text)) return std::string(py::reinterpret_borrow<py::bytes>(text));
-  if (py::isinstance<py::str>(text)) return py::reinterpret_borrow<py::str>(text).cast<std::string>();
+  if (py::isinstance<py::str>(text)) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+    if (data == nullptr) {
+      PyErr_Clear();
+      throw InvalidArgumentError(lone_surrogate_message(text));
+    }
+    return std::string(data, static_cast<std::size_t>(size));
+  }
   throw InvalidArgumentError(std::string("text must be str or bytes, not ") +
                              std::string(py::str(py::type::of(text).attr("__name__"))));
 }

@@ -22,6 +22,16 @@ constexpr std::size_t kMaxTransfer = std::size_t(1) << 30;
 
 bool is_aligned(std::uint64_t value) { return value % kDirectIoAlignment == 0; }
 
+// What a path that is not a regular file is, for error messages.
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "a special file";
+}
+
 std::string directory_of(const std::string& path) {
   const std::size_t slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
@@ -145,13 +155,17 @@ void AlignedBuffer::release() {
 Status File::open(const std::string& path, bool direct, std::unique_ptr<File>* out) {
   std::unique_ptr<File> file(new File());
   file->path_ = path;
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+  // forever; the type is checked before anything is read.
   do {
-    file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    file->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   } while (file->fd_ < 0 && errno == EINTR);
   if (file->fd_ < 0) return io_status(path, "cannot open", errno);
   struct stat st;
   if (::fstat(file->fd_, &st) != 0) return io_status(path, "cannot stat", errno);
-  if (!S_ISREG(st.st_mode)) return Status::Io(path + ": not a regular file");
+  if (!S_ISREG(st.st_mode)) return Status::Io(path + ": not a regular file (" + file_kind(st.st_mode) + ")");
+  const int flags = ::fcntl(file->fd_, F_GETFL);
+  if (flags < 0 || ::fcntl(file->fd_, F_SETFL, flags & ~O_NONBLOCK) != 0) return io_status(path, "cannot make reads blocking", errno);
   file->size_ = static_cast<std::uint64_t>(st.st_size);
 #ifdef O_DIRECT
   if (direct) {

@@ -5,8 +5,12 @@
 #include <condition_variable>
 #include <exception>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
+
+#include "zipmoe/error.h"
 
 namespace zipmoe {
 
@@ -101,25 +105,48 @@ struct ThreadPool::Impl {
       }
     }
   }
+
+  // Tells every worker started so far to leave and joins it.
+  void stop_workers() {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      stopping.store(true, std::memory_order_release);
+    }
+    work_ready.notify_all();
+    for (auto& w : workers) w.join();
+    workers.clear();
+  }
 };
 
 ThreadPool::ThreadPool(int num_threads) : impl_(new Impl) {
-  if (num_threads <= 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
-  impl_->num_threads = num_threads;
-  impl_->workers.reserve(num_threads - 1);
-  for (int t = 1; t < num_threads; ++t) {
-    impl_->workers.emplace_back([this] { impl_->worker_loop(); });
+  if (num_threads > kMaxThreads) {
+    throw InvalidArgumentError("threads must be at most " + std::to_string(kMaxThreads) + ", not " +
+                               std::to_string(num_threads));
+  }
+  if (num_threads <= 0) {
+    num_threads = static_cast<int>(std::min<unsigned>(std::max(1u, std::thread::hardware_concurrency()),
+                                                      static_cast<unsigned>(kMaxThreads)));
+  }
+  Impl* impl = impl_.get();
+  impl->num_threads = num_threads;
+  // A thread that cannot start must not leave the others running: joinable
+  // threads destroyed by the unwinding would terminate the process.
+  try {
+    impl->workers.reserve(num_threads - 1);
+    for (int t = 1; t < num_threads; ++t) impl->workers.emplace_back([impl] { impl->worker_loop(); });
+  } catch (const std::system_error& e) {
+    const std::size_t started = impl->workers.size();
+    impl->stop_workers();
+    throw Error("cannot start thread " + std::to_string(started + 2) + " of " + std::to_string(num_threads) +
+                ": " + e.code().message() + " (a limit on threads, processes or memory was reached: use fewer "
+                "threads)");
+  } catch (...) {
+    impl->stop_workers();
+    throw;
   }
 }
 
-ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mutex);
-    impl_->stopping.store(true, std::memory_order_release);
-  }
-  impl_->work_ready.notify_all();
-  for (auto& w : impl_->workers) w.join();
-}
+ThreadPool::~ThreadPool() { impl_->stop_workers(); }
 
 int ThreadPool::num_threads() const { return impl_->num_threads; }
 

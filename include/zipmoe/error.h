@@ -56,4 +56,12 @@ class BudgetError : public Error {
   using Error::Error;
 };
 
+// What was asked needs something another call is using: a second use of a
+// model's sequence while a generation (a streamed one, between its pieces) or
+// a call from another thread holds it. Retrying once that use has ended works.
+class BusyError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace zipmoe

@@ -77,7 +77,8 @@ const char* expert_tier_name(ExpertTier tier);
 bool parse_expert_tier(const std::string& name, ExpertTier* tier);
 
 struct ModelOptions {
-  int threads = 0;                 // threads of the model's pool, the caller's included; <= 0: one per core
+  int threads = 0;                 // threads of the model's pool, the caller's included; <= 0: one per core;
+                                   // above ThreadPool::kMaxThreads (1024): InvalidArgumentError
   std::size_t max_context = 0;     // positions of the KV cache; 0: min(max_position_embeddings, 4096)
   std::optional<Isa> isa;          // kernel path; default: ZIPMOE_ISA or the best this CPU runs
   Precision precision = Precision::kFast;

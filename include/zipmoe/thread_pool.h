@@ -14,9 +14,17 @@ namespace zipmoe {
 
 class ThreadPool {
  public:
+  // The most threads a pool may have. A fixed number rather than a multiple of
+  // the cores, so that a setting valid on one machine is valid on every one; far
+  // beyond any useful count, yet well inside the operating system's limits.
+  static constexpr int kMaxThreads = 1024;
+
   // A pool of `num_threads` threads in all, the calling thread included
   // (num_threads - 1 workers are started). num_threads <= 0 means one per
-  // hardware thread.
+  // hardware thread (at most kMaxThreads). Throws InvalidArgumentError when
+  // num_threads > kMaxThreads, and Error when the system refuses to start a
+  // thread (a process, thread or memory limit); then every worker already
+  // started has been stopped and joined.
   explicit ThreadPool(int num_threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

@@ -11,7 +11,9 @@ if _os.environ.get("ZIPMOE_DEV_BUILD"):
     __path__.insert(0, _os.path.abspath(_os.environ["ZIPMOE_DEV_BUILD"]))
 
 from ._core import (  # noqa: F401  (re-exported)
+    MAX_THREADS,
     BudgetError,
+    BusyError,
     ChecksumError,
     FormatError,
     InvalidArgumentError,
@@ -40,6 +42,8 @@ __all__ = [
     "IoError",
     "UnsupportedModelError",
     "BudgetError",
+    "BusyError",
+    "MAX_THREADS",
     "compress",
     "decompress",
     "blob_info",

@@ -6,27 +6,27 @@ import os
 import threading
 
 from . import _core
+from ._checks import MAX_THREADS, thread_count
 
 _lock = threading.Lock()
 _pools: dict[int, _core.ThreadPool] = {}
 
 
 def default_threads() -> int:
-    """Threads used when a call says threads=None: every core this process may run on."""
+    """Threads used when a call says threads=None: every core this process may run on (at most MAX_THREADS)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_THREADS))
 
 
 def get_pool(threads: int | None) -> _core.ThreadPool | None:
-    """A pool of `threads` threads (None: default_threads()); None for a single thread."""
+    """A pool of `threads` threads (None: default_threads()); None for a single thread.
+    InvalidArgumentError outside [1, MAX_THREADS]; ZipMoEError when the system cannot start that many."""
+    threads = thread_count(threads)
     if threads is None:
         threads = default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int):
-        raise _core.InvalidArgumentError(f"threads must be a positive integer or None, not {threads!r}")
-    if threads < 1:
-        raise _core.InvalidArgumentError(f"threads must be >= 1, not {threads}")
     if threads == 1:
         return None
     with _lock:

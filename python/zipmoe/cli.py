@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 
+from . import _checks
 from . import _core
 from .convert.converter import CODECS
+
+
+def _thread_count(text: str) -> int:
+    """argparse type of --threads: an integer in [1, MAX_THREADS]."""
+    try:
+        return _checks.thread_count(int(text))
+    except (ValueError, _core.InvalidArgumentError):
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {_checks.MAX_THREADS}, not {text!r}") \
+            from None
+
+
+def _utf8_argument(text: str, what: str) -> str:
+    """A command-line argument as text; InvalidArgumentError naming the first byte that is not UTF-8 (Python
+    keeps such bytes of argv as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            os.fsencode(text).decode("utf-8")
+        except UnicodeError as error:
+            where = f" ({_checks.describe_bad_utf8(error)})" if isinstance(error, UnicodeDecodeError) else ""
+            raise _core.InvalidArgumentError(f"{what} is not UTF-8 text{where}") from None
+        raise _core.InvalidArgumentError(f"{what} is not UTF-8 text") from None
+    return text
 
 
 def _cmd_sysinfo(args: argparse.Namespace) -> int:
@@ -194,15 +221,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_prompts(args: argparse.Namespace, path: str, vocab_size: int, max_tokens: int) -> list:
-    """Token id lists to profile with: text prompts (one per line of --prompts files, or --text),
-    tokenized with the container's tokenizer, or random ids (--random)."""
+def _prompt_texts(args: argparse.Namespace) -> list:
+    """The text prompts to profile with: one per non-blank line of each --prompts file, and each --text; read
+    (and refused, when a file cannot be read or is not UTF-8) before any model is loaded."""
+    texts = [_utf8_argument(text, "--text") for text in args.text or []]
+    for prompts_file in args.prompts or []:
+        content = _checks.read_text(prompts_file, "prompts file")
+        lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as universal newlines read it
+        texts.extend(line for line in lines if line.strip())
+    return texts
+
+
+def _prompt_ids(args: argparse.Namespace, texts: list, path: str, vocab_size: int, max_tokens: int) -> list:
+    """Token id lists to profile with: ``texts`` tokenized with the container's tokenizer, then --random
+    prompts of random ids."""
     import random
 
-    texts = list(args.text or [])
-    for prompts_file in args.prompts or []:
-        with open(prompts_file, encoding="utf-8") as f:
-            texts.extend(line.rstrip("\n") for line in f if line.strip())
     prompts = []
     if texts:
         from .tokenizer import Tokenizer
@@ -227,13 +261,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print("zipmoe profile: give prompts (--prompts FILE, --text TEXT) or --random N", file=sys.stderr)
         return 2
     start = time.perf_counter()
+    # everything that can be refused is refused before the work
+    _checks.output_file(args.output, "profile")
+    texts = _prompt_texts(args)
     model = load(args.file, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
-                 io=args.io)
+                 io=args.io, batch=args.batch)
     if not model.info["num_moe_layers"]:
         print(f"zipmoe profile: {args.file} has no MoE layers", file=sys.stderr)
         return 1
     room = max(1, model.max_context - args.generate)
-    prompts = _read_prompts(args, args.file, model.vocab_size, room)
+    prompts = _prompt_ids(args, texts, args.file, model.vocab_size, room)
     if not prompts:
         print("zipmoe profile: no prompt has any token", file=sys.stderr)
         return 1
@@ -272,14 +309,19 @@ def _load_for_generation(args: argparse.Namespace):
 
     path = args.model if args.model is not None else default_model_path()
     return load(path, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
-                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch)
+                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch, batch=args.batch)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    stop = [_utf8_argument(text, "--stop") for text in args.stop or []]
     return {"max_new_tokens": args.n_predict, "temperature": args.temperature, "top_p": args.top_p,
             "top_k": args.top_k, "min_p": args.min_p, "repetition_penalty": args.repeat_penalty,
-            "presence_penalty": args.presence_penalty, "seed": args.seed, "stop": args.stop or None,
+            "presence_penalty": args.presence_penalty, "seed": args.seed, "stop": stop or None,
             "skip_special_tokens": not args.special}
+
+
+def _system_messages(args: argparse.Namespace) -> list:
+    return [{"role": "system", "content": _utf8_argument(args.system, "--system")}] if args.system else []
 
 
 def _stream_to_stdout(pieces) -> str:
@@ -318,19 +360,24 @@ def _print_cache_stats(model) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    prompt = args.prompt
-    if prompt is None:
-        if sys.stdin.isatty():
-            print("zipmoe run: give a prompt with -p PROMPT (or pipe it to stdin)", file=sys.stderr)
-            return 2
-        prompt = sys.stdin.read()
+    if args.prompt is not None:
+        prompt = _utf8_argument(args.prompt, "the prompt (-p)")
+    elif sys.stdin.isatty():
+        print("zipmoe run: give a prompt with -p PROMPT (or pipe it to stdin)", file=sys.stderr)
+        return 2
+    else:
+        try:
+            prompt = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _core.InvalidArgumentError(f"the prompt on stdin is not UTF-8 text "
+                                             f"({_checks.describe_bad_utf8(error)})") from None
+    options = _sampling_kwargs(args)
+    system = _system_messages(args)
     model = _load_for_generation(args)
     if args.chat:
-        messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
-                   [{"role": "user", "content": prompt}]
-        pieces = model.generate(messages, stream=True, **_sampling_kwargs(args))
+        pieces = model.generate(system + [{"role": "user", "content": prompt}], stream=True, **options)
     else:
-        pieces = model.generate(prompt, stream=True, **_sampling_kwargs(args))
+        pieces = model.generate(prompt, stream=True, **options)
     try:
         if args.echo and not args.chat:
             sys.stdout.write(prompt)
@@ -345,14 +392,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chat_lines(interactive: bool):
+    """The lines of `zipmoe chat`'s input, without their line ends, as they come; a line that is not UTF-8 text
+    is reported on stderr and skipped. On a terminal, lines are read with the standard line editor (arrow keys,
+    history) where Python has one (readline); piped input is read as it is."""
+    if interactive and sys.stdout.isatty():
+        try:
+            import readline  # noqa: F401  (input() then edits lines and keeps their history)
+        except ImportError:
+            pass
+        while True:
+            try:
+                yield input("> ")
+            except EOFError:
+                print()
+                return
+            except UnicodeDecodeError as error:
+                print(f"(that line is not UTF-8 text ({_checks.describe_bad_utf8(error)}); skipped)",
+                      file=sys.stderr)
+    number = 0
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        raw = sys.stdin.buffer.readline()
+        if not raw:
+            return
+        number += 1
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as error:
+            print(f"(line {number} is not UTF-8 text ({_checks.describe_bad_utf8(error)}); skipped)",
+                  file=sys.stderr)
+
+
 def _cmd_chat(args: argparse.Namespace) -> int:
+    options = _sampling_kwargs(args)
+    system = _system_messages(args)
     model = _load_for_generation(args)
+    model.tokenizer  # noqa: B018  (a container without one cannot chat: say so before the template)
     if model.chat_template is None:
         print(f"zipmoe chat: {model.path} has no chat template; use `zipmoe run` for plain text", file=sys.stderr)
         return 1
-    system = [{"role": "system", "content": args.system}] if args.system else []
     conversation = list(system)
-    options = _sampling_kwargs(args)
     if args.n_predict is not None and args.n_predict < 0:
         raise _core.InvalidArgumentError(f"max_new_tokens (-n) must be >= 0, not {args.n_predict}")
     # bad options fail now, not after the first message
@@ -360,17 +441,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
     if interactive:
         print("zipmoe chat: type a message; /reset starts over, /exit (or Ctrl-D) quits", file=sys.stderr)
+    lines = _chat_lines(interactive)
     while True:
-        if interactive:
-            print("> ", end="", file=sys.stderr, flush=True)
         try:
-            line = sys.stdin.readline()
+            message = next(lines, None)
         except KeyboardInterrupt:
             print(file=sys.stderr)
             break
-        if not line:
+        if message is None:
             break
-        message = line.rstrip("\r\n")
         if not message.strip():
             continue
         command = message.strip()
@@ -420,8 +499,10 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--system", default=None, metavar="TEXT", help="a system message (chat)")
     g.add_argument("--special", action="store_true", help="show special tokens (chat markers) in the text")
     g = p.add_argument_group("loading")
-    g.add_argument("--threads", type=int, default=None, help="threads (default: every core)")
+    g.add_argument("--threads", type=_thread_count, default=None, help="threads (default: every core)")
     g.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
+    g.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="most prompt tokens per forward step (default 256; fewer need less memory)")
     g.add_argument("--memory-budget", default=None, metavar="SIZE",
                    help="stream experts within this budget, e.g. 4GB (default: everything resident)")
     g.add_argument("--io", choices=("direct", "pread", "mmap"), default="pread", help="how to read the container")
@@ -452,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check every checksum of a .zmoe container and decode every tensor "
                                       "(--against SRC: compare with the source model)")
     p.add_argument("file", help="the .zmoe file")
-    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: every core)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="decoding threads (default: every core)")
     p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read chunks")
     p.add_argument("--against", metavar="SRC", default=None,
                    help="also check that every source tensor decodes bit-identical to SRC (the Hugging Face "
@@ -468,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", choices=CODECS, default="auto",
                    help="exponent-plane coder (raw: planes stored uncompressed, the baseline; lz4hc: the ZipMoE "
                         "paper's codec, when built with liblz4); default auto")
-    p.add_argument("--threads", type=int, default=None, help="encoding threads (default: every core)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="encoding threads (default: every core)")
     p.add_argument("--generic", action="store_true",
                    help="any architecture: compress every float tensor under its own name, with no expert roles")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
@@ -483,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("safetensors", "gguf"), required=True,
                    help="the source's format (a container exports to the format it came from)")
     p.add_argument("output", help="safetensors: a folder that does not exist yet (or is empty); gguf: the .gguf file")
-    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: every core)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="decoding threads (default: every core)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
@@ -502,8 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-length", type=int, default=64, help="tokens per random prompt (default 64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
     p.add_argument("--generate", type=int, default=16, help="greedy tokens decoded after each prompt (default 16)")
-    p.add_argument("--threads", type=int, default=None, help="threads (default: every core)")
+    p.add_argument("--threads", type=_thread_count, default=None, help="threads (default: every core)")
     p.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="most prompt tokens per forward step (default 256; fewer need less memory)")
     p.add_argument("--memory-budget", default=None, help="run within this budget, e.g. 4GB (default: all resident)")
     p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read the container")
     p.add_argument("--progress", action="store_true", help="show progress")
@@ -526,6 +609,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Warnings printed as one line each on stderr, as the command line's errors are."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_, **__: print(f"zipmoe: warning: {message}", file=sys.stderr)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -533,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with _one_line_warnings():
+            return args.func(args)
     except _core.ZipMoEError as e:
         print(f"zipmoe: error: {e}", file=sys.stderr)
         return 1
@@ -546,6 +638,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # what the operating system refused and no check foresaw: still one line, not a traceback
+        print(f"zipmoe: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

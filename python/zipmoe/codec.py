@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks
 from . import _core
 from ._threads import get_pool
 
@@ -61,7 +62,8 @@ def compress(array, dtype: str | None = None, codec: str = "auto", threads: int 
         raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
     contiguous = np.ascontiguousarray(array)
     flat = contiguous.reshape(-1).view(np.uint8) if contiguous.size else np.zeros(0, np.uint8)
-    return _core.compress_buffer(flat, name, [int(d) for d in array.shape], codec, int(segment_symbols),
+    segment_symbols = _checks.integer("segment_symbols (0: default)", segment_symbols, 0, _checks.UINT32_MAX)
+    return _core.compress_buffer(flat, name, [int(d) for d in array.shape], codec, segment_symbols,
                                  get_pool(threads))
 
 

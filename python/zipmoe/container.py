@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from . import _checks
 from . import _core
 from ._threads import get_pool
 from .codec import _NUMPY_DTYPES, _resolve_dtype
@@ -111,8 +112,10 @@ class ContainerWriter:
             raise _core.InvalidArgumentError(f"metadata must be a dict, not {type(metadata).__name__}")
         self.path = os.fspath(path)
         self.metadata = metadata
-        _metadata_json(metadata)  # fail before any file is created
-        self._native = _core.ContainerWriter(self.path, "{}", int(segment_symbols))
+        # fail before any file is created
+        _metadata_json(metadata)
+        segment_symbols = _checks.integer("segment_symbols (0: default)", segment_symbols, 0, _checks.UINT32_MAX)
+        self._native = _core.ContainerWriter(self.path, "{}", segment_symbols)
 
     def add_tensor(self, name: str, array, dtype: str | None = None, role=None, codec: str = "auto",
                    threads: int | None = None) -> None:
@@ -194,8 +197,13 @@ class Container:
     def __init__(self, path, io: str = "pread"):
         if io not in _IO_MODES:
             raise _core.InvalidArgumentError(f"io must be one of {', '.join(_IO_MODES)}, not {io!r}")
-        self.path = os.fspath(path)
-        self._native = _core.ContainerReader(self.path, io)
+        self.path = _checks.container_path(path)
+        try:
+            self._native = _core.ContainerReader(self.path, io)
+        except _core.FormatError as error:
+            if type(error) is not _core.FormatError:
+                raise
+            raise _checks.explain_not_a_container(self.path, error) from None
         text = self._native.metadata_json
         try:
             metadata = json.loads(text) if text else {}

@@ -23,18 +23,28 @@ Text generation (the tokenizer and chat template come from the container's metad
 The engine is native (cpp/model); calls release the GIL. Results are bit-identical
 for any thread count. See include/zipmoe/model.h for the guarantees on ISA paths
 and precision.
+
+One use at a time: a Model holds one sequence (KV cache, token history), so
+logits(), eval(), reset() and generate() each take it for their whole run, a
+streamed generate() from its first piece until it is read to the end or closed.
+A call that finds it taken raises BusyError instead of waiting or mixing two
+sequences; used strictly one call after another (from any thread) a model never
+raises it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
+import threading
 import time
+import warnings
 
 import numpy as np
 
 from . import _core
+from . import _checks
 from ._threads import default_threads
 
 DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
@@ -58,6 +68,8 @@ def default_model_path() -> str:
     return path
 
 PRECISIONS = ("fast", "exact")
+# ModelOptions::io_threads' range (cpp/model/model.cpp checks it too).
+MAX_IO_THREADS = 64
 KV_CACHE_DTYPES = ("f32", "bf16", "f16")
 CACHE_POLICIES = ("affinity", "lru", "lfu")
 EXPERT_TIERS = ("full", "compressed", "sm", "e", "absent")
@@ -76,14 +88,14 @@ def parse_size(value) -> int:
     """
     if isinstance(value, bool):
         raise _core.InvalidArgumentError(f"a size must be a number of bytes or a string like '4GB', not {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, (int, np.integer)):
         if value < 0:
             raise _core.InvalidArgumentError(f"a size cannot be negative: {value}")
-        return value
+        return _size_in_range(int(value), value)
     if isinstance(value, float):
         if not value >= 0 or value != value or value == float("inf"):
             raise _core.InvalidArgumentError(f"a size must be finite and >= 0, not {value!r}")
-        return int(value)
+        return _size_in_range(int(value), value)
     if not isinstance(value, str):
         raise _core.InvalidArgumentError(f"a size must be a number of bytes or a string like '4GB', not {value!r}")
     text = value.strip().lower().replace(" ", "")
@@ -95,7 +107,17 @@ def parse_size(value) -> int:
         amount = None
     if amount is None or unit not in _SIZE_UNITS or not amount >= 0 or amount == float("inf"):
         raise _core.InvalidArgumentError(f"cannot read the size {value!r} (examples: 4GB, 1.5GiB, 512M, 300000000)")
-    return int(amount * _SIZE_UNITS[unit])
+    return _size_in_range(int(amount * _SIZE_UNITS[unit]), value)
+
+
+# Sizes are 64-bit in the engine; anything near this is no real machine's memory anyway.
+MAX_SIZE = _checks.INT64_MAX
+
+
+def _size_in_range(size: int, given) -> int:
+    if size > MAX_SIZE:
+        raise _core.InvalidArgumentError(f"the size {given!r} is too large (at most {MAX_SIZE} bytes, 8 EiB)")
+    return size
 
 
 def _token_array(token_ids) -> np.ndarray:
@@ -118,12 +140,18 @@ def _token_array(token_ids) -> np.ndarray:
 class Model:
     """A model loaded by :func:`load`: logits of token sequences, with a KV cache.
 
-    Not meant to be constructed directly. Calls from several threads are
-    serialized by the engine.
+    Not meant to be constructed directly. One use at a time (see the module's
+    docstring): logits(), eval(), reset() and generate() raise BusyError while
+    another of them runs in another thread, or while a streamed generate() has
+    pieces left that were neither read nor closed. Properties, stats(), memory()
+    and the tokenizer may be used from any thread at any time.
     """
 
     def __init__(self, native: _core.Model):
         self._native = native
+        # Who holds the sequence (None: nobody); taken without waiting, see _sequence_use.
+        self._use_lock = threading.Lock()
+        self._user: str | None = None
         self._config = None
         self._metadata = None
         self._tokenizer = None
@@ -139,25 +167,46 @@ class Model:
         The sequence (KV cache) then holds these tokens, so eval() continues it.
         """
         tokens = _token_array(token_ids)
-        self._sequence = None
-        out = self._native.logits(tokens)
-        self._sequence = tokens.tolist()
+        with self._sequence_use("a logits() call in another thread"):
+            self._sequence = None
+            out = self._native.logits(tokens)
+            self._sequence = tokens.tolist()
         return out
 
     def eval(self, token_ids, last_only: bool = False) -> np.ndarray:
         """Appends tokens to the current sequence and returns their logits, float32
         (len(token_ids), vocab); with last_only, only the last token's (1, vocab)."""
         tokens = _token_array(token_ids)
-        known, self._sequence = self._sequence, None
-        out = self._native.eval(tokens, bool(last_only))
-        if known is not None:
-            self._sequence = known + tokens.tolist()
+        last_only = _checks.flag("last_only", last_only)
+        with self._sequence_use("an eval() call in another thread"):
+            known, self._sequence = self._sequence, None
+            out = self._native.eval(tokens, last_only)
+            if known is not None:
+                self._sequence = known + tokens.tolist()
         return out
 
     def reset(self) -> None:
         """Forgets the current sequence."""
-        self._native.reset()
-        self._sequence = []
+        with self._sequence_use("a reset() call in another thread"):
+            self._native.reset()
+            self._sequence = []
+
+    @contextlib.contextmanager
+    def _sequence_use(self, user: str):
+        """Holds the model's sequence for ``user`` (what it is, for the message another caller gets) until the
+        block ends; BusyError at once when someone else holds it. Not a waiting lock: a streamed generation holds
+        it between its pieces, so the other user may be this very thread."""
+        if not self._use_lock.acquire(blocking=False):
+            raise _core.BusyError(
+                f"{self.path}: the model is in use by {self._user or 'another call'}. A model runs one sequence "
+                f"at a time: use it from one thread at a time, and read a streamed generate() to the end or "
+                f"close() it before the next call")
+        self._user = user
+        try:
+            yield
+        finally:
+            self._user = None
+            self._use_lock.release()
 
     @property
     def config(self) -> dict:
@@ -229,10 +278,8 @@ class Model:
         return json.loads(self._native.routing_profile_json())
 
     def save_routing_profile(self, path) -> None:
-        """Writes routing_profile() as JSON to ``path``."""
-        text = self._native.routing_profile_json()
-        with open(os.fspath(path), "w", encoding="utf-8") as f:
-            f.write(text)
+        """Writes routing_profile() as JSON to ``path``, atomically (IoError when it cannot be written)."""
+        _checks.write_text(path, self._native.routing_profile_json(), "routing profile")
 
     # ---- text ----------------------------------------------------------------------------------
     @property
@@ -296,12 +343,13 @@ class Model:
         return template.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
 
     def tokenize(self, text, add_special_tokens: bool = True) -> list:
-        """Token ids of ``text`` (with the BOS/EOS the vocabulary asks for when add_special_tokens)."""
-        return self.tokenizer.encode(text, add_special_tokens=bool(add_special_tokens))
+        """Token ids of ``text`` (with the BOS/EOS the vocabulary asks for when add_special_tokens). A str must
+        be valid Unicode (InvalidArgumentError names a lone surrogate); bytes are taken as they are."""
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     def detokenize(self, token_ids, skip_special_tokens: bool = False) -> str:
-        """The text of ``token_ids``."""
-        return self.tokenizer.decode(token_ids, skip_special_tokens=bool(skip_special_tokens))
+        """The text of ``token_ids`` (InvalidArgumentError for an id outside the vocabulary)."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     @property
     def eos_token_ids(self) -> list:
@@ -361,8 +409,12 @@ class Model:
         The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
         between tokens stops the generation and leaves the model usable (its sequence is reset).
         The KV cache keeps the sequence, so a following prompt that extends it (the next chat turn)
-        only evaluates the new tokens. One generation at a time per model.
-        Raises InvalidArgumentError for bad arguments (before any work is done).
+        only evaluates the new tokens.
+        One use of the model at a time: a streamed generation holds the model from its first piece
+        until it is read to the end or closed (or dropped); any other logits/eval/reset/generate
+        meanwhile, from this thread or another, raises BusyError (never a mix of two sequences).
+        Raises InvalidArgumentError for bad arguments (before any work is done), FormatError when
+        a default taken from the model's generation_config.json is invalid.
         """
         if unknown:
             raise _core.InvalidArgumentError(f"generate() got unknown option(s) {', '.join(sorted(unknown))}; "
@@ -376,8 +428,10 @@ class Model:
         seed = int(seed)
         sampler = _core.Sampler(seed=seed, **options)
         stops = _stop_strings(stop)
-        if not isinstance(stream, bool):
-            raise _core.InvalidArgumentError(f"stream must be True or False, not {stream!r}")
+        stream = _checks.flag("stream", stream)
+        if add_special_tokens is not None:
+            add_special_tokens = _checks.flag("add_special_tokens", add_special_tokens)
+        skip_special_tokens = _checks.flag("skip_special_tokens", skip_special_tokens)
         prompt_ids = self._prompt_ids(prompt, add_special_tokens)
         if len(prompt_ids) >= self.max_context:
             raise _core.InvalidArgumentError(f"the prompt has {len(prompt_ids)} tokens; the model's context holds "
@@ -387,9 +441,10 @@ class Model:
         elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or \
                 max_new_tokens < 0:
             raise _core.InvalidArgumentError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
-        decoder = self.tokenizer.stream_decoder(skip_special_tokens=bool(skip_special_tokens), at_start=False)
+        decoder = self.tokenizer.stream_decoder(skip_special_tokens=skip_special_tokens, at_start=False)
         pieces = self._generate_pieces(prompt_ids, sampler, int(max_new_tokens), set(self.eos_token_ids), stops,
-                                       decoder, seed)
+                                       decoder, seed, "a streamed generate() not yet read to the end or closed"
+                                       if stream else "a generate() call in another thread")
         if stream:
             return pieces
         return "".join(pieces)
@@ -409,26 +464,19 @@ class Model:
                  "repetition_penalty": repetition_penalty}
         options = {}
         for name, value in given.items():
-            value = defaults[name] if value is None else value
-            if name == "top_k":
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                    raise _core.InvalidArgumentError(f"top_k must be an integer >= 0 (0: off), not {value!r}")
-                options[name] = int(value)
-            else:
-                options[name] = _finite_number(name, value)
-        if options["temperature"] < 0:
-            raise _core.InvalidArgumentError(f"temperature must be >= 0 (0: greedy), not {temperature!r}")
-        if not 0 < options["top_p"] <= 1:
-            raise _core.InvalidArgumentError(f"top_p must be in (0, 1] (1: off), not {top_p!r}")
-        if not 0 <= options["min_p"] <= 1:
-            raise _core.InvalidArgumentError(f"min_p must be in [0, 1] (0: off), not {min_p!r}")
-        if not options["repetition_penalty"] > 0:
-            raise _core.InvalidArgumentError(f"repetition_penalty must be > 0 (1: off), not {repetition_penalty!r}")
-        options["presence_penalty"] = _finite_number("presence_penalty", 0.0 if presence_penalty is None
+            if value is not None:
+                options[name] = _sampling_value(name, value)
+                continue
+            try:
+                options[name] = _sampling_value(name, defaults[name])
+            except _core.InvalidArgumentError as error:
+                # not the caller's mistake: the model came with it
+                raise _core.FormatError(
+                    f"{self.path}: the model's generation_config.json is invalid: {error}; give {name} to "
+                    f"generate() ({_SAMPLING_FLAGS[name]} on the command line) to override it") from None
+        options["presence_penalty"] = _checks.number("presence_penalty", 0.0 if presence_penalty is None
                                                      else presence_penalty)
-        if isinstance(penalty_last_n, bool) or not isinstance(penalty_last_n, (int, np.integer)) or penalty_last_n < 0:
-            raise _core.InvalidArgumentError(f"penalty_last_n must be an integer >= 0 (0: all), not {penalty_last_n!r}")
-        options["penalty_last_n"] = int(penalty_last_n)
+        options["penalty_last_n"] = _checks.integer("penalty_last_n (0: all)", penalty_last_n, 0, _checks.INT64_MAX)
         return options
 
     def _default_max_new_tokens(self, prompt_tokens: int) -> int:
@@ -479,7 +527,13 @@ class Model:
         self._sequence = list(prompt_ids)
         return logits, reused
 
-    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed):
+    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, user):
+        """The text pieces of one generation, holding the model's sequence from the first piece to the last (or
+        until the generator is closed)."""
+        with self._sequence_use(user):
+            yield from self._generation(prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed)
+
+    def _generation(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed):
         stats = {"prompt_tokens": len(prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
                  "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
                  "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": seed, "token_ids": []}
@@ -566,11 +620,25 @@ def _config_number(config: dict, name: str, default):
     return default if value is None else value
 
 
-def _finite_number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
-            not math.isfinite(float(value)):
-        raise _core.InvalidArgumentError(f"{name} must be a finite number, not {value!r}")
-    return float(value)
+# The command-line options of the sampling settings, for messages.
+_SAMPLING_FLAGS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p",
+                   "repetition_penalty": "--repeat-penalty"}
+
+
+def _sampling_value(name: str, value):
+    """A sampling setting checked against what the sampler takes (include/zipmoe/sampler.h)."""
+    if name == "top_k":
+        return _checks.integer("top_k (0: off)", value, 0, _checks.INT32_MAX)
+    value = _checks.number(name, value)
+    if name == "temperature" and value < 0:
+        raise _core.InvalidArgumentError(f"temperature must be >= 0 (0: greedy), not {value!r}")
+    if name == "top_p" and not 0 < value <= 1:
+        raise _core.InvalidArgumentError(f"top_p must be in (0, 1] (1: off), not {value!r}")
+    if name == "min_p" and not 0 <= value <= 1:
+        raise _core.InvalidArgumentError(f"min_p must be in [0, 1] (0: off), not {value!r}")
+    if name == "repetition_penalty" and not value > 0:
+        raise _core.InvalidArgumentError(f"repetition_penalty must be > 0 (1: off), not {value!r}")
+    return value
 
 
 def _stop_strings(stop) -> list:
@@ -616,8 +684,9 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     """Loads the .zmoe container at ``path`` for inference (None: the built-in default model,
     default_model_path()).
 
-    threads: threads of the model's pool (None: every core this process may use).
-    max_context: positions of the KV cache (None: min(max_position_embeddings, 4096)).
+    threads: threads of the model's pool, 1 to MAX_THREADS (1024; None: every core this process may use).
+    max_context: positions of the KV cache (None: min(max_position_embeddings, 4096)); beyond
+        max_position_embeddings (the length the model was trained for) it warns.
     isa: force a kernel path ("scalar", "avx2", "avx512", "neon"); None: ZIPMOE_ISA or the best.
     precision: "fast" (BF16 dot products for multi-token steps where the CPU has them) or
         "exact" (F32 throughout; eval() in pieces then equals one logits() call bit for bit).
@@ -639,25 +708,32 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
         thread for the planner; None: measured at load.
     reorder_fetches: False fetches each layer's experts in the order they are asked for
         instead of the scheduler's order (a baseline for benchmarks).
-    io_threads: threads reading the container for the cache (None: 2), in the scheduler's order.
+    io_threads: threads reading the container for the cache, 1 to 64 (None: 2), in the scheduler's order.
 
     Raises UnsupportedModelError (an architecture or feature the engine cannot run),
-    FormatError / ChecksumError (a damaged or inconsistent container), IoError,
+    FormatError / ChecksumError (a damaged or inconsistent container; a GGUF file gets the command
+    that converts it), IoError (a Hugging Face folder gets that command too),
     InvalidArgumentError (bad arguments), BudgetError (a budget below the minimum).
     """
     if path is None:
         path = default_model_path()
+    path = _checks.container_path(path)
+    threads = _checks.thread_count(threads)
     if threads is None:
         threads = default_threads()
-    for name, value in (("threads", threads), ("max_context", max_context), ("batch", batch),
-                        ("io_threads", io_threads)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _core.InvalidArgumentError(f"{name} must be a positive integer or None, not {value!r}")
+    # sizes are size_t in the engine, which states its own maximum of max_context
+    max_context = _checks.integer("max_context", max_context, 1, _checks.INT64_MAX,
+                                  none_means="the model's length, at most 4096")
+    batch = _checks.integer("batch", batch, 1, _checks.INT64_MAX, none_means="256 tokens")
+    io_threads = _checks.integer("io_threads", io_threads, 1, MAX_IO_THREADS, none_means="2 threads")
+    prefetch = _checks.flag("prefetch", prefetch)
+    reorder_fetches = _checks.flag("reorder_fetches", reorder_fetches)
     if precision not in PRECISIONS:
         raise _core.InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    budget = 0 if memory_budget is None else parse_size(memory_budget)
+    try:
+        budget = 0 if memory_budget is None else parse_size(memory_budget)
+    except _core.InvalidArgumentError as error:
+        raise _core.InvalidArgumentError(f"memory_budget: {error}") from None
     if memory_budget is not None and budget == 0:
         raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
     if cache_policy not in CACHE_POLICIES:
@@ -670,15 +746,23 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
         for t in tiers:
             if t not in EXPERT_TIERS:
                 raise _core.InvalidArgumentError(f"unknown expert tier {t!r} (use {', '.join(EXPERT_TIERS)})")
+    rates = {}
     for name, value in (("storage_bandwidth", storage_bandwidth), ("decode_throughput", decode_throughput)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or
-                                  not 0 < value < float("inf")):
+        rates[name] = 0.0 if value is None else _checks.number(name, value)
+        if value is not None and not rates[name] > 0:
             raise _core.InvalidArgumentError(f"{name} must be a positive number of bytes/s or None, not {value!r}")
-    native = _core.Model(os.fspath(path), threads=threads, max_context=max_context or 0, isa=isa,
-                         precision=precision, kv_cache_dtype=kv_cache_dtype, batch=batch or 0, io=io,
-                         memory_budget=budget, cache_policy=cache_policy, prefetch=bool(prefetch), tiers=tiers,
-                         routing_profile=os.fspath(profile) if profile is not None else "",
-                         storage_bandwidth=float(storage_bandwidth or 0),
-                         decode_throughput=float(decode_throughput or 0), reorder_fetches=bool(reorder_fetches),
-                         io_threads=io_threads or 0)
+    try:
+        native = _core.Model(path, threads=threads, max_context=max_context or 0, isa=isa,
+                             precision=precision, kv_cache_dtype=kv_cache_dtype, batch=batch or 0, io=io,
+                             memory_budget=budget, cache_policy=cache_policy, prefetch=prefetch, tiers=tiers,
+                             routing_profile=os.fspath(profile) if profile is not None else "",
+                             reorder_fetches=reorder_fetches, io_threads=io_threads or 0, **rates)
+    except _core.FormatError as error:
+        if type(error) is not _core.FormatError:
+            raise
+        raise _checks.explain_not_a_container(path, error) from None
+    trained = native.info["max_position_embeddings"]
+    if max_context is not None and 0 < trained < max_context:
+        warnings.warn(f"max_context {max_context} is beyond the {trained} positions {path} was trained for "
+                      f"(max_position_embeddings): text past them may be poor", stacklevel=2)
     return Model(native)

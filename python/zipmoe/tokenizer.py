@@ -31,6 +31,9 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
+
+from . import _checks
 from . import _core
 
 __all__ = ["Tokenizer", "StreamDecoder"]
@@ -42,12 +45,16 @@ class StreamDecoder:
     across tokens are held back until it completes). The pieces plus
     :meth:`flush` concatenate to ``Tokenizer.decode`` of the same ids."""
 
-    def __init__(self, native: _core.StreamDecoder):
+    def __init__(self, native: _core.StreamDecoder, vocab_size: int):
         self._native = native
+        self._vocab_size = vocab_size
 
     def feed(self, ids) -> str:
-        """Adds one id or a sequence of ids; returns the text that became complete."""
-        return self._native.feed(ids)
+        """Adds one id or a sequence of ids; returns the text that became complete (InvalidArgumentError for an
+        id outside the vocabulary)."""
+        if isinstance(ids, int) and not isinstance(ids, bool) and 0 <= ids < self._vocab_size:
+            return self._native.feed(ids)  # the generation loop's case, kept cheap
+        return self._native.feed(_id_list(ids, self._vocab_size))
 
     def flush(self) -> str:
         """Returns the held-back rest (incomplete bytes as U+FFFD) and starts over."""
@@ -126,27 +133,35 @@ class Tokenizer:
     # ---- encoding and decoding ----------------------------------------------------------------
     def encode(self, text, add_special_tokens: bool = True, parse_special: bool = False) -> list:
         """Token ids of ``text`` (str, or bytes taken as they are). ``add_special_tokens`` adds
-        the vocabulary's BOS/EOS; ``parse_special`` matches special tokens written in the text."""
-        return self._native.encode(text, bool(add_special_tokens), bool(parse_special))
+        the vocabulary's BOS/EOS; ``parse_special`` matches special tokens written in the text.
+        A str with a lone surrogate (how Python keeps bytes it could not decode) has no UTF-8
+        form: InvalidArgumentError names it."""
+        return self._native.encode(text, _checks.flag("add_special_tokens", add_special_tokens),
+                                   _checks.flag("parse_special", parse_special))
 
     def encode_batch(self, texts, add_special_tokens: bool = True, parse_special: bool = False) -> list:
         """encode() of each text, in one native call."""
-        return self._native.encode_batch(list(texts), bool(add_special_tokens), bool(parse_special))
+        return self._native.encode_batch(list(texts), _checks.flag("add_special_tokens", add_special_tokens),
+                                         _checks.flag("parse_special", parse_special))
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """The text of ``ids`` (ill-formed UTF-8, e.g. from ids that end inside a character,
-        becomes U+FFFD). Ids outside the vocabulary decode to nothing."""
-        return self._native.decode(_id_list(ids), bool(skip_special_tokens))
+        becomes U+FFFD). An id outside the vocabulary is an InvalidArgumentError."""
+        return self._native.decode(_id_list(ids, self.vocab_size),
+                                   _checks.flag("skip_special_tokens", skip_special_tokens))
 
     def decode_bytes(self, ids, skip_special_tokens: bool = False) -> bytes:
         """The exact bytes of ``ids`` (possibly not valid UTF-8)."""
-        return self._native.decode_bytes(_id_list(ids), bool(skip_special_tokens))
+        return self._native.decode_bytes(_id_list(ids, self.vocab_size),
+                                         _checks.flag("skip_special_tokens", skip_special_tokens))
 
     def stream_decoder(self, skip_special_tokens: bool = False, at_start: bool = True) -> StreamDecoder:
         """An incremental decoder. ``at_start``: the first id begins the text (a SentencePiece
         vocabulary's leading dummy space is dropped, as decode() does); pass False when the
         ids continue a prompt."""
-        return StreamDecoder(_core.StreamDecoder(self._native, bool(skip_special_tokens), bool(at_start)))
+        native = _core.StreamDecoder(self._native, _checks.flag("skip_special_tokens", skip_special_tokens),
+                                     _checks.flag("at_start", at_start))
+        return StreamDecoder(native, self.vocab_size)
 
     # ---- vocabulary ---------------------------------------------------------------------------
     @property
@@ -191,19 +206,22 @@ class Tokenizer:
 
     def id_to_token(self, token_id: int) -> str:
         """The token as the vocabulary writes it (InvalidArgumentError outside the vocabulary)."""
-        return self._native.id_to_token(int(token_id))
+        return self._native.id_to_token(self._token_id(token_id))
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes a token decodes to."""
-        return self._native.token_bytes(int(token_id))
+        return self._native.token_bytes(self._token_id(token_id))
 
     def is_special(self, token_id: int) -> bool:
         """Whether the token is special (control or unknown): skipped by skip_special_tokens."""
-        return self._native.is_special(int(token_id))
+        return self._native.is_special(self._token_id(token_id))
 
     def token_attribute(self, token_id: int) -> str:
         """normal, control, user_defined, unknown, unused or byte."""
-        return self._native.attribute(int(token_id))
+        return self._native.attribute(self._token_id(token_id))
+
+    def _token_id(self, token_id) -> int:
+        return _checks.integer("token id", token_id, 0, self.vocab_size - 1)
 
     @property
     def memory_bytes(self) -> int:
@@ -233,14 +251,21 @@ def _config_json(tokenizer_config):
         raise _core.FormatError(f"{path}: not UTF-8 text ({error})") from None
 
 
-def _id_list(ids):
-    if isinstance(ids, int):
-        return [ids]
+def _id_list(ids, vocab_size: int) -> list:
+    """``ids`` (one id, a sequence or a numpy array) as a list of ints, each in [0, vocab_size)."""
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, (bool, np.bool_)):
+        ids = [ids]
     try:
-        import numpy as np
-
-        if isinstance(ids, np.ndarray):
-            return ids.astype(np.int64).ravel().tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return list(ids)
+        array = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids))
+    except (TypeError, ValueError) as error:
+        raise _core.InvalidArgumentError(f"token ids must be a sequence of integers: {error}") from None
+    if array.size == 0:
+        return []
+    if array.dtype.kind not in "iu":
+        raise _core.InvalidArgumentError(f"token ids must be integers, not {array.dtype} ({ids!r:.80})")
+    array = array.ravel()
+    bad = np.flatnonzero((array < 0) | (array >= vocab_size))
+    if bad.size:
+        raise _core.InvalidArgumentError(f"token id {int(array[bad[0]])} at index {int(bad[0])} is outside the "
+                                         f"vocabulary [0, {vocab_size})")
+    return array.astype(np.int64).tolist()

@@ -9,6 +9,7 @@
 #include "common/checksum.h"
 #include "common/cpu_features.h"
 #include "test_framework.h"
+#include "zipmoe/error.h"
 #include "zipmoe/thread_pool.h"
 
 ZTEST(crc32c_known_vectors) {
@@ -69,6 +70,14 @@ ZTEST(thread_pool_nested_calls_run_inline) {
   std::atomic<int> count{0};
   pool.parallel_for(4, [&](std::size_t) { pool.parallel_for(5, [&](std::size_t) { count++; }); });
   ZCHECK_EQ(count.load(), 20);
+}
+
+ZTEST(thread_pool_refuses_more_than_the_maximum) {
+  // (A thread the system refuses to start is tested from Python, under an address-space limit.)
+  ZCHECK_THROWS(zipmoe::ThreadPool(zipmoe::ThreadPool::kMaxThreads + 1), zipmoe::InvalidArgumentError);
+  ZCHECK_THROWS(zipmoe::ThreadPool(1 << 30), zipmoe::InvalidArgumentError);
+  zipmoe::ThreadPool pool(-1);  // one per hardware thread, within the maximum
+  ZCHECK(pool.num_threads() >= 1 && pool.num_threads() <= zipmoe::ThreadPool::kMaxThreads);
 }
 
 ZTEST(isa_parsing_and_support) {
