@@ -16,10 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from . import _core
+from ._names import IO_MODES, check_choice
 from ._threads import get_pool
 from .codec import _NUMPY_DTYPES, _resolve_dtype
 
-_IO_MODES = ("pread", "direct", "mmap")
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -192,8 +192,7 @@ class Container:
     """An open .zmoe container (see :func:`open_container`). Thread-safe for reads."""
 
     def __init__(self, path, io: str = "pread"):
-        if io not in _IO_MODES:
-            raise _core.InvalidArgumentError(f"io must be one of {', '.join(_IO_MODES)}, not {io!r}")
+        check_choice("io", io, IO_MODES)
         self.path = os.fspath(path)
         self._native = _core.ContainerReader(self.path, io)
         text = self._native.metadata_json

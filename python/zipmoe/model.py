@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from . import _core
+from ._names import CACHE_POLICIES, DTYPES, EXPERT_TIERS, PRECISIONS, check_choice
 from ._threads import default_threads
 
 DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
@@ -57,10 +58,7 @@ def default_model_path() -> str:
                             f"default model; pass the path of a .zmoe model (zipmoe convert makes one)")
     return path
 
-PRECISIONS = ("fast", "exact")
-KV_CACHE_DTYPES = ("f32", "bf16", "f16")
-CACHE_POLICIES = ("affinity", "lru", "lfu")
-EXPERT_TIERS = ("full", "compressed", "sm", "e", "absent")
+KV_CACHE_DTYPES = DTYPES  # the KV cache may hold any element type
 # The ZipMoE paper's configuration: decoded experts and sign/mantissa planes only.
 PAPER_TIERS = ("full", "sm")
 
@@ -655,14 +653,11 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _core.InvalidArgumentError(f"{name} must be a positive integer or None, not {value!r}")
-    if precision not in PRECISIONS:
-        raise _core.InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_choice("precision", precision, PRECISIONS)
     budget = 0 if memory_budget is None else parse_size(memory_budget)
     if memory_budget is not None and budget == 0:
         raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
-    if cache_policy not in CACHE_POLICIES:
-        raise _core.InvalidArgumentError(f"cache_policy must be one of {', '.join(CACHE_POLICIES)}, "
-                                         f"not {cache_policy!r}")
+    check_choice("cache_policy", cache_policy, CACHE_POLICIES)
     if tiers is not None:
         if isinstance(tiers, str):
             tiers = [t for t in tiers.replace("+", ",").split(",") if t.strip()]
