@@ -27,10 +27,12 @@ and precision.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
+from typing import Sequence
 
 import numpy as np
 
@@ -605,6 +607,84 @@ def _find_stop(text: str, sent: int, stops: list, hold: int):
     return len(text) - keep, False
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`load` takes besides the path (each is documented there); native_arguments() checks them."""
+
+    threads: int | None = None
+    max_context: int | None = None
+    isa: str | None = None
+    precision: str = "fast"
+    kv_cache_dtype: str = "f32"
+    batch: int | None = None
+    io: str = "pread"
+    memory_budget: int | float | str | None = None
+    cache_policy: str = "affinity"
+    prefetch: bool = True
+    tiers: str | Sequence[str] | None = None
+    profile: str | os.PathLike | None = None
+    storage_bandwidth: float | None = None
+    decode_throughput: float | None = None
+    reorder_fetches: bool = True
+    io_threads: int | None = None
+
+    def native_arguments(self) -> dict:
+        """The keyword arguments of ``_core.Model`` for these options; InvalidArgumentError for a bad one.
+        The core checks isa, kv_cache_dtype and io itself."""
+        return dict(threads=_count("threads", default_threads() if self.threads is None else self.threads),
+                    max_context=_count("max_context", self.max_context), isa=self.isa,
+                    precision=check_choice("precision", self.precision, PRECISIONS),
+                    kv_cache_dtype=self.kv_cache_dtype, batch=_count("batch", self.batch), io=self.io,
+                    memory_budget=_budget_bytes(self.memory_budget),
+                    cache_policy=check_choice("cache_policy", self.cache_policy, CACHE_POLICIES),
+                    prefetch=bool(self.prefetch), tiers=_tier_names(self.tiers),
+                    routing_profile="" if self.profile is None else os.fspath(self.profile),
+                    storage_bandwidth=_rate("storage_bandwidth", self.storage_bandwidth),
+                    decode_throughput=_rate("decode_throughput", self.decode_throughput),
+                    reorder_fetches=bool(self.reorder_fetches), io_threads=_count("io_threads", self.io_threads))
+
+
+def _count(name: str, value) -> int:
+    """A positive int, or 0 for None (the core's "its default")."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _core.InvalidArgumentError(f"{name} must be a positive integer or None, not {value!r}")
+    return value
+
+
+def _budget_bytes(memory_budget) -> int:
+    """Bytes of a memory budget (see parse_size); 0 for None, no budget."""
+    if memory_budget is None:
+        return 0
+    budget = parse_size(memory_budget)
+    if budget == 0:
+        raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
+    return budget
+
+
+def _tier_names(tiers):
+    """The expert tiers as a list of names ("full,sm" and "full+sm" name two), or None for all."""
+    if tiers is None:
+        return None
+    if isinstance(tiers, str):
+        tiers = [t for t in tiers.replace("+", ",").split(",") if t.strip()]
+    names = [str(t).strip().lower() for t in tiers]
+    for name in names:
+        if name not in EXPERT_TIERS:
+            raise _core.InvalidArgumentError(f"unknown expert tier {name!r} (use {', '.join(EXPERT_TIERS)})")
+    return names
+
+
+def _rate(name: str, value) -> float:
+    """Bytes/s for the planner, or 0 for None (measured at load)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise _core.InvalidArgumentError(f"{name} must be a positive number of bytes/s or None, not {value!r}")
+    return float(value)
+
+
 def load(path=None, threads: int | None = None, max_context: int | None = None, *, isa: str | None = None,
          precision: str = "fast", kv_cache_dtype: str = "f32", batch: int | None = None,
          io: str = "pread", memory_budget=None, cache_policy: str = "affinity", prefetch: bool = True,
@@ -645,35 +725,10 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     """
     if path is None:
         path = default_model_path()
-    if threads is None:
-        threads = default_threads()
-    for name, value in (("threads", threads), ("max_context", max_context), ("batch", batch),
-                        ("io_threads", io_threads)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _core.InvalidArgumentError(f"{name} must be a positive integer or None, not {value!r}")
-    check_choice("precision", precision, PRECISIONS)
-    budget = 0 if memory_budget is None else parse_size(memory_budget)
-    if memory_budget is not None and budget == 0:
-        raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
-    check_choice("cache_policy", cache_policy, CACHE_POLICIES)
-    if tiers is not None:
-        if isinstance(tiers, str):
-            tiers = [t for t in tiers.replace("+", ",").split(",") if t.strip()]
-        tiers = [str(t).strip().lower() for t in tiers]
-        for t in tiers:
-            if t not in EXPERT_TIERS:
-                raise _core.InvalidArgumentError(f"unknown expert tier {t!r} (use {', '.join(EXPERT_TIERS)})")
-    for name, value in (("storage_bandwidth", storage_bandwidth), ("decode_throughput", decode_throughput)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or
-                                  not 0 < value < float("inf")):
-            raise _core.InvalidArgumentError(f"{name} must be a positive number of bytes/s or None, not {value!r}")
-    native = _core.Model(os.fspath(path), threads=threads, max_context=max_context or 0, isa=isa,
-                         precision=precision, kv_cache_dtype=kv_cache_dtype, batch=batch or 0, io=io,
-                         memory_budget=budget, cache_policy=cache_policy, prefetch=bool(prefetch), tiers=tiers,
-                         routing_profile=os.fspath(profile) if profile is not None else "",
-                         storage_bandwidth=float(storage_bandwidth or 0),
-                         decode_throughput=float(decode_throughput or 0), reorder_fetches=bool(reorder_fetches),
-                         io_threads=io_threads or 0)
-    return Model(native)
+    options = LoadOptions(threads=threads, max_context=max_context, isa=isa, precision=precision,
+                          kv_cache_dtype=kv_cache_dtype, batch=batch, io=io, memory_budget=memory_budget,
+                          cache_policy=cache_policy, prefetch=prefetch, tiers=tiers, profile=profile,
+                          storage_bandwidth=storage_bandwidth, decode_throughput=decode_throughput,
+                          reorder_fetches=reorder_fetches, io_threads=io_threads)
+    arguments = options.native_arguments()
+    return Model(_core.Model(os.fspath(path), **arguments))
