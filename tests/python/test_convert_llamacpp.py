@@ -63,8 +63,9 @@ def llama_cpp(tmp_path_factory):
             # pip prepares the sdist's metadata in an isolated build environment (it needs scikit-build-core,
             # which the test venv does not have; binary build tools, or pip would build cmake from source); the
             # version is pinned so CI runs the converter it was checked with.
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python",
-                                   f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(CACHE)],
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                                   "llama-cpp-python", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d",
+                                   str(CACHE)],
                                   capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
                 pytest.fail(f"pip download of llama-cpp-python failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

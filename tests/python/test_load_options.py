@@ -23,8 +23,9 @@ def test_load_keeps_its_signature_and_names_every_option():
 
 
 def test_options_become_the_native_arguments():
-    arguments = LoadOptions(threads=3, memory_budget="1.5 GiB", tiers="full+SM", profile=pathlib.Path("/tmp/profile.json"),
-                            storage_bandwidth=2e9, io_threads=4).native_arguments()
+    options = LoadOptions(threads=3, memory_budget="1.5 GiB", tiers="full+SM",
+                          profile=pathlib.Path("/tmp/profile.json"), storage_bandwidth=2e9, io_threads=4)
+    arguments = options.native_arguments()
     assert arguments["threads"] == 3 and arguments["io_threads"] == 4
     assert arguments["memory_budget"] == 3 << 29
     assert arguments["tiers"] == ["full", "sm"]

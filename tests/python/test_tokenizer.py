@@ -41,6 +41,7 @@ from conftest import data_file, data_files
 VOCABS = ["qwen2", "gpt-2", "llama-bpe", "llama-spm", "deepseek-llm"]
 METASPACE = "\u2581"
 
+
 def gguf_path(name: str) -> pathlib.Path:
     return data_file(f"tokenizers/ggml-vocab-{name}.gguf")
 
