@@ -19,6 +19,7 @@ void register_tools(py::module_& m);
 void register_model(py::module_& m);
 void register_cuda(py::module_& m);  // always present; GPU paths only with ZIPMOE_HAVE_CUDA
 void register_text(py::module_& m);
+void register_names(py::module_& m);  // register_names.cpp: the core's name tables
 
 // Resolves an optional Python ThreadPool argument (None -> run on the calling thread).
 inline ThreadPool* pool_or_null(const std::shared_ptr<ThreadPool>& pool) { return pool.get(); }

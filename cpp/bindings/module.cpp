@@ -15,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
   zipmoe::bindings::register_model(m);
   zipmoe::bindings::register_cuda(m);
   zipmoe::bindings::register_text(m);
+  zipmoe::bindings::register_names(m);
 }

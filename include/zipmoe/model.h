@@ -50,6 +50,9 @@ enum class Precision : std::uint8_t {
   kFast = 0,   // BF16 x BF16 dot products for multi-token steps where the CPU has them (AVX512_BF16)
   kExact = 1,  // always F32 activations and products
 };
+// "fast", "exact".
+const char* precision_name(Precision precision);
+bool parse_precision(const std::string& name, Precision* precision);
 
 // How the expert cache ranks experts when it admits and evicts (docs/CACHE.md).
 enum class CachePolicy : std::uint8_t {

@@ -12,7 +12,7 @@ import warnings
 
 from . import _checks
 from . import _core
-from .convert.converter import CODECS
+from ._names import CACHE_POLICIES, CODECS, IO_MODES
 
 
 def _thread_count(text: str) -> int:
@@ -482,6 +482,11 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_io_argument(p, text: str = "how to read the container") -> None:
+    """--io: the core's I/O modes (p: a parser or an argument group)."""
+    p.add_argument("--io", choices=IO_MODES, default="pread", help=text)
+
+
 def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None,
                    help="the .zmoe model (default: the built-in tiny Shakespeare model)")
@@ -505,8 +510,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
                    help="most prompt tokens per forward step (default 256; fewer need less memory)")
     g.add_argument("--memory-budget", default=None, metavar="SIZE",
                    help="stream experts within this budget, e.g. 4GB (default: everything resident)")
-    g.add_argument("--io", choices=("direct", "pread", "mmap"), default="pread", help="how to read the container")
-    g.add_argument("--cache-policy", choices=("affinity", "lru", "lfu"), default="affinity",
+    _add_io_argument(g)
+    g.add_argument("--cache-policy", choices=CACHE_POLICIES, default="affinity",
                    help="expert cache policy (with --memory-budget)")
     g.add_argument("--no-prefetch", action="store_true", help="no gate-ahead prefetch of the next layer's experts")
     g = p.add_argument_group("output")
@@ -534,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(--against SRC: compare with the source model)")
     p.add_argument("file", help="the .zmoe file")
     p.add_argument("--threads", type=_thread_count, default=None, help="decoding threads (default: every core)")
-    p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read chunks")
+    _add_io_argument(p, "how to read chunks")
     p.add_argument("--against", metavar="SRC", default=None,
                    help="also check that every source tensor decodes bit-identical to SRC (the Hugging Face "
                         "folder or GGUF file it was converted from); names the first mismatching tensor")
@@ -588,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="most prompt tokens per forward step (default 256; fewer need less memory)")
     p.add_argument("--memory-budget", default=None, help="run within this budget, e.g. 4GB (default: all resident)")
-    p.add_argument("--io", choices=("pread", "direct", "mmap"), default="pread", help="how to read the container")
+    _add_io_argument(p)
     p.add_argument("--progress", action="store_true", help="show progress")
     p.set_defaults(func=_cmd_profile)
 

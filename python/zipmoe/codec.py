@@ -6,21 +6,18 @@ import numpy as np
 
 from . import _checks
 from . import _core
+from ._names import DTYPES
 from ._threads import get_pool
 
+# How numpy holds each of the core's element types (BF16 as its bit patterns).
 _NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
-_DTYPE_ALIASES = {
-    "bf16": "bf16", "bfloat16": "bf16",
-    "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
-    "f32": "f32", "float32": "f32", "fp32": "f32", "float": "f32",
-}
 
 
 def _resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
     if dtype is not None:
-        if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
-            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use 'bf16', 'f16' or 'f32')")
-        name = _DTYPE_ALIASES[dtype.lower()]
+        name = _core.canonical_name("dtype", dtype) if isinstance(dtype, str) else None
+        if name is None:
+            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use {', '.join(map(repr, DTYPES))})")
         expected = np.dtype(_NUMPY_DTYPES[name])
         if name == "bf16":
             if array.dtype not in (np.dtype(np.uint16), np.dtype(np.int16)) and array.dtype.name != "bfloat16":

@@ -17,10 +17,10 @@ import numpy as np
 
 from . import _checks
 from . import _core
+from ._names import IO_MODES, check_choice
 from ._threads import get_pool
 from .codec import _NUMPY_DTYPES, _resolve_dtype
 
-_IO_MODES = ("pread", "direct", "mmap")
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -195,8 +195,7 @@ class Container:
     """An open .zmoe container (see :func:`open_container`). Thread-safe for reads."""
 
     def __init__(self, path, io: str = "pread"):
-        if io not in _IO_MODES:
-            raise _core.InvalidArgumentError(f"io must be one of {', '.join(_IO_MODES)}, not {io!r}")
+        check_choice("io", io, IO_MODES)
         self.path = _checks.container_path(path)
         try:
             self._native = _core.ContainerReader(self.path, io)

@@ -35,16 +35,19 @@ raises it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
 import time
 import warnings
+from typing import Sequence
 
 import numpy as np
 
 from . import _core
 from . import _checks
+from ._names import CACHE_POLICIES, DTYPES, EXPERT_TIERS, PRECISIONS, check_choice
 from ._threads import default_threads
 
 DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
@@ -67,12 +70,9 @@ def default_model_path() -> str:
                             f"default model; pass the path of a .zmoe model (zipmoe convert makes one)")
     return path
 
-PRECISIONS = ("fast", "exact")
 # ModelOptions::io_threads' range (cpp/model/model.cpp checks it too).
 MAX_IO_THREADS = 64
-KV_CACHE_DTYPES = ("f32", "bf16", "f16")
-CACHE_POLICIES = ("affinity", "lru", "lfu")
-EXPERT_TIERS = ("full", "compressed", "sm", "e", "absent")
+KV_CACHE_DTYPES = DTYPES  # the KV cache may hold any element type
 # The ZipMoE paper's configuration: decoded experts and sign/mantissa planes only.
 PAPER_TIERS = ("full", "sm")
 
@@ -675,6 +675,90 @@ def _find_stop(text: str, sent: int, stops: list, hold: int):
     return len(text) - keep, False
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """What :func:`load` takes besides the path (each is documented there); native_arguments() checks them."""
+
+    threads: int | None = None
+    max_context: int | None = None
+    isa: str | None = None
+    precision: str = "fast"
+    kv_cache_dtype: str = "f32"
+    batch: int | None = None
+    io: str = "pread"
+    memory_budget: int | float | str | None = None
+    cache_policy: str = "affinity"
+    prefetch: bool = True
+    tiers: str | Sequence[str] | None = None
+    profile: str | os.PathLike | None = None
+    storage_bandwidth: float | None = None
+    decode_throughput: float | None = None
+    reorder_fetches: bool = True
+    io_threads: int | None = None
+
+    def native_arguments(self) -> dict:
+        """The keyword arguments of ``_core.Model`` for these options; InvalidArgumentError for a bad one.
+        The core checks isa, kv_cache_dtype and io itself."""
+        threads = _checks.thread_count(self.threads)
+        return dict(threads=default_threads() if threads is None else threads,
+                    # sizes are size_t in the engine, which states its own maximum of max_context
+                    max_context=_count("max_context", self.max_context, _checks.INT64_MAX,
+                                       "the model's length, at most 4096"),
+                    isa=self.isa, precision=check_choice("precision", self.precision, PRECISIONS),
+                    kv_cache_dtype=self.kv_cache_dtype,
+                    batch=_count("batch", self.batch, _checks.INT64_MAX, "256 tokens"), io=self.io,
+                    memory_budget=_budget_bytes(self.memory_budget),
+                    cache_policy=check_choice("cache_policy", self.cache_policy, CACHE_POLICIES),
+                    prefetch=_checks.flag("prefetch", self.prefetch), tiers=_tier_names(self.tiers),
+                    routing_profile="" if self.profile is None else os.fspath(self.profile),
+                    storage_bandwidth=_rate("storage_bandwidth", self.storage_bandwidth),
+                    decode_throughput=_rate("decode_throughput", self.decode_throughput),
+                    reorder_fetches=_checks.flag("reorder_fetches", self.reorder_fetches),
+                    io_threads=_count("io_threads", self.io_threads, MAX_IO_THREADS, "2 threads"))
+
+
+def _count(name: str, value, maximum: int, none_means: str) -> int:
+    """An int in [1, maximum], or 0 for None (the core's "its default")."""
+    value = _checks.integer(name, value, 1, maximum, none_means=none_means)
+    return 0 if value is None else value
+
+
+def _budget_bytes(memory_budget) -> int:
+    """Bytes of a memory budget (see parse_size); 0 for None, no budget."""
+    if memory_budget is None:
+        return 0
+    try:
+        budget = parse_size(memory_budget)
+    except _core.InvalidArgumentError as error:
+        raise _core.InvalidArgumentError(f"memory_budget: {error}") from None
+    if budget == 0:
+        raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
+    return budget
+
+
+def _tier_names(tiers):
+    """The expert tiers as a list of names ("full,sm" and "full+sm" name two), or None for all."""
+    if tiers is None:
+        return None
+    if isinstance(tiers, str):
+        tiers = [t for t in tiers.replace("+", ",").split(",") if t.strip()]
+    names = [str(t).strip().lower() for t in tiers]
+    for name in names:
+        if name not in EXPERT_TIERS:
+            raise _core.InvalidArgumentError(f"unknown expert tier {name!r} (use {', '.join(EXPERT_TIERS)})")
+    return names
+
+
+def _rate(name: str, value) -> float:
+    """Bytes/s for the planner, or 0 for None (measured at load)."""
+    if value is None:
+        return 0.0
+    rate = _checks.number(name, value)
+    if not rate > 0:
+        raise _core.InvalidArgumentError(f"{name} must be a positive number of bytes/s or None, not {value!r}")
+    return rate
+
+
 def load(path=None, threads: int | None = None, max_context: int | None = None, *, isa: str | None = None,
          precision: str = "fast", kv_cache_dtype: str = "f32", batch: int | None = None,
          io: str = "pread", memory_budget=None, cache_policy: str = "affinity", prefetch: bool = True,
@@ -717,46 +801,15 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     """
     if path is None:
         path = default_model_path()
+    options = LoadOptions(threads=threads, max_context=max_context, isa=isa, precision=precision,
+                          kv_cache_dtype=kv_cache_dtype, batch=batch, io=io, memory_budget=memory_budget,
+                          cache_policy=cache_policy, prefetch=prefetch, tiers=tiers, profile=profile,
+                          storage_bandwidth=storage_bandwidth, decode_throughput=decode_throughput,
+                          reorder_fetches=reorder_fetches, io_threads=io_threads)
     path = _checks.container_path(path)
-    threads = _checks.thread_count(threads)
-    if threads is None:
-        threads = default_threads()
-    # sizes are size_t in the engine, which states its own maximum of max_context
-    max_context = _checks.integer("max_context", max_context, 1, _checks.INT64_MAX,
-                                  none_means="the model's length, at most 4096")
-    batch = _checks.integer("batch", batch, 1, _checks.INT64_MAX, none_means="256 tokens")
-    io_threads = _checks.integer("io_threads", io_threads, 1, MAX_IO_THREADS, none_means="2 threads")
-    prefetch = _checks.flag("prefetch", prefetch)
-    reorder_fetches = _checks.flag("reorder_fetches", reorder_fetches)
-    if precision not in PRECISIONS:
-        raise _core.InvalidArgumentError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    arguments = options.native_arguments()
     try:
-        budget = 0 if memory_budget is None else parse_size(memory_budget)
-    except _core.InvalidArgumentError as error:
-        raise _core.InvalidArgumentError(f"memory_budget: {error}") from None
-    if memory_budget is not None and budget == 0:
-        raise _core.InvalidArgumentError("memory_budget must be positive (None: no budget)")
-    if cache_policy not in CACHE_POLICIES:
-        raise _core.InvalidArgumentError(f"cache_policy must be one of {', '.join(CACHE_POLICIES)}, "
-                                         f"not {cache_policy!r}")
-    if tiers is not None:
-        if isinstance(tiers, str):
-            tiers = [t for t in tiers.replace("+", ",").split(",") if t.strip()]
-        tiers = [str(t).strip().lower() for t in tiers]
-        for t in tiers:
-            if t not in EXPERT_TIERS:
-                raise _core.InvalidArgumentError(f"unknown expert tier {t!r} (use {', '.join(EXPERT_TIERS)})")
-    rates = {}
-    for name, value in (("storage_bandwidth", storage_bandwidth), ("decode_throughput", decode_throughput)):
-        rates[name] = 0.0 if value is None else _checks.number(name, value)
-        if value is not None and not rates[name] > 0:
-            raise _core.InvalidArgumentError(f"{name} must be a positive number of bytes/s or None, not {value!r}")
-    try:
-        native = _core.Model(path, threads=threads, max_context=max_context or 0, isa=isa,
-                             precision=precision, kv_cache_dtype=kv_cache_dtype, batch=batch or 0, io=io,
-                             memory_budget=budget, cache_policy=cache_policy, prefetch=prefetch, tiers=tiers,
-                             routing_profile=os.fspath(profile) if profile is not None else "",
-                             reorder_fetches=reorder_fetches, io_threads=io_threads or 0, **rates)
+        native = _core.Model(path, **arguments)
     except _core.FormatError as error:
         if type(error) is not _core.FormatError:
             raise

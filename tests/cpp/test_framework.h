@@ -5,7 +5,10 @@
 //
 //   ZTEST(suite_name) { ZCHECK(x == 1); ZCHECK_EQ(a, b); }
 //
-// The runner prints one line per failure and "N passed, N failed" at the end;
+// A suite is one source file: the tests in test_codec.cpp form the suite
+// "codec". The runner prints one line per failure and "N passed, N failed" at
+// the end. `zipmoe_tests --suite codec` runs one suite (ctest has one entry per
+// suite, see CMakeLists.txt), `zipmoe_tests --list-suites` names them, and
 // `zipmoe_tests FILTER` runs the tests whose name contains FILTER.
 #pragma once
 
@@ -21,8 +24,20 @@ namespace ztest {
 
 struct TestCase {
   const char* name;
+  std::string suite;
   std::function<void()> fn;
 };
+
+// "path/to/test_codec.cpp" -> "codec".
+inline std::string suite_of_file(const char* file) {
+  std::string name(file);
+  const auto slash = name.find_last_of("/\\");
+  if (slash != std::string::npos) name.erase(0, slash + 1);
+  if (name.rfind("test_", 0) == 0) name.erase(0, 5);
+  const auto dot = name.rfind('.');
+  if (dot != std::string::npos) name.erase(dot);
+  return name;
+}
 
 inline std::vector<TestCase>& registry() {
   static std::vector<TestCase> tests;
@@ -35,7 +50,9 @@ inline int& failures_in_current_test() {
 }
 
 struct Registrar {
-  Registrar(const char* name, std::function<void()> fn) { registry().push_back({name, std::move(fn)}); }
+  Registrar(const char* name, const char* file, std::function<void()> fn) {
+    registry().push_back({name, suite_of_file(file), std::move(fn)});
+  }
 };
 
 inline void report_failure(const char* file, int line, const std::string& what) {
@@ -67,9 +84,9 @@ std::string describe(const A& a, const B& b, const char* ea, const char* eb) {
 
 #define ZTEST_CAT2(a, b) a##b
 #define ZTEST_CAT(a, b) ZTEST_CAT2(a, b)
-#define ZTEST(name)                                                               \
-  static void ztest_fn_##name();                                                  \
-  static ::ztest::Registrar ZTEST_CAT(ztest_reg_, name)(#name, ztest_fn_##name); \
+#define ZTEST(name)                                                                        \
+  static void ztest_fn_##name();                                                           \
+  static ::ztest::Registrar ZTEST_CAT(ztest_reg_, name)(#name, __FILE__, ztest_fn_##name); \
   static void ztest_fn_##name()
 
 #define ZCHECK(cond)                                                     \

@@ -1,3 +1,5 @@
+import hashlib
+import importlib.util
 import os
 import pathlib
 
@@ -5,7 +7,41 @@ import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _load_data_fetcher():
+    spec = importlib.util.spec_from_file_location("zipmoe_test_data_fetch", REPO / "tests" / "data" / "fetch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_fetcher = _load_data_fetcher()
+# The tokenizer vocabularies, chat templates and corpus the tests read (tests/data/README.md): not in the
+# repository; `python tests/data/fetch.py` puts them here.
+TEST_DATA = _fetcher.data_dir()
+DATA_FILES = _fetcher.manifest()  # {relative path: SHA-256}
+_checked = set()
+
+
+def data_file(relative: str) -> pathlib.Path:
+    """One file of the test data, checked against tests/data/SHA256SUMS. Missing or different: the test fails."""
+    path = TEST_DATA / relative
+    if relative not in _checked:
+        if relative not in DATA_FILES:
+            pytest.fail(f"{relative} is not listed in tests/data/SHA256SUMS")
+        if not path.is_file():
+            pytest.fail(f"test data {relative} is missing from {TEST_DATA}: run `python tests/data/fetch.py` "
+                        "(tests/data/README.md)")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != DATA_FILES[relative]:
+            pytest.fail(f"test data {path} differs from tests/data/SHA256SUMS: rerun `python tests/data/fetch.py`")
+        _checked.add(relative)
+    return path
+
+
+def data_files(folder: str, suffix: str = "") -> list:
+    """The relative paths of the test data in `folder` (not below it) whose names end with `suffix`."""
+    return [p for p in DATA_FILES if p.rsplit("/", 1)[0] == folder and p.endswith(suffix)]
 
 
 def bf16_from_f32(x: np.ndarray) -> np.ndarray:
@@ -53,10 +89,3 @@ def make_weights(dtype: str, shape, seed: int = 0, sigma: float = 0.02, specials
 
 def as_bits(a: np.ndarray) -> np.ndarray:
     return a.view({2: np.uint16, 4: np.uint32}[a.dtype.itemsize])
-
-
-@pytest.fixture
-def shared_data():
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not present in this checkout")
-    return SHARED_DATA

@@ -19,6 +19,7 @@ pytest.importorskip("safetensors")
 gguf = pytest.importorskip("gguf")
 
 import zipmoe  # noqa: E402
+from conftest import data_file  # noqa: E402
 from tiny_models import TINY_ARCHITECTURES, make_tiny_gguf, make_tiny_model  # noqa: E402
 from zipmoe.convert import registry  # noqa: E402
 
@@ -278,9 +279,9 @@ def test_generic_gguf(tiny_gguf, tmp_path):
 
 
 @pytest.mark.parametrize("vocab", ["qwen2", "llama-spm"])
-def test_real_tokenizer_gguf_metadata_survives_exactly(vocab, shared_data, tmp_path):
+def test_real_tokenizer_gguf_metadata_survives_exactly(vocab, tmp_path):
     """llama.cpp's vocabulary GGUFs (tokens, scores, merges, types; no tensors) come back byte for byte."""
-    src = shared_data / "tokenizers" / f"ggml-vocab-{vocab}.gguf"
+    src = data_file(f"tokenizers/ggml-vocab-{vocab}.gguf")
     zipmoe.convert(src, tmp_path / "v.zmoe", generic=True)
     with zipmoe.open_container(tmp_path / "v.zmoe") as c:
         tokenizer = c.metadata["tokenizer"]["gguf"]

@@ -6,7 +6,7 @@ package. It runs when one of these is set, and is skipped otherwise:
   ZIPMOE_LLAMA_CPP_DIR    a llama.cpp source folder (with convert_hf_to_gguf.py, conversion/, gguf-py/)
   ZIPMOE_LLAMA_CPP_SDIST  the llama_cpp_python-*.tar.gz source package
   ZIPMOE_FETCH_LLAMA_CPP=1  download that package with pip (cached in ~/.cache/zipmoe)
-The tokenizer comes from ../shared/data/tokenizers/ggml-vocab-gpt-2.gguf.
+The tokenizer is the test data's tokenizers/ggml-vocab-gpt-2.gguf (tests/data/README.md).
 """
 
 import glob
@@ -26,7 +26,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 import zipmoe  # noqa: E402
-from conftest import SHARED_DATA  # noqa: E402
+from conftest import data_file  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
 from zipmoe.convert import registry  # noqa: E402
 
@@ -61,9 +61,11 @@ def llama_cpp(tmp_path_factory):
         elif os.environ.get("ZIPMOE_FETCH_LLAMA_CPP") == "1":
             CACHE.mkdir(parents=True, exist_ok=True)
             # pip prepares the sdist's metadata in an isolated build environment (it needs scikit-build-core,
-            # which the test venv does not have); the version is pinned so CI runs the converter it was checked with.
-            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                                   f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(CACHE)],
+            # which the test venv does not have; binary build tools, or pip would build cmake from source); the
+            # version is pinned so CI runs the converter it was checked with.
+            done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                                   "llama-cpp-python", f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d",
+                                   str(CACHE)],
                                   capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
                 pytest.fail(f"pip download of llama-cpp-python failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -76,9 +78,7 @@ def llama_cpp(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    vocab = SHARED_DATA / "tokenizers" / "ggml-vocab-gpt-2.gguf"
-    if not vocab.exists():
-        pytest.skip("../shared/data/tokenizers is not present")
+    vocab = data_file("tokenizers/ggml-vocab-gpt-2.gguf")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(vocab.parent), gguf_file=vocab.name)

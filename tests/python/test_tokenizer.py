@@ -1,9 +1,9 @@
 """zipmoe.Tokenizer against llama.cpp's test vectors and Hugging Face tokenizers.
 
-Data (../shared/data, see its README): vocabulary-only GGUF files of Qwen2,
-GPT-2, Llama 3 (llama-bpe), Llama 2 SentencePiece (llama-spm) and DeepSeek LLM
-with llama.cpp's .inp/.out vectors, and the Shakespeare corpus. Tests that need
-them skip when ../shared/data is absent; nothing is copied into the repository.
+Data (tests/data/README.md; `python tests/data/fetch.py` fetches it): vocabulary-only
+GGUF files of Qwen2, GPT-2, Llama 3 (llama-bpe), Llama 2 SentencePiece (llama-spm)
+and DeepSeek LLM with llama.cpp's .inp/.out vectors, and the Shakespeare corpus.
+A missing or altered file fails the tests that read it.
 
 The Hugging Face reference of a vocabulary GGUF is what transformers builds
 from it (AutoTokenizer.from_pretrained(dir, gguf_file=...); the tests call
@@ -36,24 +36,21 @@ import unicodedata
 import pytest
 
 import zipmoe
-from conftest import SHARED_DATA
+from conftest import data_file, data_files
 
-TOKENIZERS = SHARED_DATA / "tokenizers"
-CORPUS = SHARED_DATA / "corpus" / "shakespeare"
 VOCABS = ["qwen2", "gpt-2", "llama-bpe", "llama-spm", "deepseek-llm"]
 METASPACE = "\u2581"
 
-needs_data = pytest.mark.skipif(not TOKENIZERS.is_dir(), reason="../shared/data is not present in this checkout")
-
 
 def gguf_path(name: str) -> pathlib.Path:
-    return TOKENIZERS / f"ggml-vocab-{name}.gguf"
+    return data_file(f"tokenizers/ggml-vocab-{name}.gguf")
 
 
 def vectors(name: str):
     """(text, ids) pairs of llama.cpp's test vectors (no BOS, no special-token parsing)."""
-    inputs = (TOKENIZERS / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
-    outputs = (TOKENIZERS / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
+    inputs = data_file(f"tokenizers/ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8")
+    inputs = inputs.split("\n__ggml_vocab_test__\n")
+    outputs = data_file(f"tokenizers/ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
     pairs = [(text, [int(x) for x in ids.split()]) for text, ids in zip(inputs, outputs)]
     return pairs[:-1]  # the last chunk/line is an artefact of the trailing separator
 
@@ -61,17 +58,13 @@ def vectors(name: str):
 def corpus_lines(step: int = 8) -> list:
     """Every step-th line of the Shakespeare corpus (all plays, in file order), as written."""
     lines = []
-    for path in sorted(CORPUS.glob("*.txt")):
-        if path.name.startswith("COPYING"):
-            continue
-        lines.extend(path.read_text(encoding="utf-8").split("\n"))
+    for path in sorted(data_files("corpus/shakespeare", "_gut.txt")):
+        lines.extend(data_file(path).read_text(encoding="utf-8").split("\n"))
     return lines[::step]
 
 
 @pytest.fixture(scope="module")
 def zipmoe_tokenizers():
-    if not TOKENIZERS.is_dir():
-        pytest.skip("../shared/data is not present in this checkout")
     return {name: zipmoe.Tokenizer.from_gguf(gguf_path(name)) for name in VOCABS}
 
 
@@ -107,8 +100,8 @@ class Reference:
         transformers = pytest.importorskip("transformers")
         tokenizers = pytest.importorskip("tokenizers")
         self.name = name
-        self.imported = transformers.PreTrainedTokenizerFast.from_pretrained(str(TOKENIZERS),
-                                                                            gguf_file=gguf_path(name).name)
+        path = gguf_path(name)
+        self.imported = transformers.PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
         backend = tokenizers.Tokenizer.from_str(self.imported.backend_tokenizer.to_str())
         if name == "llama-bpe":
             spec = json.loads(backend.to_str())
@@ -134,18 +127,16 @@ _REFERENCES = {}
 
 
 def reference(name: str) -> Reference:
-    if not TOKENIZERS.is_dir():
-        pytest.skip("../shared/data is not present in this checkout")
     if name not in _REFERENCES:
         _REFERENCES[name] = Reference(name)
     return _REFERENCES[name]
 
 
-@needs_data
 def test_fast_import_is_autotokenizer_import():
     transformers = pytest.importorskip("transformers")
     name = "llama-spm"  # the quickest to import
-    auto = transformers.AutoTokenizer.from_pretrained(str(TOKENIZERS), gguf_file=gguf_path(name).name)
+    path = gguf_path(name)
+    auto = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     imported = reference(name).imported
     assert json.loads(auto.backend_tokenizer.to_str()) == json.loads(imported.backend_tokenizer.to_str())
     assert (auto.bos_token_id, auto.eos_token_id) == (imported.bos_token_id, imported.eos_token_id)
@@ -153,7 +144,6 @@ def test_fast_import_is_autotokenizer_import():
 
 # ---- llama.cpp's vectors ---------------------------------------------------------------------------
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_llama_cpp_vectors(zipmoe_tokenizers, name):
     tok = zipmoe_tokenizers[name]
@@ -164,7 +154,6 @@ def test_llama_cpp_vectors(zipmoe_tokenizers, name):
     assert not mismatches, mismatches[:3]
 
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_hf_reference_matches_llama_cpp_vectors(name):
     ref = reference(name)
@@ -175,7 +164,6 @@ def test_hf_reference_matches_llama_cpp_vectors(name):
 
 # ---- Shakespeare parity with Hugging Face ------------------------------------------------------
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_corpus_parity_with_hugging_face(zipmoe_tokenizers, name):
     lines = corpus_lines()
@@ -199,7 +187,6 @@ SPECIALS = {
 }
 
 
-@needs_data
 @pytest.mark.parametrize("name", sorted(SPECIALS))
 def test_special_tokens_match_hugging_face(zipmoe_tokenizers, name):
     tok = zipmoe_tokenizers[name]
@@ -216,7 +203,6 @@ def test_special_tokens_match_hugging_face(zipmoe_tokenizers, name):
         assert tok.decode(ids, skip_special_tokens=True) == backend.decode(ids, skip_special_tokens=True)
 
 
-@needs_data
 def test_special_token_parsing_is_opt_in(zipmoe_tokenizers):
     qwen = zipmoe_tokenizers["qwen2"]
     im_start = qwen.token_to_id("<|im_start|>")
@@ -233,7 +219,6 @@ def test_special_token_parsing_is_opt_in(zipmoe_tokenizers):
     assert deepseek.encode("<｜begin▁of▁sentence｜>", add_special_tokens=False, parse_special=True) == [100000]
 
 
-@needs_data
 def test_bos_eos_rules(zipmoe_tokenizers):
     t = zipmoe_tokenizers
     # SentencePiece and DeepSeek LLM say add_bos_token; Llama 3 adds BOS by llama.cpp's default.
@@ -255,7 +240,6 @@ STREAM_TEXTS = ["Hello, world! 😀👍🏽 naïve café — 中文 한국어 ½
                 "Ελληνικά και Русский", "a\u0301\u0308 e\u0301"]
 
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_stream_decoder(zipmoe_tokenizers, name):
     tok = zipmoe_tokenizers[name]
@@ -280,7 +264,6 @@ def test_stream_decoder(zipmoe_tokenizers, name):
         assert tok.decode_bytes(cut[:-1]) == "€".encode()[:len(tok.decode_bytes(cut[:-1]))]
 
 
-@needs_data
 def test_stream_decoder_continuing_a_prompt(zipmoe_tokenizers):
     spm = zipmoe_tokenizers["llama-spm"]
     ids = spm.encode("Hello world", add_special_tokens=False)
@@ -291,7 +274,6 @@ def test_stream_decoder_continuing_a_prompt(zipmoe_tokenizers):
     assert stream.feed([1] + ids) + stream.flush() == "Hello world"
 
 
-@needs_data
 def test_decode_edge_cases(zipmoe_tokenizers):
     tok = zipmoe_tokenizers["qwen2"]
     assert tok.decode([]) == ""
@@ -314,7 +296,6 @@ def test_decode_edge_cases(zipmoe_tokenizers):
     assert tok.decode(tok.encode(long_text)) == long_text
 
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_any_bytes_round_trip(zipmoe_tokenizers, name):
     """Bytes that are not UTF-8 are encoded too and decode_bytes gives them back, except in
@@ -335,8 +316,6 @@ def test_any_bytes_round_trip(zipmoe_tokenizers, name):
 @pytest.fixture(scope="module")
 def saved_folders(tmp_path_factory):
     """transformers' save_pretrained of each imported vocabulary, plus the corrected references."""
-    if not TOKENIZERS.is_dir():
-        pytest.skip("../shared/data is not present in this checkout")
     root = tmp_path_factory.mktemp("tokenizers")
     folders = {}
     for name in VOCABS:
@@ -349,7 +328,6 @@ def saved_folders(tmp_path_factory):
     return folders
 
 
-@needs_data
 @pytest.mark.parametrize("name", VOCABS)
 def test_from_file_matches_hugging_face(saved_folders, name):
     tokenizers = pytest.importorskip("tokenizers")
@@ -371,7 +349,6 @@ def test_from_file_matches_hugging_face(saved_folders, name):
         assert (tok.bos_id, tok.eos_id) == (imported.bos_token_id, imported.eos_token_id)
 
 
-@needs_data
 def test_from_metadata(saved_folders):
     from zipmoe.convert.gguf_format import read_gguf
 
@@ -397,7 +374,6 @@ def test_from_metadata(saved_folders):
         zipmoe.Tokenizer.from_metadata({"tokenizer": {"tokenizer_json": None, "tokenizer_config": None, "gguf": None}})
 
 
-@needs_data
 def test_nfc_normalizer(saved_folders):
     """Qwen2's own tokenizer.json asks for NFC; a decomposed input then tokenizes like the composed one."""
     tokenizers = pytest.importorskip("tokenizers")
@@ -416,7 +392,6 @@ def test_nfc_normalizer(saved_folders):
 
 # ---- errors ---------------------------------------------------------------------------------------------
 
-@needs_data
 def test_corrupt_gguf(tmp_path):
     data = gguf_path("gpt-2").read_bytes()
     for size in (0, 3, 8, 20, 100, 5000, len(data) // 2, len(data) - 1):
@@ -449,7 +424,6 @@ def test_corrupt_gguf(tmp_path):
         zipmoe.Tokenizer.from_gguf(path)
 
 
-@needs_data
 def test_corrupt_tokenizer_json(saved_folders, tmp_path):
     folder, _ = saved_folders["gpt-2"]
     text = (folder / "tokenizer.json").read_text(encoding="utf-8")

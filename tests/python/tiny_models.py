@@ -36,7 +36,7 @@ _MLA = dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
             first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=4, qk_nope_head_dim=8,
             v_head_dim=8, n_group=1, topk_group=1, num_key_value_heads=4)
 
-# Per-family keys (see ../shared/ASSETS.md); every MoE has 4 experts, 2 per token.
+# Per-family keys (each transformers config names the MoE sizes its own way); every MoE has 4 experts, 2 per token.
 TINY_CONFIGS = {
     "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
                       shared_expert_intermediate_size=24),

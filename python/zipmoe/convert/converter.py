@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _core
+from .._names import CODECS  # lz4hc (the ZipMoE paper's exponent codec) needs a zipmoe built with liblz4
 from . import registry, views
 from .fileio import NUMPY_STORAGE, format_error, io_error
 from .gguf_config import detect_architecture, synthesize_config
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
 
-# lz4hc (the ZipMoE paper's exponent codec) needs a zipmoe built with liblz4.
-CODECS = ("auto", "huffman", "rans", "raw", "lz4hc")
 FORMAT_VERSION = 1
 # Bytes of source tensors the reader may hold beyond the one being converted.
 READ_AHEAD_BYTES = 256 * 1024 * 1024
