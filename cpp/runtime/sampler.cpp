@@ -1,5 +1,5 @@
 // Token sampling (include/zipmoe/sampler.h).
-#include "model/sampler.h"
+#include "runtime/sampler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -73,7 +73,7 @@ void validate_sampler_options(const SamplerOptions& o) {
   }
 }
 
-namespace sampling {
+namespace runtime {
 
 std::size_t first_invalid_logit(const float* logits, std::size_t vocab) {
   for (std::size_t i = 0; i < vocab; ++i) {
@@ -114,7 +114,7 @@ std::int32_t argmax_token(const float* logits, std::size_t vocab) {
   return best;
 }
 
-}  // namespace sampling
+}  // namespace runtime
 
 Sampler::Sampler(const SamplerOptions& options) : options_(options), random_(options.seed) {
   validate_sampler_options(options_);
@@ -143,7 +143,7 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
     throw InvalidArgumentError("vocabulary too large to sample from: " + std::to_string(vocab));
   }
   if (!logits || (history_count && !history)) throw InvalidArgumentError("logits or history is null");
-  const std::size_t invalid = sampling::first_invalid_logit(logits, vocab);
+  const std::size_t invalid = runtime::first_invalid_logit(logits, vocab);
   if (invalid != vocab) {
     throw InvalidArgumentError("logits[" + std::to_string(invalid) + "] is " + float_text(logits[invalid]) +
                                "; cannot sample (NaN or +inf logits usually mean the model's weights or "
@@ -163,10 +163,10 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
 
   adjusted_.assign(logits, logits + vocab);
   float* adjusted = adjusted_.data();
-  sampling::apply_penalties(adjusted, vocab, window, window_count, options_.repetition_penalty,
+  runtime::apply_penalties(adjusted, vocab, window, window_count, options_.repetition_penalty,
                             options_.presence_penalty, seen_);
 
-  const std::int32_t best = sampling::argmax_token(adjusted, vocab);
+  const std::int32_t best = runtime::argmax_token(adjusted, vocab);
   if (best < 0) throw InvalidArgumentError("every logit is -inf; there is no token to sample");
   if (options_.temperature == 0.0f || options_.top_k == 1) return best;
 
@@ -177,7 +177,7 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
     if (adjusted[i] != kMinusInfinity) order_.push_back(static_cast<std::int32_t>(i));
   }
   const std::size_t finite = order_.size();
-  const sampling::RankByLogit rank{adjusted};
+  const runtime::RankByLogit rank{adjusted};
 
   // Unnormalized probability after the temperature (1 for the best token),
   // computed only for the tokens a step needs unless a step needs them all.
