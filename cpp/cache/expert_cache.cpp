@@ -69,15 +69,14 @@ void fit_storage(const std::uint64_t bytes[2], const std::uint64_t nanoseconds[2
 // ---------------------------------------------------------------------------
 // Set-up
 
-Status ExpertCache::create(const ContainerReader* reader, const model::ModelConfig& config, ThreadPool* pool,
+Status ExpertCache::create(const ContainerReader* reader, const ExpertShapes& shapes, ThreadPool* pool,
                            MemoryLedger* ledger, Isa isa, std::unique_ptr<ExpertCache>* out) {
   std::unique_ptr<ExpertCache> cache(new ExpertCache());
   cache->reader_ = reader;
-  cache->config_ = &config;
   cache->pool_ = pool;
   cache->ledger_ = ledger;
   cache->isa_ = isa;
-  ZIPMOE_RETURN_IF_ERROR(build_expert_table(*reader, config, &cache->table_));
+  ZIPMOE_RETURN_IF_ERROR(build_expert_table(*reader, shapes, &cache->table_));
   const ExpertTable& t = cache->table_;
   cache->experts_.resize(t.experts.size());
   cache->costs_.resize(t.experts.size());
@@ -166,7 +165,7 @@ Status ExpertCache::start(const CacheOptions& options) {
   std::vector<double> prior(table_.experts.size(), double(k) / double(std::max<std::size_t>(E, 1)));
   double prior_weight = 16;
   if (options.prior) {
-    ZIPMOE_RETURN_IF_ERROR(options.prior->check_compatible(config_->num_layers, table_.moe_layers, E));
+    ZIPMOE_RETURN_IF_ERROR(options.prior->check_compatible(table_.moe_index_of_layer.size(), table_.moe_layers, E));
     for (std::size_t m = 0; m < groups; ++m) {
       for (std::size_t e = 0; e < E; ++e) prior[table_.id(m, e)] = options.prior->probability(m, e);
     }
@@ -691,20 +690,6 @@ void ExpertCache::recycle_delivered() {
   start_waiting_fetches();
 }
 
-model::ExpertWeights ExpertCache::weights_from(std::size_t expert, const std::uint8_t* decoded) const {
-  const ExpertLayout& x = table_.experts[expert];
-  model::ExpertWeights w;
-  kernels::WeightMatrix* matrices[kProjections] = {&w.gate, &w.up, &w.down};
-  for (int j = 0; j < kProjections; ++j) {
-    const ProjectionLayout& p = x.projections[j];
-    matrices[j]->data = decoded + p.decoded_offset;
-    matrices[j]->dtype = p.tensor->dtype;
-    matrices[j]->rows = static_cast<std::size_t>(p.tensor->shape[0]);
-    matrices[j]->cols = static_cast<std::size_t>(p.tensor->shape[1]);
-  }
-  return w;
-}
-
 void ExpertCache::on_read_done(const sched::ReadRequest& read, const sched::ReadResult& result) {
   std::lock_guard<std::mutex> lock(mutex_);
   const int f = static_cast<int>(read.tag & 0xffffffffu);
@@ -771,7 +756,7 @@ void ExpertCache::prefetch(std::uint32_t layer, const std::uint32_t* experts, st
   start_waiting_fetches();
 }
 
-Status ExpertCache::acquire(model::ExpertRequest* request) {
+Status ExpertCache::acquire(ExpertRequest* request) {
   if (request->active) return Status::InvalidArgument("expert request acquired twice without release");
   if (!started_) return Status::Internal("expert cache used before start()");
   const std::uint32_t layer = request->layer;
@@ -916,7 +901,7 @@ Status ExpertCache::decode_projection(int f, int j, std::uint64_t* nanoseconds) 
   return status;
 }
 
-Status ExpertCache::wait_ready(model::ExpertRequest* request, std::uint32_t* ready, std::size_t* count) {
+Status ExpertCache::wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) {
   *count = 0;
   if (!request->active || request != request_) {
     return Status::InvalidArgument("wait_ready on an expert request that is not acquired");
@@ -936,12 +921,12 @@ Status ExpertCache::wait_ready(model::ExpertRequest* request, std::uint32_t* rea
       const int f = request_fetch_[i];
       const std::size_t id = request_ids_[i];
       if (f < 0) {
-        request->weights[i] = weights_from(id, decoded_[experts_[id].decoded].data());
+        request->weights[i] = expert_weights(table_.experts[id], decoded_[experts_[id].decoded].data());
       } else {
         const Fetch& fe = fetches_[f];
         if (fe.decoded_count < kProjections || !fe.admitted) continue;
         const int b = fe.buffer >= 0 ? fe.buffer : experts_[id].decoded;
-        request->weights[i] = weights_from(id, decoded_[b].data());
+        request->weights[i] = expert_weights(table_.experts[id], decoded_[b].data());
         delivered_group_.push_back(f);
       }
       request->delivered[i] = 1;
@@ -1045,7 +1030,7 @@ Status ExpertCache::wait_ready(model::ExpertRequest* request, std::uint32_t* rea
   }
 }
 
-void ExpertCache::release(model::ExpertRequest* request) {
+void ExpertCache::release(ExpertRequest* request) {
   std::lock_guard<std::mutex> lock(mutex_);
   recycle_delivered();
   for (std::size_t i = 0; i < request_fetch_.size(); ++i) {

@@ -65,13 +65,12 @@
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
 #include "cache/tiers.h"
+#include "cache/expert_provider.h"
 #include "common/memory_ledger.h"
-#include "model/config.h"
-#include "model/expert_provider.h"
 #include "sched/chunk_source.h"
 #include "sched/io_queue.h"
+#include "zipmoe/cache.h"
 #include "zipmoe/container.h"
-#include "zipmoe/model.h"
 #include "zipmoe/thread_pool.h"
 
 namespace zipmoe::cache {
@@ -90,12 +89,12 @@ struct CacheOptions {
   int io_threads = 2;            // reader threads of the I/O queue
 };
 
-class ExpertCache final : public model::ExpertProvider {
+class ExpertCache final : public ExpertProvider {
  public:
   // Finds every expert in `reader` (FormatError status for a missing or
   // misshapen one). Allocates nothing: call start() next. All pointers must
   // outlive the cache.
-  static Status create(const ContainerReader* reader, const model::ModelConfig& config, ThreadPool* pool,
+  static Status create(const ContainerReader* reader, const ExpertShapes& shapes, ThreadPool* pool,
                        MemoryLedger* ledger, Isa isa, std::unique_ptr<ExpertCache>* out);
   ~ExpertCache() override;
 
@@ -109,9 +108,9 @@ class ExpertCache final : public model::ExpertProvider {
 
   // ExpertProvider
   void prefetch(std::uint32_t layer, const std::uint32_t* experts, std::size_t count) override;
-  Status acquire(model::ExpertRequest* request) override;
-  Status wait_ready(model::ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
-  void release(model::ExpertRequest* request) override;
+  Status acquire(ExpertRequest* request) override;
+  Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
+  void release(ExpertRequest* request) override;
   std::uint64_t resident_bytes() const override;
   bool wants_prefetch() const override { return started_ && options_.prefetch; }
   void collect_stats(ExpertCacheStats* out) const override;
@@ -177,7 +176,6 @@ class ExpertCache final : public model::ExpertProvider {
   std::uint64_t bytes_in(std::size_t expert, ExpertTier tier) const;
   void recycle_delivered();
   void on_read_done(const sched::ReadRequest& read, const sched::ReadResult& result);
-  model::ExpertWeights weights_from(std::size_t expert, const std::uint8_t* decoded) const;
 
   // Decodes projection j of fetch f (called without mutex_).
   Status decode_projection(int f, int j, std::uint64_t* nanoseconds);
@@ -189,7 +187,6 @@ class ExpertCache final : public model::ExpertProvider {
   Status measure(CostModel* model);
 
   const ContainerReader* reader_ = nullptr;
-  const model::ModelConfig* config_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
   Isa isa_ = Isa::kScalar;
@@ -225,7 +222,7 @@ class ExpertCache final : public model::ExpertProvider {
   std::uint64_t next_tag_ = 1;
 
   // The request between acquire and release.
-  model::ExpertRequest* request_ = nullptr;
+  ExpertRequest* request_ = nullptr;
   std::vector<int> request_fetch_;       // per request index: fetch, or -1 (FULL at acquire)
   std::vector<std::size_t> request_ids_;
   std::vector<int> delivered_group_;     // fetches delivered by the last wait_ready

@@ -17,17 +17,17 @@ std::size_t align_to(std::size_t value, std::size_t alignment) {
 
 }  // namespace
 
-Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table) {
+Status build_expert_table(const ContainerReader& reader, const ExpertShapes& shapes, ExpertTable* table) {
   ExpertTable t;
-  t.num_experts = config.num_experts;
-  t.experts_per_token = config.experts_per_token;
-  t.moe_index_of_layer.assign(config.num_layers, -1);
-  for (std::uint32_t layer = 0; layer < config.num_layers; ++layer) {
-    if (!config.is_moe_layer(layer)) continue;
+  t.num_experts = shapes.num_experts;
+  t.experts_per_token = shapes.experts_per_token;
+  t.moe_index_of_layer.assign(shapes.num_layers, -1);
+  for (std::uint32_t layer : shapes.moe_layers) {
+    if (layer >= shapes.num_layers) return Status::InvalidArgument("MoE layer " + std::to_string(layer) + " does not exist");
     t.moe_index_of_layer[layer] = static_cast<std::int32_t>(t.moe_layers.size());
     t.moe_layers.push_back(layer);
   }
-  const std::uint64_t hidden = config.hidden_size, inner = config.expert_intermediate_size;
+  const std::uint64_t hidden = shapes.hidden_size, inner = shapes.intermediate_size;
   const std::vector<ChunkInfo>& chunks = reader.chunks();
   t.experts.resize(t.moe_layers.size() * t.num_experts);
   for (std::uint32_t m = 0; m < t.moe_layers.size(); ++m) {
@@ -81,6 +81,19 @@ Status build_expert_table(const ContainerReader& reader, const model::ModelConfi
   }
   *table = std::move(t);
   return Status::Ok();
+}
+
+ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block) {
+  ExpertWeights w;
+  kernels::WeightMatrix* matrices[kProjections] = {&w.gate, &w.up, &w.down};
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projections[j];
+    matrices[j]->data = block + p.decoded_offset;
+    matrices[j]->dtype = p.tensor->dtype;
+    matrices[j]->rows = static_cast<std::size_t>(p.tensor->shape[0]);
+    matrices[j]->cols = static_cast<std::size_t>(p.tensor->shape[1]);
+  }
+  return w;
 }
 
 }  // namespace zipmoe::cache

@@ -21,8 +21,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache/expert_provider.h"
 #include "common/status.h"
-#include "model/config.h"
 #include "zipmoe/container.h"
 
 namespace zipmoe::cache {
@@ -72,8 +72,11 @@ struct ExpertTable {
   std::size_t id(std::uint32_t moe_index, std::uint32_t expert) const { return moe_index * num_experts + expert; }
 };
 
-// Finds every projection of every expert of `config`'s MoE layers in `reader`
-// and checks its shape (FormatError status naming the expert otherwise).
-Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table);
+// Finds every projection of every expert of `shapes` in `reader` and checks its
+// shape (FormatError status naming the expert otherwise).
+Status build_expert_table(const ContainerReader& reader, const ExpertShapes& shapes, ExpertTable* table);
+
+// The weights of expert `x` decoded into `block` (laid out as x's decoded block).
+ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block);
 
 }  // namespace zipmoe::cache

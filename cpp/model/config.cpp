@@ -493,6 +493,19 @@ std::size_t ModelConfig::num_moe_layers() const {
   return n;
 }
 
+cache::ExpertShapes expert_shapes(const ModelConfig& config) {
+  cache::ExpertShapes shapes;
+  shapes.num_layers = config.num_layers;
+  for (std::uint32_t layer = 0; layer < config.num_layers; ++layer) {
+    if (config.is_moe_layer(layer)) shapes.moe_layers.push_back(layer);
+  }
+  shapes.num_experts = config.num_experts;
+  shapes.experts_per_token = config.experts_per_token;
+  shapes.hidden_size = config.hidden_size;
+  shapes.intermediate_size = config.expert_intermediate_size;
+  return shapes;
+}
+
 Status parse_model_config(const json::Value& metadata, ModelConfig* config) {
   if (!metadata.is_object()) return Status::Format("container metadata is not a JSON object");
   const json::Value* architecture = metadata.find("architecture");

@@ -80,7 +80,7 @@ Forward::~Forward() {
   if (ledger_ && workspace_charged_) ledger_->remove(MemoryCategory::kScratch, workspace_charged_);
 }
 
-Status Forward::init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts,
+Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts,
                      KvCache* cache, ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options) {
   config_ = &config;
   weights_ = &weights;
@@ -641,7 +641,7 @@ void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n)
       jobs_.clear();
       for (std::size_t r = 0; r < ready; ++r) {
         const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-        const ExpertWeights& w = request_.weights[i];
+        const cache::ExpertWeights& w = request_.weights[i];
         const float* x = gathered ? moe_in_ + row * H : xn_;
         jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
         jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));

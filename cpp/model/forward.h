@@ -28,12 +28,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache/expert_provider.h"
 #include "cache/routing_profile.h"
 #include "common/memory_ledger.h"
 #include "common/status.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
-#include "model/expert_provider.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "zipmoe/thread_pool.h"
@@ -59,7 +59,7 @@ class Forward {
 
   // Allocates every buffer (charged to the ledger as kScratch). The referenced
   // objects must outlive this one.
-  Status init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts, KvCache* cache,
+  Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts, KvCache* cache,
               ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
 
   // Runs tokens[0, n) (1 <= n <= batch, ids < vocab) at positions
@@ -103,7 +103,7 @@ class Forward {
 
   const ModelConfig* config_ = nullptr;
   const ModelWeights* weights_ = nullptr;
-  ExpertProvider* experts_ = nullptr;
+  cache::ExpertProvider* experts_ = nullptr;
   KvCache* cache_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
@@ -156,7 +156,7 @@ class Forward {
   std::vector<std::uint32_t> ahead_tokens_;   // per expert id
   std::vector<std::uint32_t> ahead_experts_;  // the guess, most tokens first
   std::vector<std::int32_t> topk_scratch_;
-  ExpertRequest request_;
+  cache::ExpertRequest request_;
   std::vector<kernels::LinearJob> jobs_;
   kernels::AttentionParams attention_params_;
 };

@@ -9,11 +9,11 @@
 #include <string>
 
 #include "cache/expert_cache.h"
+#include "cache/resident_experts.h"
 #include "cache/routing_profile.h"
 #include "common/cpu_features.h"
 #include "common/memory_ledger.h"
 #include "model/config.h"
-#include "model/expert_provider.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -52,7 +52,7 @@ struct Model::Impl {
   model::ModelConfig config;
   model::DenseWeightStore dense;
   model::ModelWeights weights;
-  std::unique_ptr<model::ExpertProvider> experts;
+  std::unique_ptr<cache::ExpertProvider> experts;
   std::unique_ptr<cache::RoutingProfile> routing;  // gathered online by the forward pass
   std::unique_ptr<cache::RoutingProfile> prior;    // ModelOptions::routing_profile
   model::KvCache cache;
@@ -126,10 +126,8 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   m.reader = std::make_unique<ContainerReader>(ContainerReader::open(path, load_mode));
   throw_if_error(model::parse_model_config(m.reader->metadata(), &m.config).with_context(path));
   const model::ModelConfig& c = m.config;
-  std::vector<std::uint32_t> moe_layers;
-  for (std::uint32_t layer = 0; layer < c.num_layers; ++layer) {
-    if (c.is_moe_layer(layer)) moe_layers.push_back(layer);
-  }
+  const cache::ExpertShapes shapes = model::expert_shapes(c);
+  const std::vector<std::uint32_t>& moe_layers = shapes.moe_layers;
   m.routing = std::make_unique<cache::RoutingProfile>(c.family->name, c.num_layers, moe_layers, c.num_experts,
                                                       c.experts_per_token);
   if (!options.routing_profile.empty()) {
@@ -149,13 +147,13 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   if (c.num_moe_layers() > 0 && c.num_experts > 0) {
     if (streaming) {
       std::unique_ptr<cache::ExpertCache> cache;
-      throw_if_error(cache::ExpertCache::create(m.reader.get(), c, m.pool.get(), &m.ledger, m.isa, &cache));
+      throw_if_error(cache::ExpertCache::create(m.reader.get(), shapes, m.pool.get(), &m.ledger, m.isa, &cache));
       expert_cache = cache.get();
       m.experts = std::move(cache);
     } else {
-      std::unique_ptr<model::ResidentExpertProvider> resident;
+      std::unique_ptr<cache::ResidentExpertProvider> resident;
       throw_if_error(
-          model::ResidentExpertProvider::create(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &resident));
+          cache::ResidentExpertProvider::create(*m.reader, shapes, m.pool.get(), &m.ledger, m.isa, &resident));
       m.experts = std::move(resident);
     }
   }

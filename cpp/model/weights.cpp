@@ -6,7 +6,7 @@
 #include <unordered_map>
 
 #include "kernels/kernels.h"
-#include "model/status_util.h"
+#include "common/status_util.h"
 
 namespace zipmoe::model {
 

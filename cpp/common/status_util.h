@@ -8,7 +8,7 @@
 #include "common/status.h"
 #include "zipmoe/error.h"
 
-namespace zipmoe::model {
+namespace zipmoe {
 
 // Runs fn() and turns a zipmoe::Error (or bad_alloc) it throws into the matching
 // Status, so that code returning Status can call the throwing public API.
@@ -36,4 +36,4 @@ Status capture_errors(Fn&& fn) {
   }
 }
 
-}  // namespace zipmoe::model
+}  // namespace zipmoe
