@@ -18,16 +18,6 @@ std::uint64_t nanoseconds_since(Clock::time_point start) {
   return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
 }
 
-Status status_of(const std::exception& e) {
-  if (dynamic_cast<const ChecksumError*>(&e)) return Status::Checksum(e.what());
-  if (dynamic_cast<const FormatError*>(&e)) return Status::Format(e.what());
-  if (dynamic_cast<const IoError*>(&e)) return Status::Io(e.what());
-  if (dynamic_cast<const InvalidArgumentError*>(&e)) return Status::InvalidArgument(e.what());
-  if (dynamic_cast<const BudgetError*>(&e)) return Status::Budget(e.what());
-  if (dynamic_cast<const std::bad_alloc*>(&e)) return Status::Budget("out of memory decoding an expert");
-  return Status::Internal(e.what());
-}
-
 constexpr std::uint32_t kCookiePrefetch = 0x80;
 constexpr std::uint32_t kCookieSm = 0x40;
 
@@ -69,7 +59,7 @@ void fit_storage(const std::uint64_t bytes[2], const std::uint64_t nanoseconds[2
 // ---------------------------------------------------------------------------
 // Set-up
 
-Status ExpertCache::create(const ContainerReader* reader, const ExpertShapes& shapes, ThreadPool* pool,
+Status ExpertCache::create(const format::ContainerFile* reader, const ExpertShapes& shapes, ThreadPool* pool,
                            MemoryLedger* ledger, Isa isa, std::unique_ptr<ExpertCache>* out) {
   std::unique_ptr<ExpertCache> cache(new ExpertCache());
   cache->reader_ = reader;
@@ -231,14 +221,10 @@ Status ExpertCache::measure(CostModel* model) {
     std::uint64_t bytes = 0, nanoseconds = 0;
     for (int round = 0; round < 8 && (bytes < kMeasureMinimumBytes || nanoseconds < 20000000); ++round) {
       const auto start = Clock::now();
-      try {
-        for (const ProjectionLayout& p : x.projections) {
-          reader_->decode_chunks(*p.tensor, buffer + p.staging_exponent_offset, p.exponent_bytes,
-                                 buffer + p.staging_sm_offset, p.sm_bytes, out + p.decoded_offset, p.decoded_bytes,
-                                 pool_, isa_);
-        }
-      } catch (const std::exception& e) {
-        return status_of(e);
+      for (const ProjectionLayout& p : x.projections) {
+        ZIPMOE_RETURN_IF_ERROR(reader_->decode_chunks(*p.tensor, buffer + p.staging_exponent_offset, p.exponent_bytes,
+                                                      buffer + p.staging_sm_offset, p.sm_bytes,
+                                                      out + p.decoded_offset, p.decoded_bytes, pool_, isa_));
       }
       nanoseconds += nanoseconds_since(start);
       bytes += x.decoded_bytes;
@@ -271,14 +257,11 @@ Status ExpertCache::fill_planned(const TierPlan& plan) {
       decoded_.emplace_back();
       decoded_owner_.push_back(-2);
       ZIPMOE_RETURN_IF_ERROR(decoded_[b].allocate(ledger_, table_.max_decoded_block));
-      try {
-        for (const ProjectionLayout& p : x.projections) {
-          reader_->decode_chunks(*p.tensor, staging + p.staging_exponent_offset, p.exponent_bytes,
-                                 staging + p.staging_sm_offset, p.sm_bytes, decoded_[b].data() + p.decoded_offset,
-                                 p.decoded_bytes, pool_, isa_);
-        }
-      } catch (const std::exception& e) {
-        return status_of(e);
+      for (const ProjectionLayout& p : x.projections) {
+        ZIPMOE_RETURN_IF_ERROR(reader_->decode_chunks(*p.tensor, staging + p.staging_exponent_offset,
+                                                      p.exponent_bytes, staging + p.staging_sm_offset, p.sm_bytes,
+                                                      decoded_[b].data() + p.decoded_offset, p.decoded_bytes, pool_,
+                                                      isa_));
       }
       slot.decoded = b;
       ++full_count_;
@@ -891,12 +874,8 @@ Status ExpertCache::decode_projection(int f, int j, std::uint64_t* nanoseconds) 
   const std::uint8_t* sm = fe.read_sm ? staging + p.staging_sm_offset : slot.sm.data() + p.sm_offset;
   std::uint8_t* out = decoded_[fe.buffer].data() + p.decoded_offset;
   const auto start = Clock::now();
-  Status status;
-  try {
-    reader_->decode_chunks(*p.tensor, exponent, p.exponent_bytes, sm, p.sm_bytes, out, p.decoded_bytes, pool_, isa_);
-  } catch (const std::exception& e) {
-    status = status_of(e);
-  }
+  const Status status =
+      reader_->decode_chunks(*p.tensor, exponent, p.exponent_bytes, sm, p.sm_bytes, out, p.decoded_bytes, pool_, isa_);
   *nanoseconds = nanoseconds_since(start);
   return status;
 }

@@ -67,6 +67,7 @@
 #include "cache/tiers.h"
 #include "cache/expert_provider.h"
 #include "common/memory_ledger.h"
+#include "format/container_file.h"
 #include "sched/chunk_source.h"
 #include "sched/io_queue.h"
 #include "zipmoe/cache.h"
@@ -94,7 +95,7 @@ class ExpertCache final : public ExpertProvider {
   // Finds every expert in `reader` (FormatError status for a missing or
   // misshapen one). Allocates nothing: call start() next. All pointers must
   // outlive the cache.
-  static Status create(const ContainerReader* reader, const ExpertShapes& shapes, ThreadPool* pool,
+  static Status create(const format::ContainerFile* reader, const ExpertShapes& shapes, ThreadPool* pool,
                        MemoryLedger* ledger, Isa isa, std::unique_ptr<ExpertCache>* out);
   ~ExpertCache() override;
 
@@ -186,7 +187,7 @@ class ExpertCache final : public ExpertProvider {
   void replan();
   Status measure(CostModel* model);
 
-  const ContainerReader* reader_ = nullptr;
+  const format::ContainerFile* reader_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
   Isa isa_ = Isa::kScalar;

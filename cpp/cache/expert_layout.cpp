@@ -17,7 +17,7 @@ std::size_t align_to(std::size_t value, std::size_t alignment) {
 
 }  // namespace
 
-Status build_expert_table(const ContainerReader& reader, const ExpertShapes& shapes, ExpertTable* table) {
+Status build_expert_table(const format::ContainerFile& reader, const ExpertShapes& shapes, ExpertTable* table) {
   ExpertTable t;
   t.num_experts = shapes.num_experts;
   t.experts_per_token = shapes.experts_per_token;

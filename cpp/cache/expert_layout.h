@@ -23,6 +23,7 @@
 
 #include "cache/expert_provider.h"
 #include "common/status.h"
+#include "format/container_file.h"
 #include "zipmoe/container.h"
 
 namespace zipmoe::cache {
@@ -74,7 +75,7 @@ struct ExpertTable {
 
 // Finds every projection of every expert of `shapes` in `reader` and checks its
 // shape (FormatError status naming the expert otherwise).
-Status build_expert_table(const ContainerReader& reader, const ExpertShapes& shapes, ExpertTable* table);
+Status build_expert_table(const format::ContainerFile& reader, const ExpertShapes& shapes, ExpertTable* table);
 
 // The weights of expert `x` decoded into `block` (laid out as x's decoded block).
 ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block);

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "cache/expert_layout.h"
-#include "common/status_util.h"
+#include "common/parallel.h"
 
 namespace zipmoe::cache {
 
@@ -14,8 +14,8 @@ constexpr std::size_t kProjectionAlignment = 64;
 
 }  // namespace
 
-Status ResidentExpertProvider::create(const ContainerReader& reader, const ExpertShapes& shapes, ThreadPool* pool,
-                                      MemoryLedger* ledger, std::optional<Isa> isa,
+Status ResidentExpertProvider::create(const format::ContainerFile& reader, const ExpertShapes& shapes,
+                                      ThreadPool* pool, MemoryLedger* ledger, Isa isa,
                                       std::unique_ptr<ResidentExpertProvider>* out) {
   // Find and check every projection before allocating anything.
   ExpertTable table;
@@ -35,17 +35,15 @@ Status ResidentExpertProvider::create(const ContainerReader& reader, const Exper
   // One expert per task: nested decode calls run inline on the task's thread, so
   // every core decodes a different expert (experts are many and alike in size).
   ResidentExpertProvider* self = provider.get();
-  Status status = capture_errors([&] {
-    parallel_for(pool, table.experts.size(), [&](std::size_t i) {
-      const ExpertLayout& x = table.experts[i];
-      std::uint8_t* block = self->layers_[x.layer][x.expert].buffer.data();
-      for (const ProjectionLayout& p : x.projections) {
-        reader.decode_tensor(*p.tensor, block + p.decoded_offset, static_cast<std::size_t>(p.decoded_bytes), pool,
-                             isa);
-      }
-    });
-  });
-  ZIPMOE_RETURN_IF_ERROR(status);
+  ZIPMOE_RETURN_IF_ERROR(parallel_for_status(pool, table.experts.size(), [&](std::size_t i) {
+    const ExpertLayout& x = table.experts[i];
+    std::uint8_t* block = self->layers_[x.layer][x.expert].buffer.data();
+    for (const ProjectionLayout& p : x.projections) {
+      ZIPMOE_RETURN_IF_ERROR(reader.decode_tensor(*p.tensor, block + p.decoded_offset,
+                                                  static_cast<std::size_t>(p.decoded_bytes), pool, isa));
+    }
+    return Status::Ok();
+  }));
   *out = std::move(provider);
   return Status::Ok();
 }

@@ -6,13 +6,12 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include "cache/expert_provider.h"
 #include "common/memory_ledger.h"
 #include "common/status.h"
-#include "zipmoe/container.h"
+#include "format/container_file.h"
 #include "zipmoe/thread_pool.h"
 #include "zipmoe/types.h"
 
@@ -23,8 +22,8 @@ class ResidentExpertProvider final : public ExpertProvider {
   // Finds every expert projection of `shapes` in `reader` (FormatError status for
   // one that is missing or has the wrong shape), then decodes them all in
   // parallel on `pool`, into aligned RAM charged to `ledger` as kExperts.
-  static Status create(const ContainerReader& reader, const ExpertShapes& shapes, ThreadPool* pool,
-                       MemoryLedger* ledger, std::optional<Isa> isa, std::unique_ptr<ResidentExpertProvider>* out);
+  static Status create(const format::ContainerFile& reader, const ExpertShapes& shapes, ThreadPool* pool,
+                       MemoryLedger* ledger, Isa isa, std::unique_ptr<ResidentExpertProvider>* out);
 
   Status acquire(ExpertRequest* request) override;
   Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;

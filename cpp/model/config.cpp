@@ -215,6 +215,9 @@ Status parse_rope(const ConfigReader& c, ModelConfig* m, std::size_t rotary_head
     rope.config.scaling = kernels::RopeScaling::kLongRope;
     rope.config.factor = has_factor ? factor : static_cast<double>(m->max_position_embeddings) / original;
     rope.config.original_max_position_embeddings = original;
+    if (rope.config.factor > 1.0 && !(original > 1.0)) {
+      return r.bad("original_max_position_embeddings", "must be > 1 for longrope scaling with a factor above 1");
+    }
     ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "short_factor", rotary / 2, &rope.short_factors));
     ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "long_factor", rotary / 2, &rope.long_factors));
     ZIPMOE_RETURN_IF_ERROR(r.number_or("short_mscale", 0.0, &rope.short_mscale));

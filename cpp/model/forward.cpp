@@ -158,16 +158,18 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
     if (mscale > 0 && rope.attention_factor <= 0) rope.attention_factor = mscale;
   } else if (rope.scaling == kernels::RopeScaling::kNone && weights.rope_factors) {
     // GGUF llama 3: frequency factors stored as a tensor divide the base frequencies.
+    for (std::size_t i = 0; i < rotary / 2; ++i) {
+      if (!(weights.rope_factors[i] > 0)) {
+        return Status::Format("tensor rope_freqs.weight holds a frequency factor that is not positive");
+      }
+    }
     rope.scaling = kernels::RopeScaling::kLongRope;
     rope.factor = 1.0;
     rope.ext_factors = weights.rope_factors;
   }
-  try {
-    const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
-    kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
-  } catch (const Error& e) {
-    return Status::Format(std::string(c.family->name) + " config: " + e.what());
-  }
+  // parse_model_config checked every parameter the kernel requires.
+  const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
+  kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
 
   // Routing bookkeeping and job lists, sized once.
   selected_.assign(B * std::max<std::size_t>(K, 1), 0);
@@ -613,10 +615,27 @@ void Forward::prefetch_next_layer(std::size_t layer, std::size_t n) {
   experts_->prefetch(static_cast<std::uint32_t>(next), ahead_experts_.data(), ahead_experts_.size());
 }
 
-void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
-  const ModelConfig& c = *config_;
-  const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, K = c.experts_per_token;
-  const std::size_t S = c.shared_intermediate_size;
+namespace {
+
+// Releases an acquired expert request however the layer ends (an error, or a
+// kernel's exception), so that the provider can serve the next step.
+class ReleaseOnExit {
+ public:
+  ReleaseOnExit(cache::ExpertProvider* provider, cache::ExpertRequest* request)
+      : provider_(provider), request_(request) {}
+  ~ReleaseOnExit() { provider_->release(request_); }
+  ReleaseOnExit(const ReleaseOnExit&) = delete;
+  ReleaseOnExit& operator=(const ReleaseOnExit&) = delete;
+
+ private:
+  cache::ExpertProvider* provider_;
+  cache::ExpertRequest* request_;
+};
+
+}  // namespace
+
+Status Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
+  const std::size_t H = config_->hidden_size, K = config_->experts_per_token;
   // One token routed to distinct experts reads xn directly; otherwise rows are gathered.
   const bool gathered = !(n == 1 && request_.experts.size() == K);
   if (gathered) {
@@ -626,63 +645,60 @@ void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n)
       }
     });
   }
-  throw_if_error(experts_->acquire(&request_));
-  // Whatever fails from here on (a fetch, a kernel), the request is released so
-  // that the provider can serve the next step.
-  try {
-    if (options_.gate_ahead && experts_->wants_prefetch()) prefetch_next_layer(layer, n);
-    bool first_group = true;
-    for (;;) {
-      std::size_t ready = 0;
-      const Status status = experts_->wait_ready(&request_, ready_.data(), &ready);
-      throw_if_error(status);
-      if (ready == 0) break;
-      // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
-      jobs_.clear();
-      for (std::size_t r = 0; r < ready; ++r) {
-        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-        const cache::ExpertWeights& w = request_.weights[i];
-        const float* x = gathered ? moe_in_ + row * H : xn_;
-        jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
-        jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
-      }
-      const bool shared = first_group && S;
-      if (shared) {
-        // the shared expert rides along with the first group: gate_s, up_s (and its sigmoid gate's logit)
-        jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
-        jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
-        if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
-      }
-      linear(jobs_.data(), jobs_.size());
-      // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
-      jobs_.clear();
-      for (std::size_t r = 0; r < ready; ++r) {
-        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-        float* gate = moe_gate_ + row * I;
-        if (c.family->activation == ActivationKind::kSwigluOai) {
-          kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
-        } else {
-          kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
-        }
-        jobs_.push_back(
-            job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
-      }
-      if (shared) {
-        // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
-        kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
-        jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
-      }
-      linear(jobs_.data(), jobs_.size());
-      first_group = false;
-    }
-  } catch (...) {
-    experts_->release(&request_);
-    throw;
+  ZIPMOE_RETURN_IF_ERROR(experts_->acquire(&request_));
+  const ReleaseOnExit release(experts_, &request_);
+  if (options_.gate_ahead && experts_->wants_prefetch()) prefetch_next_layer(layer, n);
+  // Experts are computed group by group as the provider delivers them; the
+  // shared expert rides along with the first group.
+  for (bool first_group = true;; first_group = false) {
+    std::size_t ready = 0;
+    ZIPMOE_RETURN_IF_ERROR(experts_->wait_ready(&request_, ready_.data(), &ready));
+    if (ready == 0) return Status::Ok();
+    run_expert_group(f, n, ready, gathered, first_group && config_->shared_intermediate_size);
   }
-  experts_->release(&request_);
 }
 
-void Forward::ffn_moe(std::size_t layer, std::size_t n) {
+void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t ready, bool gathered,
+                               bool with_shared) {
+  const ModelConfig& c = *config_;
+  const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, S = c.shared_intermediate_size;
+  // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
+  jobs_.clear();
+  for (std::size_t r = 0; r < ready; ++r) {
+    const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+    const cache::ExpertWeights& w = request_.weights[i];
+    const float* x = gathered ? moe_in_ + row * H : xn_;
+    jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
+    jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
+  }
+  if (with_shared) {
+    // gate_s, up_s (and its sigmoid gate's logit)
+    jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
+    jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
+    if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
+  }
+  linear(jobs_.data(), jobs_.size());
+  // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
+  jobs_.clear();
+  for (std::size_t r = 0; r < ready; ++r) {
+    const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+    float* gate = moe_gate_ + row * I;
+    if (c.family->activation == ActivationKind::kSwigluOai) {
+      kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
+    } else {
+      kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
+    }
+    jobs_.push_back(job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
+  }
+  if (with_shared) {
+    // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
+    kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
+    jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
+  }
+  linear(jobs_.data(), jobs_.size());
+}
+
+Status Forward::ffn_moe(std::size_t layer, std::size_t n) {
   const ModelConfig& c = *config_;
   const FfnWeights& f = weights_->layers[layer].ffn;
   const Isa isa = options_.isa;
@@ -700,7 +716,7 @@ void Forward::ffn_moe(std::size_t layer, std::size_t n) {
   // every routed expert's output rows, and the shared expert's output
   request_.layer = static_cast<std::uint32_t>(layer);
   group_by_expert(n);
-  run_experts(layer, f, n);
+  ZIPMOE_RETURN_IF_ERROR(run_experts(layer, f, n));
   // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
   const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
   if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
@@ -719,6 +735,7 @@ void Forward::ffn_moe(std::size_t layer, std::size_t n) {
     }
   });
   add_residual(delta_, n);
+  return Status::Ok();
 }
 
 void Forward::output(std::size_t n, float* logits, bool all_logits) {
@@ -736,7 +753,8 @@ void Forward::output(std::size_t n, float* logits, bool all_logits) {
   }
 }
 
-void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits) {
+Status Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits,
+                     bool all_logits) {
   const ModelConfig& c = *config_;
   embed(tokens, n);
   std::size_t rows = n;
@@ -755,12 +773,13 @@ void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t positi
       rows = 1;
     }
     if (c.is_moe_layer(layer)) {
-      ffn_moe(layer, rows);
+      ZIPMOE_RETURN_IF_ERROR(ffn_moe(layer, rows));
     } else {
       ffn_dense(layer, rows);
     }
   }
   if (logits) output(rows, logits, all_logits);
+  return Status::Ok();
 }
 
 }  // namespace zipmoe::model

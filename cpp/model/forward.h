@@ -66,8 +66,9 @@ class Forward {
   // [position, position + n) (within the cache's capacity) and writes the logits
   // of every token (all_logits: [n, vocab]) or of the last one ([1, vocab]);
   // logits == nullptr computes none (a prompt's steps before its last).
-  // Throws zipmoe::Error (e.g. an expert the provider fails to deliver).
-  void step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
+  // Returns the provider's error when it fails to deliver an expert (the step
+  // is then abandoned and its positions of the KV cache hold no meaning).
+  Status step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
 
   std::size_t batch() const { return options_.batch; }
 
@@ -82,11 +83,12 @@ class Forward {
   void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
   void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
-  void ffn_moe(std::size_t layer, std::size_t n);
+  Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);
   void route_token(const FfnWeights& ffn, const float* logits, std::int32_t* experts, float* weights);
   void group_by_expert(std::size_t n);
-  void run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
+  Status run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
+  void run_expert_group(const FfnWeights& ffn, std::size_t n, std::size_t ready, bool gathered, bool with_shared);
   void prefetch_next_layer(std::size_t layer, std::size_t n);
   void add_residual(const float* delta, std::size_t n);
   void output(std::size_t n, float* logits, bool all_logits);

@@ -5,8 +5,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/parallel.h"
 #include "kernels/kernels.h"
-#include "common/status_util.h"
 
 namespace zipmoe::model {
 
@@ -127,8 +127,8 @@ const DenseWeightStore::Tensor* DenseWeightStore::find(const std::string& name) 
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-Status DenseWeightStore::load(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool,
-                              MemoryLedger* ledger, std::optional<Isa> isa, ModelWeights* weights) {
+Status DenseWeightStore::load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool,
+                              MemoryLedger* ledger, Isa isa, ModelWeights* weights) {
   const std::string& path = reader.path();
   const std::vector<WantedTensor> wanted = wanted_tensors(config);
 
@@ -167,16 +167,13 @@ Status DenseWeightStore::load(const ContainerReader& reader, const ModelConfig& 
   for (std::size_t i = 0; i < tensors_.size(); ++i) {
     (tensors_[i].info->decoded_bytes() >= kLargeTensorBytes ? large : small).push_back(i);
   }
-  ZIPMOE_RETURN_IF_ERROR(capture_errors([&] {
-    for (std::size_t i : large) {
-      Tensor& t = tensors_[i];
-      reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool, isa);
-    }
-    parallel_for(pool, small.size(), [&](std::size_t j) {
-      Tensor& t = tensors_[small[j]];
-      reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool, isa);
-    });
-  }));
+  auto decode = [&](std::size_t i) {
+    Tensor& t = tensors_[i];
+    return reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool,
+                                isa);
+  };
+  for (std::size_t i : large) ZIPMOE_RETURN_IF_ERROR(decode(i));
+  ZIPMOE_RETURN_IF_ERROR(parallel_for_status(pool, small.size(), [&](std::size_t j) { return decode(small[j]); }));
 
   // Views.
   auto get = [&](const std::string& name) -> const Tensor* { return find(name); };

@@ -14,16 +14,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "common/memory_ledger.h"
 #include "common/status.h"
+#include "format/container_file.h"
 #include "kernels/kernel_types.h"
 #include "model/config.h"
-#include "zipmoe/container.h"
 #include "zipmoe/thread_pool.h"
 
 namespace zipmoe::model {
@@ -87,8 +86,8 @@ class DenseWeightStore {
   // Resolves every dense tensor `config` needs in `reader`, checks names, roles
   // and shapes (FormatError status naming the tensor), decodes them in parallel
   // on `pool` and fills *weights with views into this store.
-  Status load(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool, MemoryLedger* ledger,
-              std::optional<Isa> isa, ModelWeights* weights);
+  Status load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool, MemoryLedger* ledger,
+              Isa isa, ModelWeights* weights);
 
   std::uint64_t bytes() const { return bytes_; }
   std::size_t num_tensors() const { return tensors_.size(); }

@@ -21,6 +21,7 @@
 #include "common/cpu_features.h"
 #include "common/json.h"
 #include "common/memory_ledger.h"
+#include "format/container_file.h"
 #include "model/config.h"
 #include "test_data.h"
 #include "test_framework.h"
@@ -349,7 +350,9 @@ ZTEST(resident_expert_provider_delivers_every_expert_once) {
   MemoryLedger ledger;
   ThreadPool pool(2);
   std::unique_ptr<cache::ResidentExpertProvider> provider;
-  ZCHECK(cache::ResidentExpertProvider::create(reader, model::expert_shapes(config), &pool, &ledger, std::nullopt,
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  ZCHECK(cache::ResidentExpertProvider::create(*file, model::expert_shapes(config), &pool, &ledger, default_isa(),
                                                &provider)
              .ok());
   ZCHECK_EQ(provider->resident_bytes(), ledger.bytes(MemoryCategory::kExperts));

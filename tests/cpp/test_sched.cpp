@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/file_io.h"
+#include "format/container_file.h"
 #include "sched/chunk_source.h"
 #include "sched/fetch_order.h"
 #include "sched/io_queue.h"
@@ -63,6 +64,13 @@ ZTEST(sched_johnson_order_is_optimal_for_two_stages) {
 
 namespace {
 
+// The core's reader of the container (sched/ reads through it).
+std::unique_ptr<format::ContainerFile> open_file(const std::string& path, IoMode mode = IoMode::kPread) {
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, mode, &file).ok());
+  return file;
+}
+
 std::string temp_path(const std::string& name) {
   const char* base = std::getenv("TMPDIR");
   return std::string(base && *base ? base : "/tmp") + "/zipmoe-sched-" + std::to_string(::getpid()) + "-" + name;
@@ -84,7 +92,8 @@ std::string write_container(const std::string& name) {
 
 ZTEST(sched_io_queue_serves_demand_first_and_cancels_and_promotes) {
   const std::string path = write_container("queue.zmoe");
-  const ContainerReader reader = ContainerReader::open(path, IoMode::kDirect);
+  const auto file = open_file(path, IoMode::kDirect);
+  const format::ContainerFile& reader = *file;
   std::unique_ptr<ChunkSource> source;
   ZCHECK(ChunkSource::open(&reader, IoMode::kDirect, &source).ok());
   const std::size_t slot = 32768;
@@ -131,7 +140,7 @@ ZTEST(sched_io_queue_serves_demand_first_and_cancels_and_promotes) {
         source.get(),
         [&](const ReadRequest& r, const ReadResult& result) {
           AlignedBuffer check(reader.chunk_buffer_size(r.chunk), 4096);
-          reader.read_chunk(r.chunk, check.data(), check.size());
+          ZCHECK(reader.read_chunk(r.chunk, check.data(), check.size()).ok());
           std::lock_guard<std::mutex> lock(mutex);
           failures += !result.status.ok() || std::memcmp(check.data(), r.buffer, result.bytes) != 0;
           ++seen[r.chunk];
@@ -153,19 +162,19 @@ ZTEST(sched_io_queue_serves_demand_first_and_cancels_and_promotes) {
 ZTEST(sched_chunk_sources_read_verify_and_report_damage) {
   const std::string path = write_container("source.zmoe");
   for (IoMode mode : {IoMode::kPread, IoMode::kDirect, IoMode::kMmap}) {
-    const ContainerReader reader = ContainerReader::open(path, mode == IoMode::kMmap ? IoMode::kPread : mode);
+    const auto file = open_file(path, mode == IoMode::kMmap ? IoMode::kPread : mode);
+    const format::ContainerFile& reader = *file;
     std::unique_ptr<ChunkSource> source;
     ZCHECK(ChunkSource::open(&reader, mode, &source).ok());
     for (std::uint32_t c = 0; c < reader.chunks().size(); ++c) {
       AlignedBuffer a(reader.chunk_buffer_size(c), 4096), b(reader.chunk_buffer_size(c), 4096);
       ZCHECK(source->read(c, a.data(), a.size()).ok());
-      reader.read_chunk(c, b.data(), b.size());
+      ZCHECK(reader.read_chunk(c, b.data(), b.size()).ok());
       ZCHECK(std::memcmp(a.data(), b.data(), reader.chunks()[c].stored_size) == 0);
     }
   }
   // Damage a chunk in place, then truncate the file: errors naming the file, for every mode.
-  const ContainerReader pristine = ContainerReader::open(path);
-  const ChunkInfo victim = pristine.chunks()[5];
+  const ChunkInfo victim = open_file(path)->chunks()[5];
   std::ifstream in(path, std::ios::binary);
   std::vector<char> damaged_file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   in.close();
@@ -176,9 +185,9 @@ ZTEST(sched_chunk_sources_read_verify_and_report_damage) {
       std::ofstream out(path, std::ios::binary | std::ios::trunc);
       out.write(damaged_file.data(), static_cast<std::streamsize>(damaged_file.size()));
     }
-    const ContainerReader reader = ContainerReader::open(path, mode == IoMode::kMmap ? IoMode::kPread : mode);
+    const auto file = open_file(path, mode == IoMode::kMmap ? IoMode::kPread : mode);
     std::unique_ptr<ChunkSource> source;
-    ZCHECK(ChunkSource::open(&reader, mode, &source).ok());
+    ZCHECK(ChunkSource::open(file.get(), mode, &source).ok());
     AlignedBuffer buffer(65536, 4096);
     const Status damaged = source->read(5, buffer.data(), buffer.size());
     ZCHECK(damaged.code() == StatusCode::kChecksum);
