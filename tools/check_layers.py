@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks that the C++ core is a one-way stack of layers (docs/ARCHITECTURE.md, "Layers").
+"""Checks that the C++ core is a one-way stack of layers with one error convention (docs/ARCHITECTURE.md).
 
     python3 tools/check_layers.py            # prints every include that points up the stack; exit 1 if any
 
@@ -11,6 +11,10 @@ include only other public headers, so that a native app needs nothing from cpp/.
 
 A folder missing from LAYERS is an error too: a new folder takes its place in the stack here (and in
 docs/ARCHITECTURE.md) before its first file builds. tests/ and tools/ may include anything and are not checked.
+
+Errors travel as Status inside the core and become exceptions only at the public API and the faces, so a
+`catch` is allowed only where exceptions are the language: the faces (bindings, capi) and the thread pool,
+which carries a task's exception to the caller (CATCH_ALLOWED).
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ PUBLIC_HEADERS = {
     "zipmoe.h": "capi",
 }
 
+CATCH_ALLOWED = ("cpp/bindings/", "cpp/capi/", "cpp/common/thread_pool.cpp")
+
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 SOURCE_SUFFIXES = {".h", ".cpp", ".inc", ".cu", ".cuh"}
+CATCH = re.compile(r"\bcatch\s*\(")
 
 
 def layer_of_file(path: pathlib.Path, root: pathlib.Path) -> str | None:
@@ -99,12 +106,27 @@ def check(root: pathlib.Path = ROOT) -> list[str]:
     return problems
 
 
+def check_catches(root: pathlib.Path = ROOT) -> list[str]:
+    """Every `catch` of cpp/ under `root` outside CATCH_ALLOWED, as "file:line: why"."""
+    problems = []
+    for path in sorted((root / "cpp").rglob("*")):
+        if path.suffix not in SOURCE_SUFFIXES or not path.is_file():
+            continue
+        where = path.relative_to(root).as_posix()
+        if where.startswith(CATCH_ALLOWED):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if CATCH.search(line.split("//")[0]):
+                problems.append(f"{where}:{number}: catch inside the core (return a Status instead)")
+    return problems
+
+
 def main() -> int:
-    problems = check()
+    problems = check() + check_catches()
     for problem in problems:
         print(problem)
     if problems:
-        print(f"{len(problems)} include(s) break the layering (tools/check_layers.py, docs/ARCHITECTURE.md)",
+        print(f"{len(problems)} problem(s) with the layering or the error convention (docs/ARCHITECTURE.md)",
               file=sys.stderr)
         return 1
     return 0

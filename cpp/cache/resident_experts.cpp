@@ -38,7 +38,8 @@ Status ResidentExpertProvider::create(const format::ContainerFile& reader, const
   ZIPMOE_RETURN_IF_ERROR(parallel_for_status(pool, table.experts.size(), [&](std::size_t i) {
     const ExpertLayout& x = table.experts[i];
     std::uint8_t* block = self->layers_[x.layer][x.expert].buffer.data();
-    for (const ProjectionLayout& p : x.projections) {
+    for (int j = 0; j < kProjections; ++j) {
+      const ProjectionLayout& p = x.projection(j);
       ZIPMOE_RETURN_IF_ERROR(reader.decode_tensor(*p.tensor, block + p.decoded_offset,
                                                   static_cast<std::size_t>(p.decoded_bytes), pool, isa));
     }

@@ -1,5 +1,5 @@
-"""The C++ core is a one-way stack of layers (docs/ARCHITECTURE.md): tools/check_layers.py finds no include that
-points up or across the stack, and it does find one when there is."""
+"""The C++ core is a one-way stack of layers with Status inside (docs/ARCHITECTURE.md): tools/check_layers.py finds
+no include that points up or across the stack and no catch inside the core, and it does find them when there are."""
 
 import importlib.util
 import pathlib
@@ -38,3 +38,21 @@ def test_the_checker_reports_includes_up_across_and_out_of_the_stack(tmp_path):
         "cpp/newfolder/d.cpp: folder 'newfolder' has no place in the stack (add it to LAYERS)",
         'include/zipmoe/cache.h:1: public header includes internal "common/status.h"',
     ]
+
+
+def test_no_catch_inside_the_core():
+    assert load_checker().check_catches() == []
+
+
+def test_the_checker_reports_a_catch_inside_the_core(tmp_path):
+    checker = load_checker()
+    files = {
+        "cpp/cache/a.cpp": "void f() {\n  try {\n    g();\n  } catch (const std::exception& e) {\n  }\n}\n",
+        "cpp/sched/b.cpp": "// a comment may say catch (anything)\n",
+        "cpp/bindings/c.cpp": "} catch (const Error& e) {\n",
+        "cpp/common/thread_pool.cpp": "} catch (...) {\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert checker.check_catches(tmp_path) == ["cpp/cache/a.cpp:4: catch inside the core (return a Status instead)"]
