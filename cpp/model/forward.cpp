@@ -90,20 +90,35 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
   ledger_ = ledger;
   options_ = options;
   if (options_.batch == 0) return Status::InvalidArgument("batch must be at least 1");
-  const ModelConfig& c = config;
+  ZIPMOE_RETURN_IF_ERROR(allocate_scratch());
+  ZIPMOE_RETURN_IF_ERROR(fill_rope_table());
+  size_routing();
+  return reserve_workspace();
+}
+
+namespace {
+
+bool has_ffn(const ModelConfig& c, FfnKind kind) {
+  for (const LayerPlan& layer : c.layers) {
+    if (layer.ffn == kind) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Lays out every activation buffer for `batch` tokens in one scratch block.
+Status Forward::allocate_scratch() {
+  const ModelConfig& c = *config_;
   const bool latent = c.family->attention == AttentionKind::kLatent;
+  const bool any_dense = has_ffn(c, FfnKind::kDense), any_moe = has_ffn(c, FfnKind::kMoe);
   const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
   const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
-  const std::size_t q_width = heads * c.query_head_size();
   const std::size_t kv_width = latent ? 0 : c.num_kv_heads * c.head_dim;
   const std::size_t latent_row = latent ? c.kv_lora_rank + c.qk_rope_head_dim : 0;
-  bool any_dense = false, any_moe = false;
-  for (const LayerPlan& layer : c.layers) (layer.ffn == FfnKind::kDense ? any_dense : any_moe) = true;
   const std::size_t ffn_width = std::max(any_dense ? c.intermediate_size : 0, c.shared_intermediate_size);
   const std::size_t rotary = c.rope.config.rotary_dim;
-  const std::size_t capacity = cache->capacity();
 
-  // Lay out the scratch buffer.
   std::size_t total = 0;
   std::vector<std::pair<float**, std::size_t>> plan;
   auto place = [&](float** p, std::size_t floats) {
@@ -112,7 +127,7 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
   };
   place(&x_, B * H);
   place(&xn_, B * H);
-  place(&q_, B * q_width);
+  place(&q_, B * heads * c.query_head_size());
   place(&att_, B * heads * c.value_head_size());
   place(&delta_, B * H);
   if (latent) {
@@ -144,34 +159,44 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
       place(&shared_logit_, B);
     }
   }
-  place(&rope_table_, capacity * rotary);
+  place(&rope_table_, cache_->capacity() * rotary);
   place(&inv_freq_, rotary / 2);
-  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger, MemoryCategory::kScratch, total * sizeof(float)));
+  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger_, MemoryCategory::kScratch, total * sizeof(float)));
   for (auto& [pointer, offset] : plan) *pointer = scratch(offset);
+  return Status::Ok();
+}
 
-  // RoPE table for every position the cache can hold.
+// The RoPE table for every position the cache can hold.
+Status Forward::fill_rope_table() {
+  const ModelConfig& c = *config_;
+  const std::size_t rotary = c.rope.config.rotary_dim, capacity = cache_->capacity();
   kernels::RopeConfig rope = c.rope.config;
   if (rope.scaling == kernels::RopeScaling::kLongRope) {
     const bool long_context = static_cast<double>(capacity) > rope.original_max_position_embeddings;
     rope.ext_factors = long_context ? c.rope.long_factors.data() : c.rope.short_factors.data();
     const double mscale = long_context ? c.rope.long_mscale : c.rope.short_mscale;
     if (mscale > 0 && rope.attention_factor <= 0) rope.attention_factor = mscale;
-  } else if (rope.scaling == kernels::RopeScaling::kNone && weights.rope_factors) {
+  } else if (rope.scaling == kernels::RopeScaling::kNone && weights_->rope_factors) {
     // GGUF llama 3: frequency factors stored as a tensor divide the base frequencies.
     for (std::size_t i = 0; i < rotary / 2; ++i) {
-      if (!(weights.rope_factors[i] > 0)) {
+      if (!(weights_->rope_factors[i] > 0)) {
         return Status::Format("tensor rope_freqs.weight holds a frequency factor that is not positive");
       }
     }
     rope.scaling = kernels::RopeScaling::kLongRope;
     rope.factor = 1.0;
-    rope.ext_factors = weights.rope_factors;
+    rope.ext_factors = weights_->rope_factors;
   }
   // parse_model_config checked every parameter the kernel requires.
   const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
   kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
+  return Status::Ok();
+}
 
-  // Routing bookkeeping and job lists, sized once.
+// Routing bookkeeping and job lists, sized once.
+void Forward::size_routing() {
+  const ModelConfig& c = *config_;
+  const std::size_t B = options_.batch, K = c.experts_per_token, E = c.num_experts;
   selected_.assign(B * std::max<std::size_t>(K, 1), 0);
   selected_weight_.assign(selected_.size(), 0.0f);
   selected_row_.assign(selected_.size(), 0);
@@ -195,59 +220,64 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
   request_.experts.reserve(E);
   request_.weights.reserve(E);
   request_.delivered.reserve(E);
-  jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * heads + 4));
+  jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * c.num_heads + 4));
+}
 
-  // Reserve the matmul workspace for the largest pass, with stand-in pointers
-  // (distinct inputs are what sizes it; nothing is dereferenced).
+// Reserves the matmul workspace for the largest pass, found with stand-in
+// pointers (distinct inputs are what sizes it; nothing is dereferenced).
+Status Forward::reserve_workspace() {
+  const ModelConfig& c = *config_;
+  const bool latent = c.family->attention == AttentionKind::kLatent;
+  const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
+  const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
+  const std::size_t q_width = heads * c.query_head_size();
   std::size_t workspace = 0;
   auto consider = [&](const std::vector<kernels::LinearJob>& jobs) {
     workspace = std::max(workspace, kernels::linear_workspace_bytes(options_.isa, jobs.data(), jobs.size(),
                                                                     options_.precision));
   };
-  auto stand_in = [&](std::size_t rows, std::size_t cols, std::size_t i) {
+  auto stand_in = [&](std::size_t rows, std::size_t cols) {
     kernels::WeightMatrix m;
     m.data = scratch_.data();
     m.dtype = DType::kF32;
     m.rows = rows;
     m.cols = cols;
-    (void)i;
     return m;
   };
   float* base = scratch_.as<float>();
   std::vector<kernels::LinearJob> probe;
-  probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H, 0), {}, base, 0));
+  probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H), {}, base, 0));
   consider(probe);
-  if (any_dense) {
-    probe.assign(1, job(base, B, 0, stand_in(c.intermediate_size, H, 0), {}, base, 0));
+  if (has_ffn(c, FfnKind::kDense)) {
+    probe.assign(1, job(base, B, 0, stand_in(c.intermediate_size, H), {}, base, 0));
     consider(probe);
-    probe.assign(1, job(base, B, 0, stand_in(H, c.intermediate_size, 0), {}, base, 0));
+    probe.assign(1, job(base, B, 0, stand_in(H, c.intermediate_size), {}, base, 0));
     consider(probe);
   }
   if (latent) {
     probe.clear();
     for (std::size_t h = 0; h < heads; ++h) {
-      probe.push_back(job(base + h, B, q_width, stand_in(c.kv_lora_rank, c.qk_nope_head_dim, h), {}, base, 0));
+      probe.push_back(job(base + h, B, q_width, stand_in(c.kv_lora_rank, c.qk_nope_head_dim), {}, base, 0));
     }
     consider(probe);
     probe.clear();
     for (std::size_t h = 0; h < heads; ++h) {
-      probe.push_back(job(base + h, B, heads * c.kv_lora_rank, stand_in(c.v_head_dim, c.kv_lora_rank, h), {}, base,
-                          0));
+      probe.push_back(job(base + h, B, heads * c.kv_lora_rank, stand_in(c.v_head_dim, c.kv_lora_rank), {}, base, 0));
     }
     consider(probe);
   }
-  if (any_moe && E > 0) {
+  if (has_ffn(c, FfnKind::kMoe) && E > 0) {
     const std::size_t used = std::min(E, B * K);
     const std::size_t rows = (B * K + used - 1) / used;
     probe.clear();
-    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, H, stand_in(I, H, e), {}, base, 0));
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, H, stand_in(I, H), {}, base, 0));
     consider(probe);
     probe.clear();
-    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I, e), {}, base, 0));
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I), {}, base, 0));
     consider(probe);
   }
   workspace_.reserve(workspace + 4096);
-  ZIPMOE_RETURN_IF_ERROR(ledger->reserve(MemoryCategory::kScratch, workspace_.capacity()));
+  ZIPMOE_RETURN_IF_ERROR(ledger_->reserve(MemoryCategory::kScratch, workspace_.capacity()));
   workspace_charged_ = workspace_.capacity();
   return Status::Ok();
 }

@@ -77,6 +77,12 @@ class Forward {
   void set_routing_profile(cache::RoutingProfile* profile) { routing_ = profile; }
 
  private:
+  // Steps of init().
+  Status allocate_scratch();
+  Status fill_rope_table();
+  void size_routing();
+  Status reserve_workspace();
+
   // Steps of one forward pass, each over the n tokens of the step.
   void embed(const std::int32_t* tokens, std::size_t n);
   void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);

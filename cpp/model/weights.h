@@ -98,6 +98,20 @@ class DenseWeightStore {
     LedgerBuffer buffer;
   };
   const Tensor* find(const std::string& name) const;
+  kernels::WeightMatrix matrix(const std::string& name) const;  // empty when absent
+  kernels::WeightVector vector(const std::string& name) const;
+
+  // Steps of load().
+  Status resolve(const format::ContainerFile& reader, const ModelConfig& config,
+                 std::vector<const TensorInfo*>* found);
+  Status decode_all(const format::ContainerFile& reader, const std::vector<const TensorInfo*>& found,
+                    ThreadPool* pool, MemoryLedger* ledger, Isa isa);
+  Status make_views(const ModelConfig& config, MemoryLedger* ledger, ModelWeights* weights);
+  Status widened(const std::string& name, MemoryLedger* ledger, const float** out);
+  Status grouped_attention_views(const std::string& prefix, MemoryLedger* ledger, AttentionWeights* attention);
+  void latent_attention_views(const ModelConfig& config, const std::string& prefix, AttentionWeights* attention);
+  Status ffn_views(const ModelConfig& config, std::size_t layer, const std::string& prefix, MemoryLedger* ledger,
+                   FfnWeights* ffn);
 
   std::vector<Tensor> tensors_;
   std::unordered_map<std::string, std::size_t> index_;

@@ -136,124 +136,67 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab) {
   return sample(logits, vocab, history_.data(), history_.size());
 }
 
-std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::int32_t* history,
-                             std::size_t history_count) {
-  if (vocab == 0) throw InvalidArgumentError("cannot sample from an empty logits row");
-  if (vocab > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
-    throw InvalidArgumentError("vocabulary too large to sample from: " + std::to_string(vocab));
-  }
-  if (!logits || (history_count && !history)) throw InvalidArgumentError("logits or history is null");
-  const std::size_t invalid = runtime::first_invalid_logit(logits, vocab);
-  if (invalid != vocab) {
-    throw InvalidArgumentError("logits[" + std::to_string(invalid) + "] is " + float_text(logits[invalid]) +
-                               "; cannot sample (NaN or +inf logits usually mean the model's weights or "
-                               "activations overflowed)");
-  }
+namespace {
 
-  // The penalty window: the end of the history.
-  const std::size_t window_count =
-      options_.penalty_last_n ? std::min(options_.penalty_last_n, history_count) : history_count;
-  const std::int32_t* window = history + (history_count - window_count);
-  for (std::size_t i = 0; i < window_count; ++i) {
-    if (window[i] < 0 || static_cast<std::size_t>(window[i]) >= vocab) {
-      throw InvalidArgumentError("history token " + std::to_string(window[i]) + " is outside [0, " +
-                                 std::to_string(vocab) + ")");
-    }
-  }
+constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
 
-  adjusted_.assign(logits, logits + vocab);
-  float* adjusted = adjusted_.data();
-  runtime::apply_penalties(adjusted, vocab, window, window_count, options_.repetition_penalty,
-                            options_.presence_penalty, seen_);
-
-  const std::int32_t best = runtime::argmax_token(adjusted, vocab);
-  if (best < 0) throw InvalidArgumentError("every logit is -inf; there is no token to sample");
-  if (options_.temperature == 0.0f || options_.top_k == 1) return best;
-
-  // Candidates: the tokens with a finite logit (the others have probability 0).
-  constexpr float kMinusInfinity = -std::numeric_limits<float>::infinity();
-  order_.clear();
-  for (std::size_t i = 0; i < vocab; ++i) {
-    if (adjusted[i] != kMinusInfinity) order_.push_back(static_cast<std::int32_t>(i));
-  }
-  const std::size_t finite = order_.size();
-  const runtime::RankByLogit rank{adjusted};
-
-  // Unnormalized probability after the temperature (1 for the best token),
-  // computed only for the tokens a step needs unless a step needs them all.
-  // Subtracting before scaling leaves no multiply-add that a compiler could
-  // fuse into an FMA on some targets only (aarch64 contracts by default),
-  // which would change the weights from one platform to another.
-  const double inverse_temperature = 1.0 / static_cast<double>(options_.temperature);
-  const double top = static_cast<double>(adjusted[best]);
-  auto scaled = [&](std::int32_t id) { return (static_cast<double>(adjusted[id]) - top) * inverse_temperature; };
-  bool all_weights = false;
-  auto weight = [&](std::int32_t id) { return all_weights ? weights_[static_cast<std::size_t>(id)]
-                                                          : std::exp(scaled(id)); };
-  // Sum of the weights of every candidate, in id order; keeps them for the steps after.
-  auto total_weight = [&]() {
-    weights_.resize(vocab);
-    double total = 0.0;
+// The candidates of one draw: the tokens with a finite adjusted logit, their
+// weights after the temperature, and as much of their ranking as the filters
+// need. order[0, sorted) holds the best tokens in rank order (a strict total
+// order, so that prefix is the same with any standard library); the rest is in
+// no defined order and nothing depends on it.
+class Candidates {
+ public:
+  Candidates(const float* adjusted, std::size_t vocab, std::int32_t best, float temperature,
+             std::vector<std::int32_t>* order, std::vector<double>* weights)
+      : adjusted_(adjusted),
+        vocab_(vocab),
+        best_(best),
+        inverse_temperature_(1.0 / static_cast<double>(temperature)),
+        top_(static_cast<double>(adjusted[best])),
+        order_(*order),
+        weights_(*weights),
+        rank_{adjusted} {
+    order_.clear();
     for (std::size_t i = 0; i < vocab; ++i) {
-      if (adjusted[i] == kMinusInfinity) continue;
-      weights_[i] = std::exp(scaled(static_cast<std::int32_t>(i)));
-      total += weights_[i];
+      if (adjusted[i] != kMinusInfinity) order_.push_back(static_cast<std::int32_t>(i));
     }
-    all_weights = true;
-    return total;
-  };
-
-  // Only as much of the ranking as the filters need is built: order_[0, sorted)
-  // holds the best tokens in rank order (a strict total order, so that prefix
-  // is the same with any standard library); the rest is in no defined order
-  // and nothing below depends on it.
-  std::size_t sorted = 0;
-  auto sort_prefix = [&](std::size_t count) {
-    count = std::min(count, finite);
-    if (count <= sorted) return;
-    const auto first = order_.begin() + static_cast<std::ptrdiff_t>(sorted);
-    const auto middle = order_.begin() + static_cast<std::ptrdiff_t>(count);
-    if (count - sorted <= 1024) {
-      std::partial_sort(first, middle, order_.end(), rank);  // a heap: fastest for a few
-    } else {
-      if (middle != order_.end()) std::nth_element(first, middle, order_.end(), rank);
-      std::sort(first, middle, rank);
-    }
-    sorted = count;
-  };
-
-  std::size_t keep = finite;
-  if (options_.top_k > 0 && static_cast<std::size_t>(options_.top_k) < keep) {
-    keep = static_cast<std::size_t>(options_.top_k);
-    sort_prefix(keep);
   }
-  const std::size_t top_k_kept = keep;
+
+  std::size_t finite() const { return order_.size(); }
+
+  // The top_k best (all when top_k is 0 or larger than the candidates).
+  std::size_t top_k(int top_k) {
+    if (top_k <= 0 || static_cast<std::size_t>(top_k) >= finite()) return finite();
+    sort_prefix(static_cast<std::size_t>(top_k));
+    return static_cast<std::size_t>(top_k);
+  }
 
   // min_p keeps a rank prefix too (its threshold is relative to the best
   // token, which renormalization does not change): count it, in any order.
   // Compared in the log domain (scaled logit >= log(min_p)) so that no
   // exponential is needed for the count.
-  if (options_.min_p > 0.0f) {
-    const double threshold = std::log(static_cast<double>(options_.min_p));
+  std::size_t min_p(float min_p, std::size_t top_k_kept) const {
+    const double threshold = std::log(static_cast<double>(min_p));
     std::size_t above = 0;
-    if (top_k_kept == finite) {
+    if (top_k_kept == finite()) {
       for (std::int32_t id : order_) above += scaled(id) >= threshold ? 1 : 0;
     } else {
       for (std::size_t i = 0; i < top_k_kept; ++i) above += scaled(order_[i]) >= threshold ? 1 : 0;
     }
-    keep = std::max<std::size_t>(above, 1);
+    return std::max<std::size_t>(above, 1);
   }
 
-  if (options_.top_p < 1.0f) {
-    // top_p is relative to the mass of what top_k kept (before min_p, which
-    // transformers applies after it).
+  // top_p is relative to the mass of what top_k kept (before min_p, which
+  // transformers applies after it); the nucleus is found ranking only as far as needed.
+  std::size_t top_p(float top_p, std::size_t top_k_kept, std::size_t keep) {
     double kept_mass = 0.0;
-    if (top_k_kept == finite) {
+    if (top_k_kept == finite()) {
       kept_mass = total_weight();
     } else {
       for (std::size_t i = 0; i < top_k_kept; ++i) kept_mass += weight(order_[i]);
     }
-    const double target = static_cast<double>(options_.top_p) * kept_mass;
+    const double target = static_cast<double>(top_p) * kept_mass;
     double mass = 0.0;
     std::size_t nucleus = 0;
     std::size_t want = std::min<std::size_t>(keep, 64);
@@ -263,35 +206,134 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
       if (mass >= target || want == keep) break;
       want = std::min(keep, want * 8);
     }
-    keep = std::max<std::size_t>(nucleus, 1);
+    return std::max<std::size_t>(nucleus, 1);
   }
 
+  // The token `uniform` (in [0, 1)) picks among the `keep` best.
+  std::int32_t draw(double uniform, std::size_t keep) {
+    if (keep == finite()) {
+      // Nothing filtered: walk the ids in id order, without ranking them.
+      const double target = uniform * total_weight();
+      double mass = 0.0;
+      std::int32_t last = best_;
+      for (std::size_t i = 0; i < vocab_; ++i) {
+        if (adjusted_[i] == kMinusInfinity) continue;
+        mass += weights_[i];
+        last = static_cast<std::int32_t>(i);
+        if (mass > target) return last;
+      }
+      return last;  // rounding left the target at the very end
+    }
+    sort_prefix(keep);
+    double kept = 0.0;
+    for (std::size_t i = 0; i < keep; ++i) kept += weight(order_[i]);
+    const double target = uniform * kept;
+    double mass = 0.0;
+    for (std::size_t i = 0; i < keep; ++i) {
+      mass += weight(order_[i]);
+      if (mass > target) return order_[i];
+    }
+    return order_[keep - 1];  // rounding left the target at the very end
+  }
+
+ private:
+  // Unnormalized probability after the temperature (1 for the best token),
+  // computed only for the tokens a step needs unless a step needs them all.
+  // Subtracting before scaling leaves no multiply-add that a compiler could
+  // fuse into an FMA on some targets only (aarch64 contracts by default),
+  // which would change the weights from one platform to another.
+  double scaled(std::int32_t id) const { return (static_cast<double>(adjusted_[id]) - top_) * inverse_temperature_; }
+  double weight(std::int32_t id) const {
+    return all_weights_ ? weights_[static_cast<std::size_t>(id)] : std::exp(scaled(id));
+  }
+
+  // Sum of the weights of every candidate, in id order; keeps them for the steps after.
+  double total_weight() {
+    weights_.resize(vocab_);
+    double total = 0.0;
+    for (std::size_t i = 0; i < vocab_; ++i) {
+      if (adjusted_[i] == kMinusInfinity) continue;
+      weights_[i] = std::exp(scaled(static_cast<std::int32_t>(i)));
+      total += weights_[i];
+    }
+    all_weights_ = true;
+    return total;
+  }
+
+  void sort_prefix(std::size_t count) {
+    count = std::min(count, finite());
+    if (count <= sorted_) return;
+    const auto first = order_.begin() + static_cast<std::ptrdiff_t>(sorted_);
+    const auto middle = order_.begin() + static_cast<std::ptrdiff_t>(count);
+    if (count - sorted_ <= 1024) {
+      std::partial_sort(first, middle, order_.end(), rank_);  // a heap: fastest for a few
+    } else {
+      if (middle != order_.end()) std::nth_element(first, middle, order_.end(), rank_);
+      std::sort(first, middle, rank_);
+    }
+    sorted_ = count;
+  }
+
+  const float* adjusted_;
+  std::size_t vocab_;
+  std::int32_t best_;
+  double inverse_temperature_;
+  double top_;
+  std::vector<std::int32_t>& order_;
+  std::vector<double>& weights_;
+  runtime::RankByLogit rank_;
+  std::size_t sorted_ = 0;
+  bool all_weights_ = false;
+};
+
+// Throws InvalidArgumentError for a row or history sample() cannot use.
+void check_sample_inputs(const float* logits, std::size_t vocab, const std::int32_t* window,
+                         std::size_t window_count) {
+  if (vocab == 0) throw InvalidArgumentError("cannot sample from an empty logits row");
+  if (vocab > static_cast<std::size_t>(std::numeric_limits<std::int32_t>::max())) {
+    throw InvalidArgumentError("vocabulary too large to sample from: " + std::to_string(vocab));
+  }
+  if (!logits || (window_count && !window)) throw InvalidArgumentError("logits or history is null");
+  const std::size_t invalid = runtime::first_invalid_logit(logits, vocab);
+  if (invalid != vocab) {
+    throw InvalidArgumentError("logits[" + std::to_string(invalid) + "] is " + float_text(logits[invalid]) +
+                               "; cannot sample (NaN or +inf logits usually mean the model's weights or "
+                               "activations overflowed)");
+  }
+  for (std::size_t i = 0; i < window_count; ++i) {
+    if (window[i] < 0 || static_cast<std::size_t>(window[i]) >= vocab) {
+      throw InvalidArgumentError("history token " + std::to_string(window[i]) + " is outside [0, " +
+                                 std::to_string(vocab) + ")");
+    }
+  }
+}
+
+}  // namespace
+
+std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::int32_t* history,
+                             std::size_t history_count) {
+  // The penalty window: the end of the history.
+  const std::size_t window_count =
+      options_.penalty_last_n ? std::min(options_.penalty_last_n, history_count) : history_count;
+  const std::int32_t* window = history ? history + (history_count - window_count) : nullptr;
+  check_sample_inputs(logits, vocab, window, window_count);
+
+  adjusted_.assign(logits, logits + vocab);
+  float* adjusted = adjusted_.data();
+  runtime::apply_penalties(adjusted, vocab, window, window_count, options_.repetition_penalty,
+                           options_.presence_penalty, seen_);
+  const std::int32_t best = runtime::argmax_token(adjusted, vocab);
+  if (best < 0) throw InvalidArgumentError("every logit is -inf; there is no token to sample");
+  if (options_.temperature == 0.0f || options_.top_k == 1) return best;
+
+  Candidates candidates(adjusted, vocab, best, options_.temperature, &order_, &weights_);
+  const std::size_t top_k_kept = candidates.top_k(options_.top_k);
+  std::size_t keep = top_k_kept;
+  if (options_.min_p > 0.0f) keep = candidates.min_p(options_.min_p, top_k_kept);
+  if (options_.top_p < 1.0f) keep = candidates.top_p(options_.top_p, top_k_kept, keep);
   // One draw per sampled token, whatever was filtered, so that the stream
   // position depends only on how many tokens were sampled.
-  const double draw = random_.uniform();
-  if (keep == finite) {
-    // Nothing filtered: walk the ids in id order, without ranking them.
-    const double target = draw * total_weight();
-    double mass = 0.0;
-    std::int32_t last = best;
-    for (std::size_t i = 0; i < vocab; ++i) {
-      if (adjusted[i] == kMinusInfinity) continue;
-      mass += weights_[i];
-      last = static_cast<std::int32_t>(i);
-      if (mass > target) return last;
-    }
-    return last;  // rounding left the target at the very end
-  }
-  sort_prefix(keep);
-  double kept = 0.0;
-  for (std::size_t i = 0; i < keep; ++i) kept += weight(order_[i]);
-  const double target = draw * kept;
-  double mass = 0.0;
-  for (std::size_t i = 0; i < keep; ++i) {
-    mass += weight(order_[i]);
-    if (mass > target) return order_[i];
-  }
-  return order_[keep - 1];  // rounding left the target at the very end
+  return candidates.draw(random_.uniform(), keep);
 }
 
 }  // namespace zipmoe
