@@ -257,7 +257,8 @@ Status read_gguf_vocabulary(const KeyReader& keys, const std::string& origin, Gg
   out->mergeable.assign(n, false);
   for (std::size_t i = 0; i < n; ++i) {
     const TokenAttribute a = out->attributes[i];
-    out->mergeable[i] = a == TokenAttribute::kNormal || a == TokenAttribute::kUserDefined || a == TokenAttribute::kUnused;
+    out->mergeable[i] =
+        a == TokenAttribute::kNormal || a == TokenAttribute::kUserDefined || a == TokenAttribute::kUnused;
   }
   return Status::Ok();
 }
@@ -312,7 +313,8 @@ void TokenizerBuilder::add_score_merges(Tokenizer* t, const std::vector<double>&
     const double s = scores[id];
     return std::isnan(s) ? -INFINITY : s;
   };
-  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return score_of(a) > score_of(b); });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int32_t a, std::int32_t b) { return score_of(a) > score_of(b); });
   std::vector<std::uint32_t> rank(n, 0);
   std::uint32_t current = 0;
   for (std::size_t k = 0; k < order.size(); ++k) {

@@ -347,7 +347,9 @@ Status read_vocabulary(const json::Value& root, const json::Value& model, const 
 Status read_merges(const json::Value& model, const std::string& origin,
                    std::vector<std::pair<std::string, std::string>>* pairs) {
   const json::Value* merges = model.find("merges");
-  if (merges && !merges->is_null() && !merges->is_array()) return Status::Format(origin + ": model.merges is not a list");
+  if (merges && !merges->is_null() && !merges->is_array()) {
+    return Status::Format(origin + ": model.merges is not a list");
+  }
   if (!merges || !merges->is_array()) return Status::Ok();
   pairs->reserve(merges->items().size());
   for (const json::Value& merge : merges->items()) {
