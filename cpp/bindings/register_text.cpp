@@ -9,6 +9,7 @@
 
 #include "bindings/bindings.h"
 #include "common/json.h"
+#include "model/tokenizer_files.h"
 #include "text/tokenizer.h"
 
 namespace zipmoe::bindings {
@@ -98,7 +99,7 @@ void register_text(py::module_& m) {
             Status status;
             {
               py::gil_scoped_release release;
-              status = Tokenizer::from_gguf_file(path, &t);
+              status = model::tokenizer_from_gguf_file(path, &t);
             }
             throw_if_error(status);
             return std::const_pointer_cast<Tokenizer>(t);
