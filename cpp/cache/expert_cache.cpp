@@ -16,10 +16,6 @@ using sched::kExponentPlane;
 using sched::kNoFetch;
 using sched::kSmPlane;
 
-std::uint64_t nanoseconds_since(Clock::time_point start) {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-}
-
 // Defaults when a figure is neither given nor measurable (tiny models).
 constexpr double kDefaultStorageBandwidth = 1.5e9;
 constexpr double kDefaultDecodeThroughput = 3e9;
