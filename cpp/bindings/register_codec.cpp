@@ -3,6 +3,7 @@
 
 #include <optional>
 
+#include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "codec/coded_plane.h"
 #include "common/cpu_features.h"
@@ -11,20 +12,6 @@
 namespace zipmoe::bindings {
 
 namespace {
-
-DType dtype_from(const std::string& name) {
-  DType dtype;
-  if (!parse_dtype(name, &dtype)) throw InvalidArgumentError("unknown dtype '" + name + "' (use bf16, f16 or f32)");
-  return dtype;
-}
-
-std::optional<Isa> isa_from(const std::optional<std::string>& name) {
-  if (!name) return std::nullopt;
-  Isa isa;
-  if (!parse_isa(*name, &isa)) throw InvalidArgumentError("unknown isa '" + *name + "' (use scalar, avx2, avx512, neon)");
-  throw_if_error(check_isa(isa));
-  return isa;
-}
 
 py::dict info_dict(const BlobInfo& info) {
   py::dict d;
@@ -46,11 +33,8 @@ void register_codec(py::module_& m) {
       "compress_buffer",
       [](py::buffer data, const std::string& dtype_name_, const std::vector<std::uint64_t>& shape,
          const std::string& codec_name_, std::uint32_t segment_symbols, std::shared_ptr<ThreadPool> pool) {
-        const DType dtype = dtype_from(dtype_name_);
-        Codec codec;
-        if (!parse_codec(codec_name_, &codec) || codec == Codec::kConstant) {
-          throw InvalidArgumentError("unknown codec '" + codec_name_ + "' (use auto, huffman, rans, raw or lz4hc)");
-        }
+        const DType dtype = dtype_argument(dtype_name_);
+        const Codec codec = codec_argument(codec_name_);
         py::buffer_info buf = data.request();
         std::uint64_t n = 1;
         for (auto d : shape) n *= d;
@@ -83,7 +67,7 @@ void register_codec(py::module_& m) {
       [](py::buffer blob, py::buffer out, std::shared_ptr<ThreadPool> pool, std::optional<std::string> isa) {
         py::buffer_info in = blob.request();
         py::buffer_info dst = out.request(true);
-        const std::optional<Isa> path = isa_from(isa);
+        const std::optional<Isa> path = isa_argument(isa);
         py::gil_scoped_release release;
         decompress(in.ptr, static_cast<std::size_t>(in.size * in.itemsize), dst.ptr,
                    static_cast<std::size_t>(dst.size * dst.itemsize), pool_or_null(pool), path);

@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "common/cpu_features.h"
 #include "zipmoe/container.h"
@@ -17,22 +18,6 @@ namespace zipmoe::bindings {
 namespace {
 
 using ExpertRole = std::tuple<std::uint32_t, std::uint32_t, std::string>;
-
-DType parse_dtype_or_throw(const std::string& name) {
-  DType dtype;
-  if (!parse_dtype(name, &dtype)) throw InvalidArgumentError("unknown dtype '" + name + "' (use bf16, f16 or f32)");
-  return dtype;
-}
-
-std::optional<Isa> parse_isa_or_throw(const std::optional<std::string>& name) {
-  if (!name) return std::nullopt;
-  Isa isa;
-  if (!parse_isa(*name, &isa)) {
-    throw InvalidArgumentError("unknown isa '" + *name + "' (use scalar, avx2, avx512, neon)");
-  }
-  throw_if_error(check_isa(isa));
-  return isa;
-}
 
 py::dict tensor_dict(const ContainerReader& reader, const TensorInfo& t) {
   const ChunkInfo& exponent = reader.chunks()[t.exponent_chunk];
@@ -91,11 +76,8 @@ void register_format(py::module_& m) {
           [](ContainerWriter& w, const std::string& name, py::buffer data, const std::string& dtype_text,
              const std::vector<std::uint64_t>& shape, std::optional<ExpertRole> role, const std::string& codec_text,
              std::shared_ptr<ThreadPool> pool) {
-            const DType dtype = parse_dtype_or_throw(dtype_text);
-            Codec codec;
-            if (!parse_codec(codec_text, &codec) || codec == Codec::kConstant) {
-              throw InvalidArgumentError("unknown codec '" + codec_text + "' (use auto, huffman, rans, raw or lz4hc)");
-            }
+            const DType dtype = dtype_argument(dtype_text);
+            const Codec codec = codec_argument(codec_text);
             py::buffer_info buf = data.request();
             std::uint64_t n = 1;
             for (std::uint64_t d : shape) n *= d;  // overflow is caught below and by add_tensor
@@ -123,10 +105,7 @@ void register_format(py::module_& m) {
   py::class_<ContainerReader, std::shared_ptr<ContainerReader>>(m, "ContainerReader",
                                                                 "Native .zmoe reader (use zipmoe.open_container).")
       .def(py::init([](const std::string& path, const std::string& io) {
-             IoMode mode;
-             if (!parse_io_mode(io, &mode)) {
-               throw InvalidArgumentError("unknown io mode '" + io + "' (use pread, direct or mmap)");
-             }
+             const IoMode mode = io_mode_argument(io);
              std::shared_ptr<ContainerReader> reader;
              {
                py::gil_scoped_release release;
@@ -177,7 +156,7 @@ void register_format(py::module_& m) {
            [](const ContainerReader& r, std::size_t index, py::buffer out, std::shared_ptr<ThreadPool> pool,
               std::optional<std::string> isa) {
              const TensorInfo& t = tensor_at(r, index);
-             const std::optional<Isa> path = parse_isa_or_throw(isa);
+             const std::optional<Isa> path = isa_argument(isa);
              py::buffer_info dst = out.request(true);
              py::gil_scoped_release release;
              r.decode_tensor(t, dst.ptr, static_cast<std::size_t>(dst.size * dst.itemsize), pool_or_null(pool), path);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "common/cpu_features.h"
 #include "zipmoe/model.h"
@@ -122,6 +123,33 @@ py::dict stats_dict(const ExpertCacheStats& s) {
   return d;
 }
 
+Precision precision_argument(const std::string& name) {
+  if (name == "fast") return Precision::kFast;
+  if (name == "exact") return Precision::kExact;
+  throw InvalidArgumentError("precision must be 'fast' or 'exact', not '" + name + "'");
+}
+
+CachePolicy cache_policy_argument(const std::string& name) {
+  CachePolicy policy;
+  if (!parse_cache_policy(name, &policy)) {
+    throw InvalidArgumentError("unknown cache_policy '" + name + "' (use affinity, lru or lfu)");
+  }
+  return policy;
+}
+
+// A mask of expert_tier_bit() of the named states; ABSENT is always allowed.
+std::uint8_t tiers_argument(const std::vector<std::string>& names) {
+  std::uint8_t mask = expert_tier_bit(ExpertTier::kAbsent);
+  for (const std::string& name : names) {
+    ExpertTier tier;
+    if (!parse_expert_tier(name, &tier)) {
+      throw InvalidArgumentError("unknown expert tier '" + name + "' (use full, compressed, sm, e, absent)");
+    }
+    mask |= expert_tier_bit(tier);
+  }
+  return mask;
+}
+
 py::dict memory_dict(const MemoryUse& use) {
   py::dict d;
   d["dense_weights"] = use.dense_weights;
@@ -133,61 +161,31 @@ py::dict memory_dict(const MemoryUse& use) {
   return d;
 }
 
-}  // namespace
-
-void register_model(py::module_& m) {
+void register_model_class(py::module_& m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "Native inference engine (use zipmoe.load).")
       .def(py::init([](const std::string& path, int threads, std::size_t max_context,
-                       const std::optional<std::string>& isa_name, const std::string& precision,
+                       const std::optional<std::string>& isa, const std::string& precision,
                        const std::string& kv_cache_dtype, std::size_t batch, const std::string& io,
                        std::uint64_t memory_budget, const std::string& cache_policy, bool prefetch,
                        const std::optional<std::vector<std::string>>& tiers, const std::string& routing_profile,
                        double storage_bandwidth, double decode_throughput, bool reorder_fetches, int io_threads) {
              ModelOptions options;
+             options.threads = threads;
+             options.max_context = max_context;
+             options.isa = isa_argument(isa);
+             options.precision = precision_argument(precision);
+             options.kv_cache_dtype = dtype_argument(kv_cache_dtype, "kv_cache_dtype");
+             options.batch = batch;
+             options.io_mode = io_mode_argument(io);
              options.memory_budget = memory_budget;
-             if (!parse_cache_policy(cache_policy, &options.cache_policy)) {
-               throw InvalidArgumentError("unknown cache_policy '" + cache_policy + "' (use affinity, lru or lfu)");
-             }
+             options.cache_policy = cache_policy_argument(cache_policy);
              options.prefetch = prefetch;
-             if (tiers) {
-               options.allowed_tiers = expert_tier_bit(ExpertTier::kAbsent);
-               for (const std::string& name : *tiers) {
-                 ExpertTier tier;
-                 if (!parse_expert_tier(name, &tier)) {
-                   throw InvalidArgumentError("unknown expert tier '" + name +
-                                              "' (use full, compressed, sm, e, absent)");
-                 }
-                 options.allowed_tiers |= expert_tier_bit(tier);
-               }
-             }
+             if (tiers) options.allowed_tiers = tiers_argument(*tiers);
              options.routing_profile = routing_profile;
              options.storage_bandwidth = storage_bandwidth;
              options.decode_throughput = decode_throughput;
              options.reorder_fetches = reorder_fetches;
              options.io_threads = io_threads;
-             options.threads = threads;
-             options.max_context = max_context;
-             options.batch = batch;
-             if (isa_name) {
-               Isa isa;
-               if (!parse_isa(*isa_name, &isa)) {
-                 throw InvalidArgumentError("unknown isa '" + *isa_name + "' (use scalar, avx2, avx512, neon)");
-               }
-               options.isa = isa;
-             }
-             if (precision == "fast") {
-               options.precision = Precision::kFast;
-             } else if (precision == "exact") {
-               options.precision = Precision::kExact;
-             } else {
-               throw InvalidArgumentError("precision must be 'fast' or 'exact', not '" + precision + "'");
-             }
-             if (!parse_dtype(kv_cache_dtype, &options.kv_cache_dtype)) {
-               throw InvalidArgumentError("unknown kv_cache_dtype '" + kv_cache_dtype + "' (use f32, bf16 or f16)");
-             }
-             if (!parse_io_mode(io, &options.io_mode)) {
-               throw InvalidArgumentError("unknown io mode '" + io + "' (use pread, direct or mmap)");
-             }
              py::gil_scoped_release release;
              return std::make_shared<Model>(Model::load(path, options));
            }),
@@ -237,7 +235,9 @@ void register_model(py::module_& m) {
       .def_property_readonly("num_threads", &Model::num_threads)
       .def_property_readonly("isa", [](const Model& model) { return std::string(isa_name(model.isa())); })
       .def_property_readonly("path", &Model::path);
+}
 
+void register_sampler_class(py::module_& m) {
   py::class_<Sampler>(m, "Sampler",
                       "Next-token sampler (include/zipmoe/sampler.h); zipmoe.Model.generate uses it.")
       .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
@@ -281,6 +281,13 @@ void register_model(py::module_& m) {
       .def("accept", &Sampler::accept, py::arg("token"))
       .def("reseed", &Sampler::reseed, py::arg("seed"))
       .def_property_readonly("history", &Sampler::history);
+}
+
+}  // namespace
+
+void register_model(py::module_& m) {
+  register_model_class(m);
+  register_sampler_class(m);
 }
 
 }  // namespace zipmoe::bindings

@@ -10,6 +10,7 @@
 
 #include "bindings/bindings.h"
 #include "common/json.h"
+#include "model/tokenizer_files.h"
 #include "text/tokenizer.h"
 
 namespace zipmoe::bindings {
@@ -119,10 +120,11 @@ const char* attribute_name(text::TokenAttribute a) {
 // Below this many bytes the GIL round trip costs more than the work.
 constexpr std::size_t kReleaseGilBytes = 4096;
 
-}  // namespace
+using TokenizerClass = py::class_<Tokenizer, TokenizerPtr>;
 
-void register_text(py::module_& m) {
-  py::class_<Tokenizer, TokenizerPtr>(m, "Tokenizer", "Native tokenizer (use zipmoe.Tokenizer).")
+// Tokenizer.from_gguf / from_json / from_metadata.
+void add_constructors(TokenizerClass& cls) {
+  cls
       .def_static(
           "from_gguf",
           [](const std::string& path) {
@@ -130,7 +132,7 @@ void register_text(py::module_& m) {
             Status status;
             {
               py::gil_scoped_release release;
-              status = Tokenizer::from_gguf_file(path, &t);
+              status = model::tokenizer_from_gguf_file(path, &t);
             }
             throw_if_error(status);
             return std::const_pointer_cast<Tokenizer>(t);
@@ -169,7 +171,12 @@ void register_text(py::module_& m) {
             throw_if_error(status);
             return std::const_pointer_cast<Tokenizer>(t);
           },
-          py::arg("tokenizer_record_json"), py::arg("origin") = "metadata")
+          py::arg("tokenizer_record_json"), py::arg("origin") = "metadata");
+}
+
+// encode, encode_batch, decode, decode_bytes.
+void add_encoding(TokenizerClass& cls) {
+  cls
       .def(
           "encode",
           [](const Tokenizer& t, const py::handle& text, bool add_special_tokens, bool parse_special) {
@@ -229,7 +236,12 @@ void register_text(py::module_& m) {
             t.decode_bytes(list.data(), list.size(), skip_special_tokens, &bytes);
             return py::bytes(bytes);
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = false)
+          py::arg("ids"), py::arg("skip_special_tokens") = false);
+}
+
+// The vocabulary: sizes, special ids, lookups.
+void add_vocabulary(TokenizerClass& cls) {
+  cls
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
       .def_property_readonly("bos_id", [](const Tokenizer& t) { return optional_id(t.bos_id()); })
       .def_property_readonly("eos_id", [](const Tokenizer& t) { return optional_id(t.eos_id()); })
@@ -271,6 +283,15 @@ void register_text(py::module_& m) {
             return attribute_name(t.attribute(static_cast<std::int32_t>(id)));
           },
           py::arg("id"));
+}
+
+}  // namespace
+
+void register_text(py::module_& m) {
+  TokenizerClass tokenizer(m, "Tokenizer", "Native tokenizer (use zipmoe.Tokenizer).");
+  add_constructors(tokenizer);
+  add_encoding(tokenizer);
+  add_vocabulary(tokenizer);
 
   py::class_<StreamDecoder>(m, "StreamDecoder", "Incremental detokenizer (use zipmoe.Tokenizer.stream_decoder).")
       .def(py::init([](TokenizerPtr tokenizer, bool skip_special_tokens, bool at_start) {

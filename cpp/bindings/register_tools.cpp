@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 
+#include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "codec/coded_plane.h"
 #include "codec/planes.h"
@@ -18,18 +19,10 @@ namespace zipmoe::bindings {
 
 namespace {
 
-DType dtype_arg(const std::string& name) {
-  DType dtype;
-  if (!parse_dtype(name, &dtype)) throw InvalidArgumentError("unknown dtype '" + name + "'");
-  return dtype;
-}
-
-Isa isa_arg(const std::optional<std::string>& name) {
-  if (!name) return default_isa();
-  Isa isa;
-  if (!parse_isa(*name, &isa)) throw InvalidArgumentError("unknown isa '" + *name + "'");
-  throw_if_error(check_isa(isa));
-  return isa;
+// The path asked for, or the process default.
+Isa isa_or_default(const std::optional<std::string>& name) {
+  const std::optional<Isa> isa = isa_argument(name);
+  return isa ? *isa : default_isa();
 }
 
 std::size_t byte_size(const py::buffer_info& b) { return static_cast<std::size_t>(b.size * b.itemsize); }
@@ -40,7 +33,7 @@ void register_tools(py::module_& m) {
   m.def(
       "split_planes",
       [](py::buffer elements, const std::string& dtype_name_, py::buffer symbols, py::buffer sm) {
-        const DType dtype = dtype_arg(dtype_name_);
+        const DType dtype = dtype_argument(dtype_name_);
         py::buffer_info in = elements.request(), sym = symbols.request(true), s = sm.request(true);
         const std::size_t n = byte_size(in) / dtype_size(dtype);
         if (byte_size(sym) != n || byte_size(s) != n * codec::sm_bytes_per_element(dtype)) {
@@ -55,8 +48,8 @@ void register_tools(py::module_& m) {
       "merge_planes",
       [](py::buffer symbols, py::buffer sm, const std::string& dtype_name_, py::buffer out,
          std::optional<std::string> isa) {
-        const DType dtype = dtype_arg(dtype_name_);
-        const Isa path = isa_arg(isa);
+        const DType dtype = dtype_argument(dtype_name_);
+        const Isa path = isa_or_default(isa);
         py::buffer_info sym = symbols.request(), s = sm.request(), o = out.request(true);
         const std::size_t n = byte_size(sym);
         if (byte_size(s) != n * codec::sm_bytes_per_element(dtype) || byte_size(o) != n * dtype_size(dtype)) {
@@ -73,7 +66,7 @@ void register_tools(py::module_& m) {
       "time_decode",
       [](py::buffer blob, py::buffer out, std::shared_ptr<ThreadPool> pool, std::optional<std::string> isa,
          int repeats, bool verify_checksum) {
-        const Isa path = isa_arg(isa);
+        const Isa path = isa_or_default(isa);
         py::buffer_info b = blob.request(), o = out.request(true);
         const BlobInfo info = read_blob_info(b.ptr, byte_size(b));
         if (byte_size(o) != info.num_elements * dtype_size(info.dtype)) {

@@ -1,29 +1,31 @@
-// ExpertCache: the tiered expert cache and fetch pipeline behind the engine's
-// ExpertProvider interface (docs/CACHE.md has the full design and the math).
+// ExpertCache: the tiered expert cache behind the engine's ExpertProvider
+// interface (docs/CACHE.md has the full design and the math). It decides what
+// is kept in which state; its fetch pipeline (sched/fetch_pipeline.h) reads and
+// decodes what a request needs.
 //
 // Memory. Everything it holds is charged to the model's ledger as kExperts and
 // stays within the budget given to start():
 //   tiers        each expert rests FULL / COMPRESSED / SM / E / ABSENT (tiers.h);
 //                the planner (planner.h) gives each state a byte capacity and the
 //                initial residents, from a routing profile or a uniform prior
-//   decode buffers  S buffers of one decoded expert each (S = k, 2k when the
-//                budget allows: k for the layer at hand, k for decoding the
-//                next layer's guessed experts ahead)
-//   fetch buffers   G staging buffers of one expert's padded chunks each
-//                (G = 1 .. k + 2): the I/O thread reads ahead as far as they allow
+//   working set  the pipeline's S decode buffers of one decoded expert each
+//                (S = k, 2k when the budget allows: k for the layer at hand, k
+//                for decoding the next layer's guessed experts ahead) and G
+//                staging buffers of one expert's padded chunks each (G = 1 ..
+//                k + 2: the reader threads read ahead as far as they allow)
 //
 // A request (one MoE layer of one forward step) goes through these steps:
 //   acquire   every requested expert is pinned; FULL ones are ready at once;
-//             for the others a fetch is made (or a prefetch of it adopted) and
-//             the fetches are ordered by Johnson's rule (sched/fetch_order.h):
-//             decode-only fetches first, then reads by increasing read time;
-//             their chunk reads go to the I/O queue (sched/io_queue.h, two
-//             reader threads) in that order as staging buffers allow
+//             for the others the pipeline makes a fetch (or a request adopts
+//             the prefetch under way) of the planes the expert's state lacks;
+//             they read and decode in Johnson's order (sched/fetch_order.h):
+//             first the fetches whose read is shorter than their decode, by
+//             increasing read time (decode-only ones lead), then the others by
+//             decreasing decode time
 //   wait_ready  the calling (forward) thread delivers whatever is decoded, and
-//             otherwise decodes: the next projection whose chunks are in RAM,
-//             its segments spread over the engine's thread pool; when nothing
-//             of the request can be decoded it decodes a prefetched expert of
-//             the next layer into a spare buffer, or waits for a read
+//             otherwise decodes (the pipeline picks the part: of a started
+//             expert, then in the scheduled order, then of a guess for the next
+//             layer) or waits for a read
 //   release   unpins; the decode buffers of delivered experts are reused
 // When a fetched expert has been decoded, the policy (policy.h) may admit it to
 // a fuller state, displacing experts of lower key (which drop to a state their
@@ -45,33 +47,28 @@
 //
 // Thread-safety: one request at a time (the engine serializes forward passes);
 // prefetch() and stats() may be called between requests; the reader threads
-// are internal. One mutex guards all state; decoding runs without it (only the
-// forward thread decodes, and a fetch being decoded is never cancelled).
+// are internal. The pipeline's one mutex guards the cache's state too; decoding
+// runs without it (only the forward thread decodes).
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <vector>
 
 #include "cache/expert_layout.h"
-#include "cache/memory_block.h"
+#include "cache/expert_provider.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
 #include "cache/tiers.h"
+#include "common/memory_block.h"
 #include "common/memory_ledger.h"
-#include "model/config.h"
-#include "model/expert_provider.h"
-#include "sched/chunk_source.h"
-#include "sched/io_queue.h"
+#include "format/container_file.h"
+#include "sched/fetch_pipeline.h"
+#include "zipmoe/cache.h"
 #include "zipmoe/container.h"
-#include "zipmoe/model.h"
 #include "zipmoe/thread_pool.h"
 
 namespace zipmoe::cache {
@@ -90,28 +87,28 @@ struct CacheOptions {
   int io_threads = 2;            // reader threads of the I/O queue
 };
 
-class ExpertCache final : public model::ExpertProvider {
+class ExpertCache final : public ExpertProvider {
  public:
   // Finds every expert in `reader` (FormatError status for a missing or
   // misshapen one). Allocates nothing: call start() next. All pointers must
   // outlive the cache.
-  static Status create(const ContainerReader* reader, const model::ModelConfig& config, ThreadPool* pool,
+  static Status create(const format::ContainerFile* reader, const ExpertShapes& shapes, ThreadPool* pool,
                        MemoryLedger* ledger, Isa isa, std::unique_ptr<ExpertCache>* out);
   ~ExpertCache() override;
 
   // The smallest budget start() accepts: experts_per_token decode buffers and
-  // one fetch buffer.
+  // one staging buffer.
   std::uint64_t minimum_bytes() const;
 
-  // Plans the states within options.budget, allocates the buffers, reads the
-  // planned residents from the container and starts the I/O thread.
+  // Plans the states within options.budget, allocates the working set, reads
+  // the planned residents from the container and starts the reader threads.
   Status start(const CacheOptions& options);
 
   // ExpertProvider
   void prefetch(std::uint32_t layer, const std::uint32_t* experts, std::size_t count) override;
-  Status acquire(model::ExpertRequest* request) override;
-  Status wait_ready(model::ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
-  void release(model::ExpertRequest* request) override;
+  Status acquire(ExpertRequest* request) override;
+  Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
+  void release(ExpertRequest* request) override;
   std::uint64_t resident_bytes() const override;
   bool wants_prefetch() const override { return started_ && options_.prefetch; }
   void collect_stats(ExpertCacheStats* out) const override;
@@ -122,87 +119,58 @@ class ExpertCache final : public model::ExpertProvider {
   ExpertTier tier_of(std::size_t id) const;
 
  private:
+  using Lock = sched::FetchPipeline::Lock;
+
   struct ExpertSlot {
     ExpertTier tier = ExpertTier::kAbsent;
+    MemoryBlock full;      // FULL: the decoded expert
     MemoryBlock exponent;  // COMPRESSED, E
     MemoryBlock sm;        // COMPRESSED, SM
-    int decoded = -1;      // FULL: index into decoded_
-    int pins = 0;
-    int fetch = -1;        // the fetch under way, if any
-  };
-
-  struct Fetch {
-    bool live = false;
-    std::uint64_t tag = 0;
-    std::size_t expert = 0;
-    bool prefetch = false;    // no request has taken it (yet)
-    bool cancelled = false;   // abandoned; freed when its reads in flight complete
-    int request_index = -1;
-    std::size_t order = 0;
-    ExpertTier tier_at_start = ExpertTier::kAbsent;
-    bool read_exponents = false;
-    bool read_sm = false;
-    bool submitted = false;   // reads handed to the I/O queue (or none needed)
-    int staging = -1;
-    int buffer = -1;          // decode buffer index into decoded_
-    int reads_pending = 0;
-    int chunks_ready[kProjections] = {0, 0, 0};
-    bool decoded[kProjections] = {false, false, false};
-    int decoded_count = 0;
-    bool decoding = false;    // the forward thread decodes one of its projections (without the lock)
-    bool admitted = false;    // admission decided (after the decode)
-    bool delivered = false;
-    Status error;
+    int pins = 0;          // requests using it
+    sched::FetchId fetch = sched::kNoFetch;  // its latest fetch (see pinned())
   };
 
   ExpertCache() = default;
 
-  // Under mutex_.
-  int new_fetch(std::size_t expert, bool prefetch);
-  void free_fetch(int f);
-  void cancel_fetch(int f);
-  void submit_reads(int f);
-  void start_waiting_fetches();
-  int chunks_needed() const;
-  int needed_chunks(const Fetch& fetch) const;
-  bool projection_ready(const Fetch& fetch, int j) const;
-  int take_decode_buffer(bool for_request);
-  void return_decode_buffer(int buffer);
-  void finish_fetch_decode(int f);
-  void admit(int f);
+  // Set-up (start).
+  void size_working_set(std::size_t* decode_buffers, std::size_t* staging_buffers) const;
+  Status measure(CostModel* model);
+  void set_prior(const CacheOptions& options);
+  Status fill_planned(const TierPlan& plan);
+  Status load_resident(std::size_t expert, ExpertTier tier);
+
+  // A request (all under the lock).
+  void begin_step(const ExpertRequest& request, std::uint32_t moe_index);
+  void start_fetches(const ExpertRequest& request, std::uint32_t moe_index);
+  sched::FetchId new_fetch(std::size_t expert, sched::IoPriority priority);
+  Status request_error(const ExpertRequest& request) const;
+  void deliver_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count);
+  Status make_progress(Lock& lock, const ExpertRequest& request);
+  void recycle_delivered();
+
+  // States (all under the lock).
+  bool pinned(std::size_t expert) const;
+  void admit(sched::FetchId fetch);
+  bool admit_full(sched::FetchId fetch, std::size_t expert, double key);
   bool make_room(ExpertTier tier, std::size_t expert, double key, std::uint64_t need);
   void demote(std::size_t expert);
-  Status move_to(std::size_t expert, ExpertTier tier, const Fetch* fetch);
+  Status move_to(std::size_t expert, ExpertTier tier, sched::FetchId fetch);
+  Status copy_staged(std::size_t expert, int plane, sched::FetchId fetch, MemoryBlock* block);
   void drop_storage(std::size_t expert, bool keep_exponents, bool keep_sm);
   std::uint64_t bytes_in(std::size_t expert, ExpertTier tier) const;
-  void recycle_delivered();
-  void on_read_done(const sched::ReadRequest& read, const sched::ReadResult& result);
-  model::ExpertWeights weights_from(std::size_t expert, const std::uint8_t* decoded) const;
-
-  // Decodes projection j of fetch f (called without mutex_).
-  Status decode_projection(int f, int j, std::uint64_t* nanoseconds);
-  Status fill_planned(const TierPlan& plan);
   // Plans again from the routing frequencies seen so far and shrinks the states
   // whose capacity went down (their lowest-key experts move down at once; the
   // states that grew fill as fetched experts are admitted).
   void replan();
-  Status measure(CostModel* model);
 
-  const ContainerReader* reader_ = nullptr;
-  const model::ModelConfig* config_ = nullptr;
+  const format::ContainerFile* reader_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
-  Isa isa_ = Isa::kScalar;
   ExpertTable table_;
   CacheOptions options_;
   CostModel cost_;
   bool started_ = false;
-
-  std::unique_ptr<sched::ChunkSource> source_;
-  std::unique_ptr<sched::IoQueue> io_;
-
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;
+  std::unique_ptr<sched::FetchPipeline> pipeline_;  // its mutex guards everything below
 
   std::vector<ExpertSlot> experts_;
   std::vector<ExpertCosts> costs_;
@@ -210,30 +178,16 @@ class ExpertCache final : public model::ExpertProvider {
   std::uint64_t capacity_[kNumExpertTiers] = {0, 0, 0, 0, 0};
   std::uint64_t used_[kNumExpertTiers] = {0, 0, 0, 0, 0};
 
-  std::vector<MemoryBlock> decoded_;     // FULL experts' blocks and decode buffers
-  std::vector<int> decoded_owner_;       // -1 free, -2 a FULL expert, else the fetch holding it
-  std::vector<int> free_decoded_;
-  std::size_t decode_buffers_ = 0;       // S
-  std::size_t full_count_ = 0;
-  std::vector<MemoryBlock> staging_;
-  std::vector<int> free_staging_;
-  std::deque<int> waiting_demand_;       // fetches waiting for a staging buffer
-  std::deque<int> waiting_prefetch_;
-
-  std::vector<Fetch> fetches_;
-  std::vector<int> free_fetches_;
-  std::uint64_t next_tag_ = 1;
-
   // The request between acquire and release.
-  model::ExpertRequest* request_ = nullptr;
-  std::vector<int> request_fetch_;       // per request index: fetch, or -1 (FULL at acquire)
+  ExpertRequest* request_ = nullptr;
+  std::vector<sched::FetchId> request_fetch_;  // per request index: its fetch, or kNoFetch (FULL at acquire)
   std::vector<std::size_t> request_ids_;
-  std::vector<int> delivered_group_;     // fetches delivered by the last wait_ready
+  std::vector<sched::FetchId> pending_;        // the undelivered fetches, in request order
+  std::vector<sched::FetchId> delivered_group_;  // fetches delivered by the last wait_ready
   std::int64_t last_layer_ = -1;
   std::uint64_t step_ = 0;
-  std::size_t max_prefetch_ = 0;
 
-  // Statistics (under mutex_).
+  // Statistics (the pipeline adds its reads and decodes).
   std::vector<ExpertLayerStats> layer_stats_;
   ExpertCacheStats counters_;
   double planned_seconds_ = 0;
@@ -241,23 +195,12 @@ class ExpertCache final : public model::ExpertProvider {
   std::uint64_t next_replan_step_ = 0;  // 0: never
   std::uint64_t replans_ = 0;
 
-  // What the pipeline measures as it runs, for the next plan (not reset by reset_stats).
-  std::uint64_t measured_decode_ns_ = 0;
-  std::uint64_t measured_decoded_bytes_ = 0;
-  // Reads of exponent chunks [0] and sign/mantissa chunks [1].
-  std::uint64_t measured_read_ns_[2] = {0, 0};
-  std::uint64_t measured_read_bytes_[2] = {0, 0};
-  std::uint64_t measured_reads_[2] = {0, 0};
+  // What the forward pass spends besides the cache, for the next plan (not reset by reset_stats).
   std::uint64_t measured_other_ns_ = 0;   // CPU time between requests besides decoding and waiting
   std::uint64_t measured_other_samples_ = 0;
   std::chrono::steady_clock::time_point last_acquire_time_{};
   std::uint64_t request_busy_ns_ = 0;     // decoding and waiting within the current request
   bool last_request_single_token_ = false;
-  // Share of guessed experts that the next request took (moving average). A
-  // guess is decoded ahead only while this is high: decoding a wrong guess
-  // delays the request at hand, whereas reading one only uses an idle drive.
-  double prefetch_accuracy_ = 0.5;
-  std::uint64_t prefetch_probe_ = 0;
 };
 
 }  // namespace zipmoe::cache

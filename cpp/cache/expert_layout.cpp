@@ -17,17 +17,19 @@ std::size_t align_to(std::size_t value, std::size_t alignment) {
 
 }  // namespace
 
-Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table) {
+Status build_expert_table(const format::ContainerFile& reader, const ExpertShapes& shapes, ExpertTable* table) {
   ExpertTable t;
-  t.num_experts = config.num_experts;
-  t.experts_per_token = config.experts_per_token;
-  t.moe_index_of_layer.assign(config.num_layers, -1);
-  for (std::uint32_t layer = 0; layer < config.num_layers; ++layer) {
-    if (!config.is_moe_layer(layer)) continue;
+  t.num_experts = shapes.num_experts;
+  t.experts_per_token = shapes.experts_per_token;
+  t.moe_index_of_layer.assign(shapes.num_layers, -1);
+  for (std::uint32_t layer : shapes.moe_layers) {
+    if (layer >= shapes.num_layers) {
+      return Status::InvalidArgument("MoE layer " + std::to_string(layer) + " does not exist");
+    }
     t.moe_index_of_layer[layer] = static_cast<std::int32_t>(t.moe_layers.size());
     t.moe_layers.push_back(layer);
   }
-  const std::uint64_t hidden = config.hidden_size, inner = config.expert_intermediate_size;
+  const std::uint64_t hidden = shapes.hidden_size, inner = shapes.intermediate_size;
   const std::vector<ChunkInfo>& chunks = reader.chunks();
   t.experts.resize(t.moe_layers.size() * t.num_experts);
   for (std::uint32_t m = 0; m < t.moe_layers.size(); ++m) {
@@ -48,29 +50,28 @@ Status build_expert_table(const ContainerReader& reader, const model::ModelConfi
           return Status::Format(reader.path() + ": tensor " + info->name + " (" + what + ") has shape " +
                                 shape_text(info->shape) + " but the config implies " + shape_text(want));
         }
-        ProjectionLayout& p = x.projections[j];
+        ProjectionLayout& p = x.fetch.parts[j];
         p.tensor = info;
-        p.exponent_chunk = info->exponent_chunk;
-        p.sm_chunk = info->sm_chunk;
-        p.exponent_bytes = chunks[p.exponent_chunk].stored_size;
-        p.sm_bytes = chunks[p.sm_chunk].stored_size;
+        p.chunk[sched::kExponentPlane] = info->exponent_chunk;
+        p.chunk[sched::kSmPlane] = info->sm_chunk;
+        for (int plane = 0; plane < sched::kPlanes; ++plane) {
+          p.stored_bytes[plane] = chunks[p.chunk[plane]].stored_size;
+          p.staging_size[plane] = reader.chunk_buffer_size(p.chunk[plane]);
+          p.staging_offset[plane] = staging;
+          staging += p.staging_size[plane];
+        }
         p.decoded_bytes = info->decoded_bytes();
         p.decoded_offset = decoded;
         decoded = align_to(decoded + static_cast<std::size_t>(p.decoded_bytes), kLine);
-        p.exponent_offset = exponent;
-        exponent = align_to(exponent + static_cast<std::size_t>(p.exponent_bytes), kLine);
-        p.sm_offset = sm;
-        sm = align_to(sm + static_cast<std::size_t>(p.sm_bytes), kLine);
-        p.staging_exponent_size = reader.chunk_buffer_size(p.exponent_chunk);
-        p.staging_sm_size = reader.chunk_buffer_size(p.sm_chunk);
-        p.staging_exponent_offset = staging;
-        staging += p.staging_exponent_size;
-        p.staging_sm_offset = staging;
-        staging += p.staging_sm_size;
-        x.stored_exponent_bytes += p.exponent_bytes;
-        x.stored_sm_bytes += p.sm_bytes;
+        p.rest_offset[sched::kExponentPlane] = exponent;
+        exponent = align_to(exponent + static_cast<std::size_t>(p.stored_bytes[sched::kExponentPlane]), kLine);
+        p.rest_offset[sched::kSmPlane] = sm;
+        sm = align_to(sm + static_cast<std::size_t>(p.stored_bytes[sched::kSmPlane]), kLine);
+        x.stored_exponent_bytes += p.stored_bytes[sched::kExponentPlane];
+        x.stored_sm_bytes += p.stored_bytes[sched::kSmPlane];
         x.decoded_bytes += p.decoded_bytes;
       }
+      x.fetch.part_count = kProjections;
       x.decoded_block_bytes = std::max<std::size_t>(decoded, kLine);
       x.exponent_block_bytes = std::max<std::size_t>(exponent, kLine);
       x.sm_block_bytes = std::max<std::size_t>(sm, kLine);
@@ -81,6 +82,19 @@ Status build_expert_table(const ContainerReader& reader, const model::ModelConfi
   }
   *table = std::move(t);
   return Status::Ok();
+}
+
+ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block) {
+  ExpertWeights w;
+  kernels::WeightMatrix* matrices[kProjections] = {&w.gate, &w.up, &w.down};
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projection(j);
+    matrices[j]->data = block + p.decoded_offset;
+    matrices[j]->dtype = p.tensor->dtype;
+    matrices[j]->rows = static_cast<std::size_t>(p.tensor->shape[0]);
+    matrices[j]->cols = static_cast<std::size_t>(p.tensor->shape[1]);
+  }
+  return w;
 }
 
 }  // namespace zipmoe::cache

@@ -16,41 +16,32 @@
 // where moe_layer_index counts MoE layers only.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
+#include "cache/expert_provider.h"
 #include "common/status.h"
-#include "model/config.h"
+#include "format/container_file.h"
+#include "sched/fetch_pipeline.h"
 #include "zipmoe/container.h"
 
 namespace zipmoe::cache {
 
 constexpr int kProjections = 3;
+static_assert(kProjections <= sched::kMaxParts, "an expert's projections are the parts of its fetch");
 extern const char* const kProjectionNames[kProjections];  // "gate", "up", "down"
 
-struct ProjectionLayout {
-  const TensorInfo* tensor = nullptr;
-  std::uint32_t exponent_chunk = 0;
-  std::uint32_t sm_chunk = 0;
-  std::uint64_t exponent_bytes = 0;  // stored sizes
-  std::uint64_t sm_bytes = 0;
-  std::uint64_t decoded_bytes = 0;
-  std::size_t decoded_offset = 0;           // in the decoded block
-  std::size_t exponent_offset = 0;          // in the exponent block
-  std::size_t sm_offset = 0;                // in the SM block
-  std::size_t staging_exponent_offset = 0;  // in a staging buffer
-  std::size_t staging_sm_offset = 0;
-  std::size_t staging_exponent_size = 0;    // padded (chunk_buffer_size)
-  std::size_t staging_sm_size = 0;
-};
+// A projection: its tensor, its E chunk (plane sched::kExponentPlane) and SM
+// chunk (sched::kSmPlane), where they land in a staging buffer, where the
+// exponent and SM blocks hold them (rest_offset) and where it decodes to.
+using ProjectionLayout = sched::PartLayout;
 
 struct ExpertLayout {
   std::uint32_t layer = 0;      // decoder layer
   std::uint32_t moe_index = 0;  // among MoE layers
   std::uint32_t expert = 0;
-  std::array<ProjectionLayout, kProjections> projections;
+  sched::FetchLayout fetch;     // its parts are the projections gate, up, down
   std::size_t decoded_block_bytes = 0;
   std::size_t exponent_block_bytes = 0;
   std::size_t sm_block_bytes = 0;
@@ -58,6 +49,8 @@ struct ExpertLayout {
   std::uint64_t stored_exponent_bytes = 0;  // sums of stored chunk sizes (what a read transfers)
   std::uint64_t stored_sm_bytes = 0;
   std::uint64_t decoded_bytes = 0;          // sum of decoded tensor sizes
+
+  const ProjectionLayout& projection(int j) const { return fetch.parts[j]; }
 };
 
 struct ExpertTable {
@@ -72,8 +65,11 @@ struct ExpertTable {
   std::size_t id(std::uint32_t moe_index, std::uint32_t expert) const { return moe_index * num_experts + expert; }
 };
 
-// Finds every projection of every expert of `config`'s MoE layers in `reader`
-// and checks its shape (FormatError status naming the expert otherwise).
-Status build_expert_table(const ContainerReader& reader, const model::ModelConfig& config, ExpertTable* table);
+// Finds every projection of every expert of `shapes` in `reader` and checks its
+// shape (FormatError status naming the expert otherwise).
+Status build_expert_table(const format::ContainerFile& reader, const ExpertShapes& shapes, ExpertTable* table);
+
+// The weights of expert `x` decoded into `block` (laid out as x's decoded block).
+ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block);
 
 }  // namespace zipmoe::cache

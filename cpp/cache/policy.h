@@ -25,7 +25,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "zipmoe/model.h"
+#include "zipmoe/cache.h"
 
 namespace zipmoe::cache {
 

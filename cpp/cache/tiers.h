@@ -1,4 +1,4 @@
-// Expert states of the tiered cache (public enums in zipmoe/model.h) and what
+// Expert states of the tiered cache (public enums in zipmoe/cache.h) and what
 // each one holds in RAM.
 //
 //   state        holds                         a request needs
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "zipmoe/model.h"
+#include "zipmoe/cache.h"
 
 namespace zipmoe::cache {
 

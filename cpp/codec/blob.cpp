@@ -2,6 +2,7 @@
 #include <memory>
 #include <string>
 
+#include "codec/blob.h"
 #include "codec/coded_plane.h"
 #include "codec/planes.h"
 #include "common/bytes.h"
@@ -116,10 +117,17 @@ std::vector<std::uint8_t> compress(const void* elements, DType dtype, const std:
   return blob;
 }
 
-BlobInfo read_blob_info(const void* blob, std::size_t size) {
+Status codec::read_blob_info(const void* blob, std::size_t size, BlobInfo* out) {
   ParsedBlob parsed;
-  throw_if_error(parse_blob(blob, size, &parsed));
-  return parsed.info;
+  ZIPMOE_RETURN_IF_ERROR(parse_blob(blob, size, &parsed));
+  *out = std::move(parsed.info);
+  return Status::Ok();
+}
+
+BlobInfo read_blob_info(const void* blob, std::size_t size) {
+  BlobInfo info;
+  throw_if_error(codec::read_blob_info(blob, size, &info));
+  return info;
 }
 
 void decompress(const void* blob, std::size_t size, void* out, std::size_t out_size, ThreadPool* pool,

@@ -122,7 +122,7 @@ Status check_isa(Isa isa) {
                                  "' is not available on this CPU/build (available: " + supported + ")");
 }
 
-Isa default_isa() {
+Status default_isa(Isa* isa) {
   struct Resolved {
     Isa isa = Isa::kScalar;
     Status status;
@@ -143,8 +143,14 @@ Isa default_isa() {
     }
     return r;
   }();
-  throw_if_error(resolved.status);
-  return resolved.isa;
+  *isa = resolved.isa;
+  return resolved.status;
+}
+
+Isa default_isa() {
+  Isa isa = Isa::kScalar;
+  throw_if_error(default_isa(&isa));
+  return isa;
 }
 
 }  // namespace zipmoe

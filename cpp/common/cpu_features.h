@@ -37,8 +37,11 @@ bool isa_supported(Isa isa);
 std::vector<Isa> supported_isas();
 // The best supported path.
 Isa best_isa();
-// The process default: ZIPMOE_ISA when set (throws InvalidArgumentError if it names
-// an unknown or unsupported path), else best_isa(). Resolved once.
+// The process default: ZIPMOE_ISA when set, else best_isa(). Resolved once.
+// Status::InvalidArgument when ZIPMOE_ISA names an unknown or unsupported path.
+Status default_isa(Isa* isa);
+// The same for the public API and the kernels' overloads without an Isa: throws
+// InvalidArgumentError instead.
 Isa default_isa();
 // Checks that `isa` can run here; the message names the path and what is supported.
 Status check_isa(Isa isa);

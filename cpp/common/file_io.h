@@ -13,46 +13,14 @@
 #include <memory>
 #include <string>
 
+#include "common/aligned_buffer.h"
 #include "common/status.h"
 
 namespace zipmoe {
 
-// Offsets, lengths and buffer addresses of O_DIRECT reads are multiples of this
-// (the logical block size of every common SSD and filesystem).
-constexpr std::size_t kDirectIoAlignment = 4096;
-
 inline std::uint64_t round_up(std::uint64_t value, std::uint64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
-
-// A heap buffer whose start is aligned to `alignment` bytes (a power of two).
-// Move-only. Contents are uninitialized after allocate().
-class AlignedBuffer {
- public:
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t size, std::size_t alignment = kDirectIoAlignment) { allocate(size, alignment); }
-  ~AlignedBuffer();
-  AlignedBuffer(AlignedBuffer&& other) noexcept;
-  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept;
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-
-  // Makes size() == size, reusing the allocation when it is large enough and
-  // aligned enough. Throws std::bad_alloc when memory is exhausted.
-  void allocate(std::size_t size, std::size_t alignment = kDirectIoAlignment);
-  void release();
-
-  std::uint8_t* data() { return data_; }
-  const std::uint8_t* data() const { return data_; }
-  std::size_t size() const { return size_; }
-  std::size_t capacity() const { return capacity_; }
-
- private:
-  std::uint8_t* data_ = nullptr;
-  std::size_t size_ = 0;
-  std::size_t capacity_ = 0;
-  std::size_t alignment_ = 0;
-};
 
 // A file opened for reading. Not copyable or movable (readers share it by pointer).
 class File {

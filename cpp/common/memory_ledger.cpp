@@ -80,9 +80,7 @@ Status LedgerBuffer::allocate(MemoryLedger* ledger, MemoryCategory category, std
                               std::size_t alignment) {
   release();
   if (ledger) ZIPMOE_RETURN_IF_ERROR(ledger->reserve(category, size));
-  try {
-    buffer_.allocate(size, alignment);
-  } catch (const std::bad_alloc&) {
+  if (!buffer_.try_allocate(size, alignment).ok()) {
     if (ledger) ledger->remove(category, size);
     return Status::Budget("out of memory allocating " + std::to_string(size) + " bytes of " +
                           memory_category_name(category));

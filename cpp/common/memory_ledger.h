@@ -15,7 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/file_io.h"
+#include "common/aligned_buffer.h"
 #include "common/status.h"
 
 namespace zipmoe {

@@ -1,8 +1,12 @@
-// Status: the error value of internal functions that parse outside data.
+// Status: the error value of everything inside the core.
 //
-// Hot paths (decoders, parsers) return a Status instead of throwing so that a
-// corrupt input costs one branch, and callers can add context (file, tensor,
-// chunk) before the public API turns it into a zipmoe::Error with throw_if_error().
+// Internal functions return a Status instead of throwing, from the decoders and
+// parsers up through the container reader, the fetch scheduler, the expert
+// cache and the forward pass, so that a corrupt input costs one branch and
+// callers can add context (file, tensor, chunk) on the way up. The public C++
+// API (the implementations of include/zipmoe/*.h) and the bindings turn a
+// Status into the zipmoe::Error subclass of its code with throw_if_error(): the
+// one place where a Status becomes an exception (docs/ARCHITECTURE.md, "Errors").
 #pragma once
 
 #include <cstdint>
@@ -65,7 +69,10 @@ class [[nodiscard]] Status {
   std::shared_ptr<const State> state_;
 };
 
-// Throws the zipmoe::Error subclass matching the status code (no-op when OK).
+// Throws the zipmoe::Error subclass matching the status code (no-op when OK):
+// kFormat FormatError, kChecksum ChecksumError, kInvalidArgument
+// InvalidArgumentError, kIo IoError, kUnsupported UnsupportedModelError,
+// kBudget BudgetError, kInternal Error ("internal error: ...").
 void throw_if_error(const Status& status);
 
 // A tensor shape as error messages print it: "[2048, 1408]".

@@ -5,16 +5,15 @@
 #include <cuda_runtime.h>
 
 #include <cstring>
-#include <exception>
 #include <string>
 #include <vector>
 
+#include "codec/blob.h"
 #include "common/bytes.h"
 #include "common/checksum.h"
 #include "cuda/decode_kernels.h"
 #include "cuda/decode_plan.h"
 #include "zipmoe/codec.h"
-#include "zipmoe/error.h"
 
 namespace zipmoe::cuda {
 
@@ -271,15 +270,7 @@ Status DeviceBuffer::download(void* host, std::size_t bytes, std::size_t offset)
 
 Status cuda_decompress_blob(const void* blob, std::size_t size, void* out, std::size_t out_size) {
   BlobInfo info;
-  try {
-    info = read_blob_info(blob, size);
-  } catch (const ChecksumError& e) {
-    return Status::Checksum(e.what());
-  } catch (const FormatError& e) {
-    return Status::Format(e.what());
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(e.what());
-  }
+  ZIPMOE_RETURN_IF_ERROR(codec::read_blob_info(blob, size, &info));
   const auto* bytes = static_cast<const std::uint8_t*>(blob);
   const std::uint32_t stored = load_le32(bytes + size - 4);
   const std::uint32_t computed = crc32c(blob, size - 4);

@@ -27,7 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/file_io.h"
+#include "common/aligned_buffer.h"
 #include "kernels/kernel_types.h"
 #include "zipmoe/thread_pool.h"
 #include "zipmoe/types.h"

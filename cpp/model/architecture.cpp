@@ -13,7 +13,7 @@ using S = SharedExpertKind;
 
 // clang-format off
 constexpr FamilySpec kFamilies[] = {
-  //  family               name           moe    norm          attention    qk_norm               router            activation     shared            sinks  rbias  ebias  corr   nbias
+  // family               name           moe    norm           attention    qk_norm               router            activation     shared            sinks  rbias  ebias  corr   nbias  exact
   {Family::kLlama,      "llama",       false, N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
   {Family::kQwen2,      "qwen2",       false, N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
   {Family::kQwen2Moe,   "qwen2_moe",   true,  N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kSigmoidGated, false, false, false, false, false, false},

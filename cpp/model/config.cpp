@@ -215,6 +215,9 @@ Status parse_rope(const ConfigReader& c, ModelConfig* m, std::size_t rotary_head
     rope.config.scaling = kernels::RopeScaling::kLongRope;
     rope.config.factor = has_factor ? factor : static_cast<double>(m->max_position_embeddings) / original;
     rope.config.original_max_position_embeddings = original;
+    if (rope.config.factor > 1.0 && !(original > 1.0)) {
+      return r.bad("original_max_position_embeddings", "must be > 1 for longrope scaling with a factor above 1");
+    }
     ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "short_factor", rotary / 2, &rope.short_factors));
     ZIPMOE_RETURN_IF_ERROR(read_factor_list(r, "long_factor", rotary / 2, &rope.long_factors));
     ZIPMOE_RETURN_IF_ERROR(r.number_or("short_mscale", 0.0, &rope.short_mscale));
@@ -305,12 +308,8 @@ Status parse_layers(const ConfigReader& c, ModelConfig* m) {
   return Status::Ok();
 }
 
-Status parse_config_object(const FamilySpec& family, const json::Value& object, ModelConfig* m) {
-  ConfigReader c(object, std::string(family.name) + " config");
-  m->family = &family;
-  const Family f = family.family;
-  const bool latent = family.attention == AttentionKind::kLatent;
-
+// The FFN activation and bias, which the engine supports in one form only.
+Status check_activation(const ConfigReader& c) {
   std::string activation;
   ZIPMOE_RETURN_IF_ERROR(c.string_or("hidden_act", "silu", &activation));
   if (activation != "silu" && activation != "swish") {
@@ -319,7 +318,12 @@ Status parse_config_object(const FamilySpec& family, const json::Value& object, 
   bool mlp_bias = false;
   ZIPMOE_RETURN_IF_ERROR(c.boolean_or("mlp_bias", false, &mlp_bias));
   if (mlp_bias) return Status::Unsupported(c.where() + ": mlp_bias is not supported");
+  return Status::Ok();
+}
 
+// Vocabulary, widths, depth, heads, context and norm epsilon.
+Status parse_dimensions(const ConfigReader& c, ModelConfig* m) {
+  const Family f = m->family->family;
   ZIPMOE_RETURN_IF_ERROR(c.integer("vocab_size", 1, kMaxVocab, &m->vocab_size));
   ZIPMOE_RETURN_IF_ERROR(c.integer("hidden_size", 1, kMaxWidth, &m->hidden_size));
   ZIPMOE_RETURN_IF_ERROR(c.integer("num_hidden_layers", 1, kMaxLayers, &m->num_layers));
@@ -336,10 +340,12 @@ Status parse_config_object(const FamilySpec& family, const json::Value& object, 
   ZIPMOE_RETURN_IF_ERROR(c.positive_or("rms_norm_eps", default_eps, &eps));
   m->norm_eps = static_cast<float>(eps);
   ZIPMOE_RETURN_IF_ERROR(c.boolean_or("tie_word_embeddings", false, &m->tie_word_embeddings));
-  ZIPMOE_RETURN_IF_ERROR(c.integer_or("intermediate_size", 0, 0, kMaxWidth, &m->intermediate_size));
+  return c.integer_or("intermediate_size", 0, 0, kMaxWidth, &m->intermediate_size);
+}
 
-  // Attention geometry.
-  if (latent) {
+// Head sizes: latent attention's ranks, or the grouped attention's head_dim.
+Status parse_attention_geometry(const ConfigReader& c, ModelConfig* m) {
+  if (m->family->attention == AttentionKind::kLatent) {
     std::size_t q_lora = 0;
     if (c.has("q_lora_rank")) ZIPMOE_RETURN_IF_ERROR(c.integer("q_lora_rank", 0, kMaxWidth, &q_lora));
     m->q_lora_rank = q_lora;
@@ -348,94 +354,97 @@ Status parse_config_object(const FamilySpec& family, const json::Value& object, 
     ZIPMOE_RETURN_IF_ERROR(c.integer("qk_rope_head_dim", 2, kMaxWidth, &m->qk_rope_head_dim));
     ZIPMOE_RETURN_IF_ERROR(c.integer("v_head_dim", 1, kMaxWidth, &m->v_head_dim));
     m->head_dim = m->qk_nope_head_dim + m->qk_rope_head_dim;
+    return Status::Ok();
+  }
+  std::size_t head_dim = 0;
+  if (c.has("head_dim")) ZIPMOE_RETURN_IF_ERROR(c.integer("head_dim", 1, kMaxWidth, &head_dim));
+  if (head_dim == 0) {
+    if (m->hidden_size % m->num_heads != 0) {
+      return c.bad("hidden_size", "is not a multiple of num_attention_heads (and no head_dim is given)");
+    }
+    head_dim = m->hidden_size / m->num_heads;
+  }
+  m->head_dim = head_dim;
+  return Status::Ok();
+}
+
+// DeepSeek's routing: scaling, groups and the top-k method.
+Status parse_deepseek_routing(const ConfigReader& c, ModelConfig* m) {
+  const Family f = m->family->family;
+  ZIPMOE_RETURN_IF_ERROR(
+      c.number_or("routed_scaling_factor", f == Family::kDeepseekV3 ? 2.5 : 1.0, &m->routed_scaling_factor));
+  ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_group", 1, 1, kMaxExperts, &m->num_groups));
+  ZIPMOE_RETURN_IF_ERROR(c.integer_or("topk_group", 1, 1, kMaxExperts, &m->topk_groups));
+  if (f == Family::kDeepseekV2) {
+    std::string method;
+    ZIPMOE_RETURN_IF_ERROR(c.string_or("topk_method", "greedy", &method));
+    if (method == "group_limited_greedy") {
+      m->group_limited = true;
+    } else if (method != "greedy") {
+      return Status::Unsupported(c.where() + ": topk_method '" + method +
+                                 "' is not supported (greedy, group_limited_greedy)");
+    }
   } else {
-    std::size_t head_dim = 0;
-    if (c.has("head_dim")) ZIPMOE_RETURN_IF_ERROR(c.integer("head_dim", 1, kMaxWidth, &head_dim));
-    if (head_dim == 0) {
-      if (m->hidden_size % m->num_heads != 0) {
-        return c.bad("hidden_size", "is not a multiple of num_attention_heads (and no head_dim is given)");
-      }
-      head_dim = m->hidden_size / m->num_heads;
-    }
-    m->head_dim = head_dim;
-  }
-
-  // Experts.
-  if (family.moe) {
-    const char* count_key = c.first_present({"num_experts", "num_local_experts", "n_routed_experts"});
-    if (!count_key) return c.bad("num_experts", "is missing (also looked for num_local_experts, n_routed_experts)");
-    ZIPMOE_RETURN_IF_ERROR(c.integer(count_key, 0, kMaxExperts, &m->num_experts));
-    if (m->num_experts > 0) {
-      ZIPMOE_RETURN_IF_ERROR(c.integer("num_experts_per_tok", 1, static_cast<std::int64_t>(m->num_experts),
-                                       &m->experts_per_token));
-      const bool moe_size_key = f == Family::kQwen2Moe || f == Family::kQwen3Moe || latent;
-      ZIPMOE_RETURN_IF_ERROR(c.integer(moe_size_key ? "moe_intermediate_size" : "intermediate_size", 1, kMaxWidth,
-                                       &m->expert_intermediate_size));
-    }
-    if (f == Family::kQwen2Moe) {
-      ZIPMOE_RETURN_IF_ERROR(c.integer_or("shared_expert_intermediate_size", 0, 0, kMaxWidth,
-                                          &m->shared_intermediate_size));
-    } else if (latent) {
-      std::size_t shared_count = 0;
-      ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_shared_experts", 0, 0, 1024, &shared_count));
-      m->shared_intermediate_size = shared_count * m->expert_intermediate_size;
-    }
-    bool norm_default = f == Family::kDeepseekV3;
-    ZIPMOE_RETURN_IF_ERROR(c.boolean_or("norm_topk_prob", norm_default, &m->norm_topk_prob));
-    if (f == Family::kMixtral) m->norm_topk_prob = true;
-    if (f == Family::kPhiMoe) {
-      if (m->num_experts > 0 && m->experts_per_token != 2) {
-        return Status::Unsupported(c.where() + ": sparsemixer routing needs num_experts_per_tok = 2");
-      }
-      if (m->num_experts == 1) return c.bad("num_local_experts", "must be at least 2 for sparsemixer routing");
-      double jitter = 0;
-      ZIPMOE_RETURN_IF_ERROR(c.number_or("router_jitter_noise", 0.01, &jitter));
-      m->router_jitter_noise = static_cast<float>(jitter);
-    }
-    if (latent) {
-      ZIPMOE_RETURN_IF_ERROR(c.number_or("routed_scaling_factor", f == Family::kDeepseekV3 ? 2.5 : 1.0,
-                                         &m->routed_scaling_factor));
-      ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_group", 1, 1, kMaxExperts, &m->num_groups));
-      ZIPMOE_RETURN_IF_ERROR(c.integer_or("topk_group", 1, 1, kMaxExperts, &m->topk_groups));
-      if (f == Family::kDeepseekV2) {
-        std::string method;
-        ZIPMOE_RETURN_IF_ERROR(c.string_or("topk_method", "greedy", &method));
-        if (method == "group_limited_greedy") {
-          m->group_limited = true;
-        } else if (method != "greedy") {
-          return Status::Unsupported(c.where() + ": topk_method '" + method +
-                                     "' is not supported (greedy, group_limited_greedy)");
-        }
-      } else {
-        m->group_limited = true;
-        std::string scoring;
-        ZIPMOE_RETURN_IF_ERROR(c.string_or("scoring_func", "sigmoid", &scoring));
-        if (scoring != "sigmoid") {
-          return Status::Unsupported(c.where() + ": scoring_func '" + scoring + "' is not supported (sigmoid)");
-        }
-      }
-      if (m->num_experts > 0 && m->group_limited) {
-        if (m->num_experts % m->num_groups != 0) return c.bad("n_group", "must divide the number of experts");
-        if (m->topk_groups > m->num_groups) return c.bad("topk_group", "must not exceed n_group");
-        const std::size_t per_group = m->num_experts / m->num_groups;
-        if (f == Family::kDeepseekV3 && per_group < 2 && m->num_groups > 1) {
-          return c.bad("n_group", "leaves fewer than 2 experts per group");
-        }
-        if (m->topk_groups * per_group < m->experts_per_token) {
-          return c.bad("topk_group", "selects fewer experts than num_experts_per_tok");
-        }
-      }
+    m->group_limited = true;
+    std::string scoring;
+    ZIPMOE_RETURN_IF_ERROR(c.string_or("scoring_func", "sigmoid", &scoring));
+    if (scoring != "sigmoid") {
+      return Status::Unsupported(c.where() + ": scoring_func '" + scoring + "' is not supported (sigmoid)");
     }
   }
-
-  ZIPMOE_RETURN_IF_ERROR(parse_layers(c, m));
-  for (const LayerPlan& layer : m->layers) {
-    if (layer.ffn == FfnKind::kDense && m->intermediate_size == 0) {
-      return c.bad("intermediate_size", "is missing (a dense FFN layer needs it)");
-    }
+  if (m->num_experts == 0 || !m->group_limited) return Status::Ok();
+  if (m->num_experts % m->num_groups != 0) return c.bad("n_group", "must divide the number of experts");
+  if (m->topk_groups > m->num_groups) return c.bad("topk_group", "must not exceed n_group");
+  const std::size_t per_group = m->num_experts / m->num_groups;
+  if (f == Family::kDeepseekV3 && per_group < 2 && m->num_groups > 1) {
+    return c.bad("n_group", "leaves fewer than 2 experts per group");
   }
+  if (m->topk_groups * per_group < m->experts_per_token) {
+    return c.bad("topk_group", "selects fewer experts than num_experts_per_tok");
+  }
+  return Status::Ok();
+}
 
-  // Scalars of single families.
+// Routed experts: count, k, size, shared experts and the router's options.
+Status parse_experts(const ConfigReader& c, ModelConfig* m) {
+  const Family f = m->family->family;
+  const bool latent = m->family->attention == AttentionKind::kLatent;
+  const char* count_key = c.first_present({"num_experts", "num_local_experts", "n_routed_experts"});
+  if (!count_key) return c.bad("num_experts", "is missing (also looked for num_local_experts, n_routed_experts)");
+  ZIPMOE_RETURN_IF_ERROR(c.integer(count_key, 0, kMaxExperts, &m->num_experts));
+  if (m->num_experts > 0) {
+    ZIPMOE_RETURN_IF_ERROR(c.integer("num_experts_per_tok", 1, static_cast<std::int64_t>(m->num_experts),
+                                     &m->experts_per_token));
+    const bool moe_size_key = f == Family::kQwen2Moe || f == Family::kQwen3Moe || latent;
+    ZIPMOE_RETURN_IF_ERROR(c.integer(moe_size_key ? "moe_intermediate_size" : "intermediate_size", 1, kMaxWidth,
+                                     &m->expert_intermediate_size));
+  }
+  if (f == Family::kQwen2Moe) {
+    ZIPMOE_RETURN_IF_ERROR(
+        c.integer_or("shared_expert_intermediate_size", 0, 0, kMaxWidth, &m->shared_intermediate_size));
+  } else if (latent) {
+    std::size_t shared_count = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.integer_or("n_shared_experts", 0, 0, 1024, &shared_count));
+    m->shared_intermediate_size = shared_count * m->expert_intermediate_size;
+  }
+  bool norm_default = f == Family::kDeepseekV3;
+  ZIPMOE_RETURN_IF_ERROR(c.boolean_or("norm_topk_prob", norm_default, &m->norm_topk_prob));
+  if (f == Family::kMixtral) m->norm_topk_prob = true;
+  if (f == Family::kPhiMoe) {
+    if (m->num_experts > 0 && m->experts_per_token != 2) {
+      return Status::Unsupported(c.where() + ": sparsemixer routing needs num_experts_per_tok = 2");
+    }
+    if (m->num_experts == 1) return c.bad("num_local_experts", "must be at least 2 for sparsemixer routing");
+    double jitter = 0;
+    ZIPMOE_RETURN_IF_ERROR(c.number_or("router_jitter_noise", 0.01, &jitter));
+    m->router_jitter_noise = static_cast<float>(jitter);
+  }
+  return latent ? parse_deepseek_routing(c, m) : Status::Ok();
+}
+
+// Scalars only some families have (Granite's multipliers, OLMoE's clip, gpt-oss's SwiGLU).
+Status parse_family_scalars(const ConfigReader& c, ModelConfig* m) {
+  const Family f = m->family->family;
   if (f == Family::kGraniteMoe) {
     double v = 0;
     ZIPMOE_RETURN_IF_ERROR(c.number_or("embedding_multiplier", 1.0, &v));
@@ -461,26 +470,50 @@ Status parse_config_object(const FamilySpec& family, const json::Value& object, 
     ZIPMOE_RETURN_IF_ERROR(c.positive_or("swiglu_limit", 7.0, &v));
     m->swiglu_limit = static_cast<float>(v);
   }
+  return Status::Ok();
+}
 
-  // RoPE over the rotary part of each head.
+// RoPE over the rotary part of each head, and the attention's softmax scale.
+Status parse_positions(const ConfigReader& c, ModelConfig* m) {
+  const bool latent = m->family->attention == AttentionKind::kLatent;
   ZIPMOE_RETURN_IF_ERROR(parse_rope(c, m, latent ? m->qk_rope_head_dim : m->head_dim));
-  if (latent) {
-    bool interleave = true;
-    if (f == Family::kDeepseekV3) ZIPMOE_RETURN_IF_ERROR(c.boolean_or("rope_interleave", true, &interleave));
-    m->rope.style = interleave ? kernels::RopeStyle::kInterleaved : kernels::RopeStyle::kNeox;
-    if (m->rope.config.rotary_dim != m->qk_rope_head_dim) {
-      return c.bad("partial_rotary_factor", "is not supported with latent attention");
-    }
-    // transformers' yarn_apply_mscale: the softmax scale gains mscale(factor, mscale_all_dim)^2.
-    double scale = 1.0 / std::sqrt(static_cast<double>(m->qk_nope_head_dim + m->qk_rope_head_dim));
-    if (m->rope.config.scaling != kernels::RopeScaling::kNone && m->rope.config.mscale_all_dim != 0) {
-      const double mscale = kernels::yarn_get_mscale(m->rope.config.factor, m->rope.config.mscale_all_dim);
-      scale *= mscale * mscale;
-    }
-    m->attention_scale = static_cast<float>(scale);
-  } else if (m->attention_scale == 0.0f) {
-    m->attention_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(m->head_dim)));
+  if (!latent) {
+    if (m->attention_scale == 0.0f) m->attention_scale = static_cast<float>(1.0 / std::sqrt(double(m->head_dim)));
+    return Status::Ok();
   }
+  bool interleave = true;
+  if (m->family->family == Family::kDeepseekV3) {
+    ZIPMOE_RETURN_IF_ERROR(c.boolean_or("rope_interleave", true, &interleave));
+  }
+  m->rope.style = interleave ? kernels::RopeStyle::kInterleaved : kernels::RopeStyle::kNeox;
+  if (m->rope.config.rotary_dim != m->qk_rope_head_dim) {
+    return c.bad("partial_rotary_factor", "is not supported with latent attention");
+  }
+  // transformers' yarn_apply_mscale: the softmax scale gains mscale(factor, mscale_all_dim)^2.
+  double scale = 1.0 / std::sqrt(static_cast<double>(m->qk_nope_head_dim + m->qk_rope_head_dim));
+  if (m->rope.config.scaling != kernels::RopeScaling::kNone && m->rope.config.mscale_all_dim != 0) {
+    const double mscale = kernels::yarn_get_mscale(m->rope.config.factor, m->rope.config.mscale_all_dim);
+    scale *= mscale * mscale;
+  }
+  m->attention_scale = static_cast<float>(scale);
+  return Status::Ok();
+}
+
+Status parse_config_object(const FamilySpec& family, const json::Value& object, ModelConfig* m) {
+  ConfigReader c(object, std::string(family.name) + " config");
+  m->family = &family;
+  ZIPMOE_RETURN_IF_ERROR(check_activation(c));
+  ZIPMOE_RETURN_IF_ERROR(parse_dimensions(c, m));
+  ZIPMOE_RETURN_IF_ERROR(parse_attention_geometry(c, m));
+  if (family.moe) ZIPMOE_RETURN_IF_ERROR(parse_experts(c, m));
+  ZIPMOE_RETURN_IF_ERROR(parse_layers(c, m));
+  for (const LayerPlan& layer : m->layers) {
+    if (layer.ffn == FfnKind::kDense && m->intermediate_size == 0) {
+      return c.bad("intermediate_size", "is missing (a dense FFN layer needs it)");
+    }
+  }
+  ZIPMOE_RETURN_IF_ERROR(parse_family_scalars(c, m));
+  ZIPMOE_RETURN_IF_ERROR(parse_positions(c, m));
   m->config_json = json::serialize(object);
   return Status::Ok();
 }
@@ -491,6 +524,19 @@ std::size_t ModelConfig::num_moe_layers() const {
   std::size_t n = 0;
   for (const LayerPlan& layer : layers) n += layer.ffn == FfnKind::kMoe;
   return n;
+}
+
+cache::ExpertShapes expert_shapes(const ModelConfig& config) {
+  cache::ExpertShapes shapes;
+  shapes.num_layers = config.num_layers;
+  for (std::uint32_t layer = 0; layer < config.num_layers; ++layer) {
+    if (config.is_moe_layer(layer)) shapes.moe_layers.push_back(layer);
+  }
+  shapes.num_experts = config.num_experts;
+  shapes.experts_per_token = config.experts_per_token;
+  shapes.hidden_size = config.hidden_size;
+  shapes.intermediate_size = config.expert_intermediate_size;
+  return shapes;
 }
 
 Status parse_model_config(const json::Value& metadata, ModelConfig* config) {

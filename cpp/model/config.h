@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/expert_provider.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "kernels/kernel_types.h"
@@ -95,5 +96,8 @@ Status parse_model_config(const std::string& metadata_json, ModelConfig* config)
 
 // Parses an already-parsed metadata object (tests).
 Status parse_model_config(const json::Value& metadata, ModelConfig* config);
+
+// The routed experts of `config`, as the expert providers (cpp/cache) know them.
+cache::ExpertShapes expert_shapes(const ModelConfig& config);
 
 }  // namespace zipmoe::model

@@ -80,7 +80,7 @@ Forward::~Forward() {
   if (ledger_ && workspace_charged_) ledger_->remove(MemoryCategory::kScratch, workspace_charged_);
 }
 
-Status Forward::init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts,
+Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts,
                      KvCache* cache, ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options) {
   config_ = &config;
   weights_ = &weights;
@@ -90,20 +90,35 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
   ledger_ = ledger;
   options_ = options;
   if (options_.batch == 0) return Status::InvalidArgument("batch must be at least 1");
-  const ModelConfig& c = config;
+  ZIPMOE_RETURN_IF_ERROR(allocate_scratch());
+  ZIPMOE_RETURN_IF_ERROR(fill_rope_table());
+  size_routing();
+  return reserve_workspace();
+}
+
+namespace {
+
+bool has_ffn(const ModelConfig& c, FfnKind kind) {
+  for (const LayerPlan& layer : c.layers) {
+    if (layer.ffn == kind) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Lays out every activation buffer for `batch` tokens in one scratch block.
+Status Forward::allocate_scratch() {
+  const ModelConfig& c = *config_;
   const bool latent = c.family->attention == AttentionKind::kLatent;
+  const bool any_dense = has_ffn(c, FfnKind::kDense), any_moe = has_ffn(c, FfnKind::kMoe);
   const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
   const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
-  const std::size_t q_width = heads * c.query_head_size();
   const std::size_t kv_width = latent ? 0 : c.num_kv_heads * c.head_dim;
   const std::size_t latent_row = latent ? c.kv_lora_rank + c.qk_rope_head_dim : 0;
-  bool any_dense = false, any_moe = false;
-  for (const LayerPlan& layer : c.layers) (layer.ffn == FfnKind::kDense ? any_dense : any_moe) = true;
   const std::size_t ffn_width = std::max(any_dense ? c.intermediate_size : 0, c.shared_intermediate_size);
   const std::size_t rotary = c.rope.config.rotary_dim;
-  const std::size_t capacity = cache->capacity();
 
-  // Lay out the scratch buffer.
   std::size_t total = 0;
   std::vector<std::pair<float**, std::size_t>> plan;
   auto place = [&](float** p, std::size_t floats) {
@@ -112,7 +127,7 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
   };
   place(&x_, B * H);
   place(&xn_, B * H);
-  place(&q_, B * q_width);
+  place(&q_, B * heads * c.query_head_size());
   place(&att_, B * heads * c.value_head_size());
   place(&delta_, B * H);
   if (latent) {
@@ -144,32 +159,44 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
       place(&shared_logit_, B);
     }
   }
-  place(&rope_table_, capacity * rotary);
+  place(&rope_table_, cache_->capacity() * rotary);
   place(&inv_freq_, rotary / 2);
-  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger, MemoryCategory::kScratch, total * sizeof(float)));
+  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger_, MemoryCategory::kScratch, total * sizeof(float)));
   for (auto& [pointer, offset] : plan) *pointer = scratch(offset);
+  return Status::Ok();
+}
 
-  // RoPE table for every position the cache can hold.
+// The RoPE table for every position the cache can hold.
+Status Forward::fill_rope_table() {
+  const ModelConfig& c = *config_;
+  const std::size_t rotary = c.rope.config.rotary_dim, capacity = cache_->capacity();
   kernels::RopeConfig rope = c.rope.config;
   if (rope.scaling == kernels::RopeScaling::kLongRope) {
     const bool long_context = static_cast<double>(capacity) > rope.original_max_position_embeddings;
     rope.ext_factors = long_context ? c.rope.long_factors.data() : c.rope.short_factors.data();
     const double mscale = long_context ? c.rope.long_mscale : c.rope.short_mscale;
     if (mscale > 0 && rope.attention_factor <= 0) rope.attention_factor = mscale;
-  } else if (rope.scaling == kernels::RopeScaling::kNone && weights.rope_factors) {
+  } else if (rope.scaling == kernels::RopeScaling::kNone && weights_->rope_factors) {
     // GGUF llama 3: frequency factors stored as a tensor divide the base frequencies.
+    for (std::size_t i = 0; i < rotary / 2; ++i) {
+      if (!(weights_->rope_factors[i] > 0)) {
+        return Status::Format("tensor rope_freqs.weight holds a frequency factor that is not positive");
+      }
+    }
     rope.scaling = kernels::RopeScaling::kLongRope;
     rope.factor = 1.0;
-    rope.ext_factors = weights.rope_factors;
+    rope.ext_factors = weights_->rope_factors;
   }
-  try {
-    const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
-    kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
-  } catch (const Error& e) {
-    return Status::Format(std::string(c.family->name) + " config: " + e.what());
-  }
+  // parse_model_config checked every parameter the kernel requires.
+  const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
+  kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
+  return Status::Ok();
+}
 
-  // Routing bookkeeping and job lists, sized once.
+// Routing bookkeeping and job lists, sized once.
+void Forward::size_routing() {
+  const ModelConfig& c = *config_;
+  const std::size_t B = options_.batch, K = c.experts_per_token, E = c.num_experts;
   selected_.assign(B * std::max<std::size_t>(K, 1), 0);
   selected_weight_.assign(selected_.size(), 0.0f);
   selected_row_.assign(selected_.size(), 0);
@@ -193,59 +220,64 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, Exp
   request_.experts.reserve(E);
   request_.weights.reserve(E);
   request_.delivered.reserve(E);
-  jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * heads + 4));
+  jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * c.num_heads + 4));
+}
 
-  // Reserve the matmul workspace for the largest pass, with stand-in pointers
-  // (distinct inputs are what sizes it; nothing is dereferenced).
+// Reserves the matmul workspace for the largest pass, found with stand-in
+// pointers (distinct inputs are what sizes it; nothing is dereferenced).
+Status Forward::reserve_workspace() {
+  const ModelConfig& c = *config_;
+  const bool latent = c.family->attention == AttentionKind::kLatent;
+  const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
+  const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
+  const std::size_t q_width = heads * c.query_head_size();
   std::size_t workspace = 0;
   auto consider = [&](const std::vector<kernels::LinearJob>& jobs) {
     workspace = std::max(workspace, kernels::linear_workspace_bytes(options_.isa, jobs.data(), jobs.size(),
                                                                     options_.precision));
   };
-  auto stand_in = [&](std::size_t rows, std::size_t cols, std::size_t i) {
+  auto stand_in = [&](std::size_t rows, std::size_t cols) {
     kernels::WeightMatrix m;
     m.data = scratch_.data();
     m.dtype = DType::kF32;
     m.rows = rows;
     m.cols = cols;
-    (void)i;
     return m;
   };
   float* base = scratch_.as<float>();
   std::vector<kernels::LinearJob> probe;
-  probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H, 0), {}, base, 0));
+  probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H), {}, base, 0));
   consider(probe);
-  if (any_dense) {
-    probe.assign(1, job(base, B, 0, stand_in(c.intermediate_size, H, 0), {}, base, 0));
+  if (has_ffn(c, FfnKind::kDense)) {
+    probe.assign(1, job(base, B, 0, stand_in(c.intermediate_size, H), {}, base, 0));
     consider(probe);
-    probe.assign(1, job(base, B, 0, stand_in(H, c.intermediate_size, 0), {}, base, 0));
+    probe.assign(1, job(base, B, 0, stand_in(H, c.intermediate_size), {}, base, 0));
     consider(probe);
   }
   if (latent) {
     probe.clear();
     for (std::size_t h = 0; h < heads; ++h) {
-      probe.push_back(job(base + h, B, q_width, stand_in(c.kv_lora_rank, c.qk_nope_head_dim, h), {}, base, 0));
+      probe.push_back(job(base + h, B, q_width, stand_in(c.kv_lora_rank, c.qk_nope_head_dim), {}, base, 0));
     }
     consider(probe);
     probe.clear();
     for (std::size_t h = 0; h < heads; ++h) {
-      probe.push_back(job(base + h, B, heads * c.kv_lora_rank, stand_in(c.v_head_dim, c.kv_lora_rank, h), {}, base,
-                          0));
+      probe.push_back(job(base + h, B, heads * c.kv_lora_rank, stand_in(c.v_head_dim, c.kv_lora_rank), {}, base, 0));
     }
     consider(probe);
   }
-  if (any_moe && E > 0) {
+  if (has_ffn(c, FfnKind::kMoe) && E > 0) {
     const std::size_t used = std::min(E, B * K);
     const std::size_t rows = (B * K + used - 1) / used;
     probe.clear();
-    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, H, stand_in(I, H, e), {}, base, 0));
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, H, stand_in(I, H), {}, base, 0));
     consider(probe);
     probe.clear();
-    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I, e), {}, base, 0));
+    for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I), {}, base, 0));
     consider(probe);
   }
   workspace_.reserve(workspace + 4096);
-  ZIPMOE_RETURN_IF_ERROR(ledger->reserve(MemoryCategory::kScratch, workspace_.capacity()));
+  ZIPMOE_RETURN_IF_ERROR(ledger_->reserve(MemoryCategory::kScratch, workspace_.capacity()));
   workspace_charged_ = workspace_.capacity();
   return Status::Ok();
 }
@@ -613,10 +645,27 @@ void Forward::prefetch_next_layer(std::size_t layer, std::size_t n) {
   experts_->prefetch(static_cast<std::uint32_t>(next), ahead_experts_.data(), ahead_experts_.size());
 }
 
-void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
-  const ModelConfig& c = *config_;
-  const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, K = c.experts_per_token;
-  const std::size_t S = c.shared_intermediate_size;
+namespace {
+
+// Releases an acquired expert request however the layer ends (an error, or a
+// kernel's exception), so that the provider can serve the next step.
+class ReleaseOnExit {
+ public:
+  ReleaseOnExit(cache::ExpertProvider* provider, cache::ExpertRequest* request)
+      : provider_(provider), request_(request) {}
+  ~ReleaseOnExit() { provider_->release(request_); }
+  ReleaseOnExit(const ReleaseOnExit&) = delete;
+  ReleaseOnExit& operator=(const ReleaseOnExit&) = delete;
+
+ private:
+  cache::ExpertProvider* provider_;
+  cache::ExpertRequest* request_;
+};
+
+}  // namespace
+
+Status Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
+  const std::size_t H = config_->hidden_size, K = config_->experts_per_token;
   // One token routed to distinct experts reads xn directly; otherwise rows are gathered.
   const bool gathered = !(n == 1 && request_.experts.size() == K);
   if (gathered) {
@@ -626,63 +675,60 @@ void Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n)
       }
     });
   }
-  throw_if_error(experts_->acquire(&request_));
-  // Whatever fails from here on (a fetch, a kernel), the request is released so
-  // that the provider can serve the next step.
-  try {
-    if (options_.gate_ahead && experts_->wants_prefetch()) prefetch_next_layer(layer, n);
-    bool first_group = true;
-    for (;;) {
-      std::size_t ready = 0;
-      const Status status = experts_->wait_ready(&request_, ready_.data(), &ready);
-      throw_if_error(status);
-      if (ready == 0) break;
-      // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
-      jobs_.clear();
-      for (std::size_t r = 0; r < ready; ++r) {
-        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-        const ExpertWeights& w = request_.weights[i];
-        const float* x = gathered ? moe_in_ + row * H : xn_;
-        jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
-        jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
-      }
-      const bool shared = first_group && S;
-      if (shared) {
-        // the shared expert rides along with the first group: gate_s, up_s (and its sigmoid gate's logit)
-        jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
-        jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
-        if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
-      }
-      linear(jobs_.data(), jobs_.size());
-      // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
-      jobs_.clear();
-      for (std::size_t r = 0; r < ready; ++r) {
-        const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
-        float* gate = moe_gate_ + row * I;
-        if (c.family->activation == ActivationKind::kSwigluOai) {
-          kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
-        } else {
-          kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
-        }
-        jobs_.push_back(
-            job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
-      }
-      if (shared) {
-        // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
-        kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
-        jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
-      }
-      linear(jobs_.data(), jobs_.size());
-      first_group = false;
-    }
-  } catch (...) {
-    experts_->release(&request_);
-    throw;
+  ZIPMOE_RETURN_IF_ERROR(experts_->acquire(&request_));
+  const ReleaseOnExit release(experts_, &request_);
+  if (options_.gate_ahead && experts_->wants_prefetch()) prefetch_next_layer(layer, n);
+  // Experts are computed group by group as the provider delivers them; the
+  // shared expert rides along with the first group.
+  for (bool first_group = true;; first_group = false) {
+    std::size_t ready = 0;
+    ZIPMOE_RETURN_IF_ERROR(experts_->wait_ready(&request_, ready_.data(), &ready));
+    if (ready == 0) return Status::Ok();
+    run_expert_group(f, n, ready, gathered, first_group && config_->shared_intermediate_size);
   }
-  experts_->release(&request_);
 }
 
-void Forward::ffn_moe(std::size_t layer, std::size_t n) {
+void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t ready, bool gathered,
+                               bool with_shared) {
+  const ModelConfig& c = *config_;
+  const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, S = c.shared_intermediate_size;
+  // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
+  jobs_.clear();
+  for (std::size_t r = 0; r < ready; ++r) {
+    const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+    const cache::ExpertWeights& w = request_.weights[i];
+    const float* x = gathered ? moe_in_ + row * H : xn_;
+    jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
+    jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
+  }
+  if (with_shared) {
+    // gate_s, up_s (and its sigmoid gate's logit)
+    jobs_.push_back(job(xn_, n, H, f.shared_gate, {}, ffn_gate_, S));
+    jobs_.push_back(job(xn_, n, H, f.shared_up, {}, ffn_up_, S));
+    if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
+  }
+  linear(jobs_.data(), jobs_.size());
+  // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
+  jobs_.clear();
+  for (std::size_t r = 0; r < ready; ++r) {
+    const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+    float* gate = moe_gate_ + row * I;
+    if (c.family->activation == ActivationKind::kSwigluOai) {
+      kernels::swiglu_oai(options_.isa, gate, moe_up_ + row * I, gate, rows * I, c.swiglu_alpha, c.swiglu_limit);
+    } else {
+      kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
+    }
+    jobs_.push_back(job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
+  }
+  if (with_shared) {
+    // shared = silu(gate_s) * up_s Wd_s^T                 [n, hidden]
+    kernels::silu_mul(options_.isa, ffn_gate_, ffn_up_, ffn_gate_, n * S);
+    jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
+  }
+  linear(jobs_.data(), jobs_.size());
+}
+
+Status Forward::ffn_moe(std::size_t layer, std::size_t n) {
   const ModelConfig& c = *config_;
   const FfnWeights& f = weights_->layers[layer].ffn;
   const Isa isa = options_.isa;
@@ -700,7 +746,7 @@ void Forward::ffn_moe(std::size_t layer, std::size_t n) {
   // every routed expert's output rows, and the shared expert's output
   request_.layer = static_cast<std::uint32_t>(layer);
   group_by_expert(n);
-  run_experts(layer, f, n);
+  ZIPMOE_RETURN_IF_ERROR(run_experts(layer, f, n));
   // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
   const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
   if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
@@ -719,6 +765,7 @@ void Forward::ffn_moe(std::size_t layer, std::size_t n) {
     }
   });
   add_residual(delta_, n);
+  return Status::Ok();
 }
 
 void Forward::output(std::size_t n, float* logits, bool all_logits) {
@@ -736,7 +783,8 @@ void Forward::output(std::size_t n, float* logits, bool all_logits) {
   }
 }
 
-void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits) {
+Status Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits,
+                     bool all_logits) {
   const ModelConfig& c = *config_;
   embed(tokens, n);
   std::size_t rows = n;
@@ -755,12 +803,13 @@ void Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t positi
       rows = 1;
     }
     if (c.is_moe_layer(layer)) {
-      ffn_moe(layer, rows);
+      ZIPMOE_RETURN_IF_ERROR(ffn_moe(layer, rows));
     } else {
       ffn_dense(layer, rows);
     }
   }
   if (logits) output(rows, logits, all_logits);
+  return Status::Ok();
 }
 
 }  // namespace zipmoe::model

@@ -28,12 +28,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "cache/expert_provider.h"
 #include "cache/routing_profile.h"
 #include "common/memory_ledger.h"
 #include "common/status.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
-#include "model/expert_provider.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "zipmoe/thread_pool.h"
@@ -59,15 +59,16 @@ class Forward {
 
   // Allocates every buffer (charged to the ledger as kScratch). The referenced
   // objects must outlive this one.
-  Status init(const ModelConfig& config, const ModelWeights& weights, ExpertProvider* experts, KvCache* cache,
+  Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts, KvCache* cache,
               ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
 
   // Runs tokens[0, n) (1 <= n <= batch, ids < vocab) at positions
   // [position, position + n) (within the cache's capacity) and writes the logits
   // of every token (all_logits: [n, vocab]) or of the last one ([1, vocab]);
   // logits == nullptr computes none (a prompt's steps before its last).
-  // Throws zipmoe::Error (e.g. an expert the provider fails to deliver).
-  void step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
+  // Returns the provider's error when it fails to deliver an expert (the step
+  // is then abandoned and its positions of the KV cache hold no meaning).
+  Status step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
 
   std::size_t batch() const { return options_.batch; }
 
@@ -76,17 +77,24 @@ class Forward {
   void set_routing_profile(cache::RoutingProfile* profile) { routing_ = profile; }
 
  private:
+  // Steps of init().
+  Status allocate_scratch();
+  Status fill_rope_table();
+  void size_routing();
+  Status reserve_workspace();
+
   // Steps of one forward pass, each over the n tokens of the step.
   void embed(const std::int32_t* tokens, std::size_t n);
   void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);
   void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
   void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
-  void ffn_moe(std::size_t layer, std::size_t n);
+  Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);
   void route_token(const FfnWeights& ffn, const float* logits, std::int32_t* experts, float* weights);
   void group_by_expert(std::size_t n);
-  void run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
+  Status run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
+  void run_expert_group(const FfnWeights& ffn, std::size_t n, std::size_t ready, bool gathered, bool with_shared);
   void prefetch_next_layer(std::size_t layer, std::size_t n);
   void add_residual(const float* delta, std::size_t n);
   void output(std::size_t n, float* logits, bool all_logits);
@@ -103,7 +111,7 @@ class Forward {
 
   const ModelConfig* config_ = nullptr;
   const ModelWeights* weights_ = nullptr;
-  ExpertProvider* experts_ = nullptr;
+  cache::ExpertProvider* experts_ = nullptr;
   KvCache* cache_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
@@ -156,7 +164,7 @@ class Forward {
   std::vector<std::uint32_t> ahead_tokens_;   // per expert id
   std::vector<std::uint32_t> ahead_experts_;  // the guess, most tokens first
   std::vector<std::int32_t> topk_scratch_;
-  ExpertRequest request_;
+  cache::ExpertRequest request_;
   std::vector<kernels::LinearJob> jobs_;
   kernels::AttentionParams attention_params_;
 };

@@ -9,11 +9,12 @@
 #include <string>
 
 #include "cache/expert_cache.h"
+#include "cache/resident_experts.h"
 #include "cache/routing_profile.h"
 #include "common/cpu_features.h"
 #include "common/memory_ledger.h"
+#include "format/container_file.h"
 #include "model/config.h"
-#include "model/expert_provider.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
@@ -39,6 +40,31 @@ std::string human_bytes(std::uint64_t bytes) {
   return std::string(text) + " (" + std::to_string(bytes) + " bytes)";
 }
 
+// Checks the options that do not depend on the container.
+Status check_options(const ModelOptions& options) {
+  if (options.isa) ZIPMOE_RETURN_IF_ERROR(check_isa(*options.isa));
+  if (!is_valid_dtype(static_cast<std::uint8_t>(options.kv_cache_dtype))) {
+    return Status::InvalidArgument("kv_cache_dtype must be bf16, f16 or f32");
+  }
+  if (options.max_context > kMaxContext) {
+    return Status::InvalidArgument("max_context " + std::to_string(options.max_context) + " is larger than " +
+                                   std::to_string(kMaxContext));
+  }
+  if (options.allowed_tiers & ~kAllExpertTiers) return Status::InvalidArgument("allowed_tiers has unknown bits");
+  if (options.io_threads < 0 || options.io_threads > 64) {
+    return Status::InvalidArgument("io_threads must be in [0, 64]");
+  }
+  if (options.cache_policy != CachePolicy::kAffinity && options.cache_policy != CachePolicy::kLru &&
+      options.cache_policy != CachePolicy::kLfu) {
+    return Status::InvalidArgument("unknown cache policy");
+  }
+  if (!(options.storage_bandwidth >= 0) || !std::isfinite(options.storage_bandwidth) ||
+      !(options.decode_throughput >= 0) || !std::isfinite(options.decode_throughput)) {
+    return Status::InvalidArgument("storage_bandwidth and decode_throughput must be finite and >= 0");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 struct Model::Impl {
@@ -48,11 +74,12 @@ struct Model::Impl {
   Isa isa = Isa::kScalar;
   ModelInfo info;
   std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<ContainerReader> reader;
+  std::unique_ptr<format::ContainerFile> reader;
   model::ModelConfig config;
   model::DenseWeightStore dense;
   model::ModelWeights weights;
-  std::unique_ptr<model::ExpertProvider> experts;
+  std::unique_ptr<cache::ExpertProvider> experts;
+  cache::ExpertCache* expert_cache = nullptr;        // experts, when streamed
   std::unique_ptr<cache::RoutingProfile> routing;  // gathered online by the forward pass
   std::unique_ptr<cache::RoutingProfile> prior;    // ModelOptions::routing_profile
   model::KvCache cache;
@@ -60,154 +87,132 @@ struct Model::Impl {
   std::size_t position = 0;
   mutable std::mutex mutex;
 
-  void run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only) {
-    if (count == 0) throw InvalidArgumentError("eval: no tokens given");
-    if (tokens == nullptr) throw InvalidArgumentError("eval: tokens is null");
-    if (logits == nullptr) throw InvalidArgumentError("eval: logits is null");
-    const std::size_t vocab = config.vocab_size;
-    for (std::size_t i = 0; i < count; ++i) {
-      if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab) {
-        throw InvalidArgumentError("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                   " is outside [0, " + std::to_string(vocab) + ")");
-      }
-    }
-    if (count > info.max_context - position) {
-      throw InvalidArgumentError("context overflow: " + std::to_string(position) + " tokens held + " +
-                                 std::to_string(count) + " new > max_context " + std::to_string(info.max_context) +
-                                 " (reset(), or load with a larger max_context)");
-    }
-    const std::size_t batch = forward.batch();
-    for (std::size_t first = 0; first < count; first += batch) {
-      const std::size_t n = std::min(batch, count - first);
-      const bool last = first + n == count;
-      float* out = last_only ? (last ? logits : nullptr) : logits + first * vocab;
-      forward.step(tokens + first, n, position, out, !last_only);
-      position += n;
-    }
-  }
+  // The steps of Model::load, in order.
+  Status load(const std::string& path, const ModelOptions& options);
+  Status open(const ModelOptions& options);
+  Status load_routing_profiles(const ModelOptions& options);
+  Status load_weights(const ModelOptions& options);
+  Status allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch);
+  Status start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch);
+  void describe(std::size_t context);
+
+  Status run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only);
 };
 
-Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Model::~Model() = default;
-Model::Model(Model&&) noexcept = default;
-Model& Model::operator=(Model&&) noexcept = default;
-
-Model Model::load(const std::string& path, const ModelOptions& options) {
-  auto impl = std::make_unique<Impl>();
-  Impl& m = *impl;
-  m.path = path;
+Status Model::Impl::load(const std::string& model_path, const ModelOptions& options) {
+  ZIPMOE_RETURN_IF_ERROR(check_options(options));
+  path = model_path;
   if (options.isa) {
-    throw_if_error(check_isa(*options.isa));
-    m.isa = *options.isa;
+    isa = *options.isa;
   } else {
-    m.isa = default_isa();
+    ZIPMOE_RETURN_IF_ERROR(default_isa(&isa));
   }
-  if (!is_valid_dtype(static_cast<std::uint8_t>(options.kv_cache_dtype))) {
-    throw InvalidArgumentError("kv_cache_dtype must be bf16, f16 or f32");
-  }
-  if (options.max_context > kMaxContext) {
-    throw InvalidArgumentError("max_context " + std::to_string(options.max_context) + " is larger than " +
-                               std::to_string(kMaxContext));
-  }
-  if (options.allowed_tiers & ~kAllExpertTiers) throw InvalidArgumentError("allowed_tiers has unknown bits");
-  if (options.io_threads < 0 || options.io_threads > 64) throw InvalidArgumentError("io_threads must be in [0, 64]");
-  if (options.cache_policy != CachePolicy::kAffinity && options.cache_policy != CachePolicy::kLru &&
-      options.cache_policy != CachePolicy::kLfu) {
-    throw InvalidArgumentError("unknown cache policy");
-  }
-  if (!(options.storage_bandwidth >= 0) || !std::isfinite(options.storage_bandwidth) ||
-      !(options.decode_throughput >= 0) || !std::isfinite(options.decode_throughput)) {
-    throw InvalidArgumentError("storage_bandwidth and decode_throughput must be finite and >= 0");
-  }
-  const bool streaming = options.memory_budget > 0;
+  ZIPMOE_RETURN_IF_ERROR(open(options));
+  ZIPMOE_RETURN_IF_ERROR(load_routing_profiles(options));
+  const std::size_t context =
+      options.max_context ? options.max_context : std::min(config.max_position_embeddings, kDefaultContext);
+  const std::size_t batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
+  pool = std::make_unique<ThreadPool>(options.threads);
+  ZIPMOE_RETURN_IF_ERROR(load_weights(options));
+  ZIPMOE_RETURN_IF_ERROR(allocate_sequence(options, context, batch));
+  if (options.memory_budget > 0) ZIPMOE_RETURN_IF_ERROR(start_streaming(options, context, batch));
+  describe(context);
+  return Status::Ok();
+}
+
+// The container and its config.
+Status Model::Impl::open(const ModelOptions& options) {
   // Streaming in mmap mode maps the file in the cache (pages dropped after each
   // read); the dense weights are read once at load, through pread.
+  const bool streaming = options.memory_budget > 0;
   const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
-  m.reader = std::make_unique<ContainerReader>(ContainerReader::open(path, load_mode));
-  throw_if_error(model::parse_model_config(m.reader->metadata(), &m.config).with_context(path));
-  const model::ModelConfig& c = m.config;
-  std::vector<std::uint32_t> moe_layers;
-  for (std::uint32_t layer = 0; layer < c.num_layers; ++layer) {
-    if (c.is_moe_layer(layer)) moe_layers.push_back(layer);
-  }
-  m.routing = std::make_unique<cache::RoutingProfile>(c.family->name, c.num_layers, moe_layers, c.num_experts,
-                                                      c.experts_per_token);
-  if (!options.routing_profile.empty()) {
-    m.prior = std::make_unique<cache::RoutingProfile>();
-    throw_if_error(cache::load_routing_profile(options.routing_profile, m.prior.get()));
-    throw_if_error(m.prior->check_compatible(c.num_layers, moe_layers, c.num_experts)
-                       .with_context(options.routing_profile));
-  }
+  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, load_mode, &reader));
+  return model::parse_model_config(reader->metadata(), &config).with_context(path);
+}
 
-  const std::size_t context =
-      options.max_context ? options.max_context : std::min(c.max_position_embeddings, kDefaultContext);
-  const std::size_t batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
-  m.pool = std::make_unique<ThreadPool>(options.threads);
+// The profile gathered online, and the one the planner starts from (if given).
+Status Model::Impl::load_routing_profiles(const ModelOptions& options) {
+  const model::ModelConfig& c = config;
+  const std::vector<std::uint32_t> moe_layers = model::expert_shapes(c).moe_layers;
+  routing = std::make_unique<cache::RoutingProfile>(c.family->name, c.num_layers, moe_layers, c.num_experts,
+                                                    c.experts_per_token);
+  if (options.routing_profile.empty()) return Status::Ok();
+  prior = std::make_unique<cache::RoutingProfile>();
+  ZIPMOE_RETURN_IF_ERROR(cache::load_routing_profile(options.routing_profile, prior.get()));
+  return prior->check_compatible(c.num_layers, moe_layers, c.num_experts).with_context(options.routing_profile);
+}
 
-  throw_if_error(m.dense.load(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &m.weights));
-  cache::ExpertCache* expert_cache = nullptr;
-  if (c.num_moe_layers() > 0 && c.num_experts > 0) {
-    if (streaming) {
-      std::unique_ptr<cache::ExpertCache> cache;
-      throw_if_error(cache::ExpertCache::create(m.reader.get(), c, m.pool.get(), &m.ledger, m.isa, &cache));
-      expert_cache = cache.get();
-      m.experts = std::move(cache);
-    } else {
-      std::unique_ptr<model::ResidentExpertProvider> resident;
-      throw_if_error(
-          model::ResidentExpertProvider::create(*m.reader, c, m.pool.get(), &m.ledger, m.isa, &resident));
-      m.experts = std::move(resident);
-    }
+// Dense weights, decoded; routed experts decoded too, or a cache to stream them.
+Status Model::Impl::load_weights(const ModelOptions& options) {
+  ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
+  if (config.num_moe_layers() == 0 || config.num_experts == 0) return Status::Ok();
+  const cache::ExpertShapes shapes = model::expert_shapes(config);
+  if (options.memory_budget > 0) {
+    std::unique_ptr<cache::ExpertCache> streamed;
+    ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));
+    expert_cache = streamed.get();
+    experts = std::move(streamed);
+    return Status::Ok();
   }
-  throw_if_error(m.cache.allocate(c, context, batch, options.kv_cache_dtype, &m.ledger));
+  std::unique_ptr<cache::ResidentExpertProvider> resident;
+  ZIPMOE_RETURN_IF_ERROR(
+      cache::ResidentExpertProvider::create(*reader, shapes, pool.get(), &ledger, isa, &resident));
+  experts = std::move(resident);
+  return Status::Ok();
+}
+
+// The KV cache and the forward pass's buffers.
+Status Model::Impl::allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch) {
+  ZIPMOE_RETURN_IF_ERROR(cache.allocate(config, context, batch, options.kv_cache_dtype, &ledger));
   model::ForwardOptions forward_options;
-  forward_options.isa = m.isa;
-  const bool exact = options.precision == Precision::kExact || c.family->exact_matmuls;
+  forward_options.isa = isa;
+  const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
   forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
   forward_options.batch = batch;
-  forward_options.gate_ahead = streaming && options.prefetch && expert_cache != nullptr;
-  throw_if_error(
-      m.forward.init(c, m.weights, m.experts.get(), &m.cache, m.pool.get(), &m.ledger, forward_options));
-  m.forward.set_routing_profile(m.routing.get());
+  forward_options.gate_ahead = options.prefetch && expert_cache != nullptr;
+  ZIPMOE_RETURN_IF_ERROR(
+      forward.init(config, weights, experts.get(), &cache, pool.get(), &ledger, forward_options));
+  forward.set_routing_profile(routing.get());
+  return Status::Ok();
+}
 
-  if (streaming) {
-    // Everything but the experts is allocated now: what is left of the budget
-    // goes to the expert cache, which needs at least its minimum.
-    const std::uint64_t held = m.ledger.total();
-    const std::uint64_t expert_minimum = expert_cache ? expert_cache->minimum_bytes() : 0;
-    const std::uint64_t minimum = held + expert_minimum;
-    if (options.memory_budget < minimum) {
-      std::string what = "dense weights " + human_bytes(m.ledger.bytes(MemoryCategory::kDenseWeights)) +
-                         ", KV cache " + human_bytes(m.ledger.bytes(MemoryCategory::kKvCache)) + " for " +
-                         std::to_string(context) + " positions, scratch " +
-                         human_bytes(m.ledger.bytes(MemoryCategory::kScratch)) + " for steps of " +
-                         std::to_string(batch) + " tokens";
-      if (expert_cache) {
-        what += ", and the expert cache's working set " + human_bytes(expert_minimum) + " (" +
-                std::to_string(c.experts_per_token) + " decoded experts and one fetch buffer)";
-      }
-      throw BudgetError("memory_budget of " + human_bytes(options.memory_budget) + " is too small for " + path +
-                        ": the minimum is " + human_bytes(minimum) + ": " + what +
-                        " (a smaller max_context or batch lowers it)");
-    }
-    m.ledger.set_limit(options.memory_budget);
+// Everything but the experts is allocated now: what is left of the budget goes
+// to the expert cache, which needs at least its minimum.
+Status Model::Impl::start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch) {
+  const std::uint64_t held = ledger.total();
+  const std::uint64_t expert_minimum = expert_cache ? expert_cache->minimum_bytes() : 0;
+  const std::uint64_t minimum = held + expert_minimum;
+  if (options.memory_budget < minimum) {
+    std::string what = "dense weights " + human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) + ", KV cache " +
+                       human_bytes(ledger.bytes(MemoryCategory::kKvCache)) + " for " + std::to_string(context) +
+                       " positions, scratch " + human_bytes(ledger.bytes(MemoryCategory::kScratch)) +
+                       " for steps of " + std::to_string(batch) + " tokens";
     if (expert_cache) {
-      cache::CacheOptions cache_options;
-      cache_options.budget = options.memory_budget - held;
-      cache_options.policy = options.cache_policy;
-      cache_options.prefetch = options.prefetch;
-      cache_options.allowed_tiers = options.allowed_tiers;
-      cache_options.prior = m.prior.get();
-      cache_options.io_mode = options.io_mode;
-      cache_options.storage_bandwidth = options.storage_bandwidth;
-      cache_options.decode_throughput = options.decode_throughput;
-      cache_options.reorder_fetches = options.reorder_fetches;
-      cache_options.io_threads = options.io_threads > 0 ? options.io_threads : 2;
-      throw_if_error(expert_cache->start(cache_options));
+      what += ", and the expert cache's working set " + human_bytes(expert_minimum) + " (" +
+              std::to_string(config.experts_per_token) + " decoded experts and one fetch buffer)";
     }
+    return Status::Budget("memory_budget of " + human_bytes(options.memory_budget) + " is too small for " + path +
+                          ": the minimum is " + human_bytes(minimum) + ": " + what +
+                          " (a smaller max_context or batch lowers it)");
   }
+  ledger.set_limit(options.memory_budget);
+  if (!expert_cache) return Status::Ok();
+  cache::CacheOptions cache_options;
+  cache_options.budget = options.memory_budget - held;
+  cache_options.policy = options.cache_policy;
+  cache_options.prefetch = options.prefetch;
+  cache_options.allowed_tiers = options.allowed_tiers;
+  cache_options.prior = prior.get();
+  cache_options.io_mode = options.io_mode;
+  cache_options.storage_bandwidth = options.storage_bandwidth;
+  cache_options.decode_throughput = options.decode_throughput;
+  cache_options.reorder_fetches = options.reorder_fetches;
+  cache_options.io_threads = options.io_threads > 0 ? options.io_threads : 2;
+  return expert_cache->start(cache_options);
+}
 
-  ModelInfo& info = m.info;
+void Model::Impl::describe(std::size_t context) {
+  const model::ModelConfig& c = config;
   info.architecture = c.family->name;
   info.vocab_size = c.vocab_size;
   info.hidden_size = c.hidden_size;
@@ -220,13 +225,50 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   info.max_position_embeddings = c.max_position_embeddings;
   info.max_context = context;
   info.config_json = c.config_json;
+}
+
+Status Model::Impl::run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only) {
+  if (count == 0) return Status::InvalidArgument("eval: no tokens given");
+  if (tokens == nullptr) return Status::InvalidArgument("eval: tokens is null");
+  if (logits == nullptr) return Status::InvalidArgument("eval: logits is null");
+  const std::size_t vocab = config.vocab_size;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab) {
+      return Status::InvalidArgument("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                     " is outside [0, " + std::to_string(vocab) + ")");
+    }
+  }
+  if (count > info.max_context - position) {
+    return Status::InvalidArgument("context overflow: " + std::to_string(position) + " tokens held + " +
+                                   std::to_string(count) + " new > max_context " + std::to_string(info.max_context) +
+                                   " (reset(), or load with a larger max_context)");
+  }
+  const std::size_t batch = forward.batch();
+  for (std::size_t first = 0; first < count; first += batch) {
+    const std::size_t n = std::min(batch, count - first);
+    const bool last = first + n == count;
+    float* out = last_only ? (last ? logits : nullptr) : logits + first * vocab;
+    ZIPMOE_RETURN_IF_ERROR(forward.step(tokens + first, n, position, out, !last_only));
+    position += n;
+  }
+  return Status::Ok();
+}
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+Model Model::load(const std::string& path, const ModelOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  throw_if_error(impl->load(path, options));
   return Model(std::move(impl));
 }
 
 void Model::logits(const std::int32_t* tokens, std::size_t count, float* logits) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->position = 0;
-  impl_->run(tokens, count, logits, false);
+  throw_if_error(impl_->run(tokens, count, logits, false));
 }
 
 std::vector<float> Model::logits(const std::vector<std::int32_t>& tokens) {
@@ -237,7 +279,7 @@ std::vector<float> Model::logits(const std::vector<std::int32_t>& tokens) {
 
 void Model::eval(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->run(tokens, count, logits, last_only);
+  throw_if_error(impl_->run(tokens, count, logits, last_only));
 }
 
 std::vector<float> Model::eval(const std::vector<std::int32_t>& tokens, bool last_only) {

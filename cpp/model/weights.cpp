@@ -5,8 +5,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/parallel.h"
 #include "kernels/kernels.h"
-#include "model/status_util.h"
 
 namespace zipmoe::model {
 
@@ -127,14 +127,23 @@ const DenseWeightStore::Tensor* DenseWeightStore::find(const std::string& name) 
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-Status DenseWeightStore::load(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool,
-                              MemoryLedger* ledger, std::optional<Isa> isa, ModelWeights* weights) {
+Status DenseWeightStore::load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool,
+                              MemoryLedger* ledger, Isa isa, ModelWeights* weights) {
+  std::vector<const TensorInfo*> found;
+  ZIPMOE_RETURN_IF_ERROR(resolve(reader, config, &found));
+  ZIPMOE_RETURN_IF_ERROR(decode_all(reader, found, pool, ledger, isa));
+  ModelWeights w;
+  ZIPMOE_RETURN_IF_ERROR(make_views(config, ledger, &w));
+  *weights = std::move(w);
+  return Status::Ok();
+}
+
+// Finds every dense tensor `config` needs and checks its role and shape, before anything is allocated.
+Status DenseWeightStore::resolve(const format::ContainerFile& reader, const ModelConfig& config,
+                                 std::vector<const TensorInfo*>* found) {
   const std::string& path = reader.path();
   const std::vector<WantedTensor> wanted = wanted_tensors(config);
-
-  // Resolve and check names, roles and shapes before allocating.
-  std::vector<const TensorInfo*> found;
-  found.reserve(wanted.size());
+  found->reserve(wanted.size());
   for (const WantedTensor& w : wanted) {
     const TensorInfo* t = reader.find(w.name);
     if (!t) {
@@ -149,9 +158,14 @@ Status DenseWeightStore::load(const ContainerReader& reader, const ModelConfig& 
       return Status::Format(path + ": tensor " + w.name + " has shape " + shape_text(t->shape) +
                             " but the config implies " + shape_text(w.shape) + " (config and tensors disagree)");
     }
-    found.push_back(t);
+    found->push_back(t);
   }
+  return Status::Ok();
+}
 
+// Allocates every tensor, then decodes them: large tensors with the whole pool, the rest one per thread.
+Status DenseWeightStore::decode_all(const format::ContainerFile& reader, const std::vector<const TensorInfo*>& found,
+                                    ThreadPool* pool, MemoryLedger* ledger, Isa isa) {
   tensors_.clear();
   tensors_.resize(found.size());
   for (std::size_t i = 0; i < found.size(); ++i) {
@@ -161,131 +175,137 @@ Status DenseWeightStore::load(const ContainerReader& reader, const ModelConfig& 
     ZIPMOE_RETURN_IF_ERROR(tensors_[i].buffer.allocate(ledger, MemoryCategory::kDenseWeights, bytes ? bytes : 1));
     bytes_ += bytes;
   }
-
-  // Decode: large tensors with the whole pool, the rest one per thread.
   std::vector<std::size_t> small, large;
   for (std::size_t i = 0; i < tensors_.size(); ++i) {
     (tensors_[i].info->decoded_bytes() >= kLargeTensorBytes ? large : small).push_back(i);
   }
-  ZIPMOE_RETURN_IF_ERROR(capture_errors([&] {
-    for (std::size_t i : large) {
-      Tensor& t = tensors_[i];
-      reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool, isa);
-    }
-    parallel_for(pool, small.size(), [&](std::size_t j) {
-      Tensor& t = tensors_[small[j]];
-      reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool, isa);
-    });
-  }));
+  auto decode = [&](std::size_t i) {
+    Tensor& t = tensors_[i];
+    return reader.decode_tensor(*t.info, t.buffer.data(), static_cast<std::size_t>(t.info->decoded_bytes()), pool,
+                                isa);
+  };
+  for (std::size_t i : large) ZIPMOE_RETURN_IF_ERROR(decode(i));
+  return parallel_for_status(pool, small.size(), [&](std::size_t j) { return decode(small[j]); });
+}
 
-  // Views.
-  auto get = [&](const std::string& name) -> const Tensor* { return find(name); };
-  auto matrix = [&](const std::string& name) {
-    const Tensor* t = get(name);
-    return t ? matrix_of(*t->info, t->buffer.data()) : kernels::WeightMatrix();
-  };
-  auto vector = [&](const std::string& name) {
-    const Tensor* t = get(name);
-    return t ? vector_of(*t->info, t->buffer.data()) : kernels::WeightVector();
-  };
-  // An F32 copy of a small vector (sinks, score correction); null when absent.
-  auto widened = [&](const std::string& name, const float** out) -> Status {
-    *out = nullptr;
-    const Tensor* t = get(name);
-    if (!t) return Status::Ok();
-    const std::size_t n = static_cast<std::size_t>(t->info->num_elements);
-    derived_.emplace_back();
-    ZIPMOE_RETURN_IF_ERROR(derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, (n ? n : 1) * 4));
-    bytes_ += n * 4;
-    float* dst = derived_.back().as<float>();
-    kernels::convert_to_f32(Isa::kScalar, t->info->dtype, t->buffer.data(), dst, n);
-    *out = dst;
-    return Status::Ok();
-  };
+kernels::WeightMatrix DenseWeightStore::matrix(const std::string& name) const {
+  const Tensor* t = find(name);
+  return t ? matrix_of(*t->info, t->buffer.data()) : kernels::WeightMatrix();
+}
 
-  ModelWeights w;
-  w.embedding = matrix("token_embd.weight");
-  w.output_norm.weight = vector("output_norm.weight");
-  w.output_norm.bias = vector("output_norm.bias");
-  w.output = get("output.weight") ? matrix("output.weight") : w.embedding;
-  w.output_bias = vector("output.bias");
-  ZIPMOE_RETURN_IF_ERROR(widened("rope_freqs.weight", &w.rope_factors));
-  const FamilySpec& f = *config.family;
-  w.layers.resize(config.num_layers);
+kernels::WeightVector DenseWeightStore::vector(const std::string& name) const {
+  const Tensor* t = find(name);
+  return t ? vector_of(*t->info, t->buffer.data()) : kernels::WeightVector();
+}
+
+// An F32 copy of a small vector (sinks, score correction); null when absent.
+Status DenseWeightStore::widened(const std::string& name, MemoryLedger* ledger, const float** out) {
+  *out = nullptr;
+  const Tensor* t = find(name);
+  if (!t) return Status::Ok();
+  const std::size_t n = static_cast<std::size_t>(t->info->num_elements);
+  derived_.emplace_back();
+  ZIPMOE_RETURN_IF_ERROR(derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, (n ? n : 1) * 4));
+  bytes_ += n * 4;
+  float* dst = derived_.back().as<float>();
+  kernels::convert_to_f32(Isa::kScalar, t->info->dtype, t->buffer.data(), dst, n);
+  *out = dst;
+  return Status::Ok();
+}
+
+Status DenseWeightStore::make_views(const ModelConfig& config, MemoryLedger* ledger, ModelWeights* w) {
+  w->embedding = matrix("token_embd.weight");
+  w->output_norm.weight = vector("output_norm.weight");
+  w->output_norm.bias = vector("output_norm.bias");
+  w->output = find("output.weight") ? matrix("output.weight") : w->embedding;
+  w->output_bias = vector("output.bias");
+  ZIPMOE_RETURN_IF_ERROR(widened("rope_freqs.weight", ledger, &w->rope_factors));
+  w->layers.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
-    LayerWeights& L = w.layers[i];
-    AttentionWeights& a = L.attention;
+    AttentionWeights& a = w->layers[i].attention;
     a.norm.weight = vector(p + "attn_norm.weight");
     a.norm.bias = vector(p + "attn_norm.bias");
     a.output = matrix(p + "attn_output.weight");
     a.output_bias = vector(p + "attn_output.bias");
-    if (f.attention == AttentionKind::kLatent) {
-      if (config.q_lora_rank) {
-        a.q_a = matrix(p + "attn_q_a.weight");
-        a.q_a_norm = vector(p + "attn_q_a_norm.weight");
-        a.q_b = matrix(p + "attn_q_b.weight");
-      } else {
-        a.q_b = matrix(p + "attn_q.weight");
-      }
-      a.kv_a = matrix(p + "attn_kv_a_mqa.weight");
-      a.kv_a_norm = vector(p + "attn_kv_a_norm.weight");
-      // Rearrange kv_b in place: per head, the key part transposed, then the value parts.
-      Tensor* kv_b = const_cast<Tensor*>(get(p + "attn_kv_b.weight"));
-      const std::size_t heads = config.num_heads, nope = config.qk_nope_head_dim, vdim = config.v_head_dim;
-      const std::size_t rank = config.kv_lora_rank, es = dtype_size(kv_b->info->dtype);
-      const std::size_t total = kv_b->buffer.size();
-      std::vector<std::uint8_t> original(kv_b->buffer.data(), kv_b->buffer.data() + total);
-      std::uint8_t* dst = kv_b->buffer.data();
-      const std::uint8_t* src = original.data();
-      const std::size_t key_block = heads * rank * nope;  // elements
-      for (std::size_t h = 0; h < heads; ++h) {
-        const std::size_t head_row = h * (nope + vdim);
-        for (std::size_t r = 0; r < rank; ++r) {
-          for (std::size_t j = 0; j < nope; ++j) {
-            std::memcpy(dst + ((h * rank + r) * nope + j) * es, src + ((head_row + j) * rank + r) * es, es);
-          }
-        }
-        std::memcpy(dst + (key_block + h * vdim * rank) * es, src + (head_row + nope) * rank * es, vdim * rank * es);
-      }
-      a.k_absorb.resize(heads);
-      a.v_expand.resize(heads);
-      for (std::size_t h = 0; h < heads; ++h) {
-        a.k_absorb[h] = {dst + h * rank * nope * es, kv_b->info->dtype, rank, nope};
-        a.v_expand[h] = {dst + (key_block + h * vdim * rank) * es, kv_b->info->dtype, vdim, rank};
-      }
+    if (config.family->attention == AttentionKind::kLatent) {
+      latent_attention_views(config, p, &a);
     } else {
-      a.q = matrix(p + "attn_q.weight");
-      a.k = matrix(p + "attn_k.weight");
-      a.v = matrix(p + "attn_v.weight");
-      a.q_bias = vector(p + "attn_q.bias");
-      a.k_bias = vector(p + "attn_k.bias");
-      a.v_bias = vector(p + "attn_v.bias");
-      a.q_norm = vector(p + "attn_q_norm.weight");
-      a.k_norm = vector(p + "attn_k_norm.weight");
-      ZIPMOE_RETURN_IF_ERROR(widened(p + "attn_sinks.weight", &a.sinks));
+      ZIPMOE_RETURN_IF_ERROR(grouped_attention_views(p, ledger, &a));
     }
-    FfnWeights& ffn = L.ffn;
-    ffn.norm.weight = vector(p + "ffn_norm.weight");
-    ffn.norm.bias = vector(p + "ffn_norm.bias");
-    if (config.is_moe_layer(i)) {
-      ffn.router = matrix(p + "ffn_gate_inp.weight");
-      ffn.router_bias = vector(p + "ffn_gate_inp.bias");
-      ZIPMOE_RETURN_IF_ERROR(widened(p + "exp_probs_b.bias", &ffn.score_correction));
-      ffn.expert_gate_bias = matrix(p + "ffn_gate_exps.bias");
-      ffn.expert_up_bias = matrix(p + "ffn_up_exps.bias");
-      ffn.expert_down_bias = matrix(p + "ffn_down_exps.bias");
-      ffn.shared_gate = matrix(p + "ffn_gate_shexp.weight");
-      ffn.shared_up = matrix(p + "ffn_up_shexp.weight");
-      ffn.shared_down = matrix(p + "ffn_down_shexp.weight");
-      ffn.shared_router = matrix(p + "ffn_gate_inp_shexp.weight");
-    } else {
-      ffn.gate = matrix(p + "ffn_gate.weight");
-      ffn.up = matrix(p + "ffn_up.weight");
-      ffn.down = matrix(p + "ffn_down.weight");
-    }
+    ZIPMOE_RETURN_IF_ERROR(ffn_views(config, i, p, ledger, &w->layers[i].ffn));
   }
-  *weights = std::move(w);
+  return Status::Ok();
+}
+
+Status DenseWeightStore::grouped_attention_views(const std::string& p, MemoryLedger* ledger, AttentionWeights* a) {
+  a->q = matrix(p + "attn_q.weight");
+  a->k = matrix(p + "attn_k.weight");
+  a->v = matrix(p + "attn_v.weight");
+  a->q_bias = vector(p + "attn_q.bias");
+  a->k_bias = vector(p + "attn_k.bias");
+  a->v_bias = vector(p + "attn_v.bias");
+  a->q_norm = vector(p + "attn_q_norm.weight");
+  a->k_norm = vector(p + "attn_k_norm.weight");
+  return widened(p + "attn_sinks.weight", ledger, &a->sinks);
+}
+
+void DenseWeightStore::latent_attention_views(const ModelConfig& config, const std::string& p, AttentionWeights* a) {
+  if (config.q_lora_rank) {
+    a->q_a = matrix(p + "attn_q_a.weight");
+    a->q_a_norm = vector(p + "attn_q_a_norm.weight");
+    a->q_b = matrix(p + "attn_q_b.weight");
+  } else {
+    a->q_b = matrix(p + "attn_q.weight");
+  }
+  a->kv_a = matrix(p + "attn_kv_a_mqa.weight");
+  a->kv_a_norm = vector(p + "attn_kv_a_norm.weight");
+  // Rearrange kv_b in place: per head, the key part transposed, then the value parts.
+  Tensor* kv_b = const_cast<Tensor*>(find(p + "attn_kv_b.weight"));
+  const std::size_t heads = config.num_heads, nope = config.qk_nope_head_dim, vdim = config.v_head_dim;
+  const std::size_t rank = config.kv_lora_rank, es = dtype_size(kv_b->info->dtype);
+  const std::size_t total = kv_b->buffer.size();
+  std::vector<std::uint8_t> original(kv_b->buffer.data(), kv_b->buffer.data() + total);
+  std::uint8_t* dst = kv_b->buffer.data();
+  const std::uint8_t* src = original.data();
+  const std::size_t key_block = heads * rank * nope;  // elements
+  for (std::size_t h = 0; h < heads; ++h) {
+    const std::size_t head_row = h * (nope + vdim);
+    for (std::size_t r = 0; r < rank; ++r) {
+      for (std::size_t j = 0; j < nope; ++j) {
+        std::memcpy(dst + ((h * rank + r) * nope + j) * es, src + ((head_row + j) * rank + r) * es, es);
+      }
+    }
+    std::memcpy(dst + (key_block + h * vdim * rank) * es, src + (head_row + nope) * rank * es, vdim * rank * es);
+  }
+  a->k_absorb.resize(heads);
+  a->v_expand.resize(heads);
+  for (std::size_t h = 0; h < heads; ++h) {
+    a->k_absorb[h] = {dst + h * rank * nope * es, kv_b->info->dtype, rank, nope};
+    a->v_expand[h] = {dst + (key_block + h * vdim * rank) * es, kv_b->info->dtype, vdim, rank};
+  }
+}
+
+Status DenseWeightStore::ffn_views(const ModelConfig& config, std::size_t layer, const std::string& p,
+                                   MemoryLedger* ledger, FfnWeights* ffn) {
+  ffn->norm.weight = vector(p + "ffn_norm.weight");
+  ffn->norm.bias = vector(p + "ffn_norm.bias");
+  if (!config.is_moe_layer(layer)) {
+    ffn->gate = matrix(p + "ffn_gate.weight");
+    ffn->up = matrix(p + "ffn_up.weight");
+    ffn->down = matrix(p + "ffn_down.weight");
+    return Status::Ok();
+  }
+  ffn->router = matrix(p + "ffn_gate_inp.weight");
+  ffn->router_bias = vector(p + "ffn_gate_inp.bias");
+  ZIPMOE_RETURN_IF_ERROR(widened(p + "exp_probs_b.bias", ledger, &ffn->score_correction));
+  ffn->expert_gate_bias = matrix(p + "ffn_gate_exps.bias");
+  ffn->expert_up_bias = matrix(p + "ffn_up_exps.bias");
+  ffn->expert_down_bias = matrix(p + "ffn_down_exps.bias");
+  ffn->shared_gate = matrix(p + "ffn_gate_shexp.weight");
+  ffn->shared_up = matrix(p + "ffn_up_shexp.weight");
+  ffn->shared_down = matrix(p + "ffn_down_shexp.weight");
+  ffn->shared_router = matrix(p + "ffn_gate_inp_shexp.weight");
   return Status::Ok();
 }
 

@@ -14,16 +14,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "common/memory_ledger.h"
 #include "common/status.h"
+#include "format/container_file.h"
 #include "kernels/kernel_types.h"
 #include "model/config.h"
-#include "zipmoe/container.h"
 #include "zipmoe/thread_pool.h"
 
 namespace zipmoe::model {
@@ -87,8 +86,8 @@ class DenseWeightStore {
   // Resolves every dense tensor `config` needs in `reader`, checks names, roles
   // and shapes (FormatError status naming the tensor), decodes them in parallel
   // on `pool` and fills *weights with views into this store.
-  Status load(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool, MemoryLedger* ledger,
-              std::optional<Isa> isa, ModelWeights* weights);
+  Status load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool, MemoryLedger* ledger,
+              Isa isa, ModelWeights* weights);
 
   std::uint64_t bytes() const { return bytes_; }
   std::size_t num_tensors() const { return tensors_.size(); }
@@ -99,6 +98,20 @@ class DenseWeightStore {
     LedgerBuffer buffer;
   };
   const Tensor* find(const std::string& name) const;
+  kernels::WeightMatrix matrix(const std::string& name) const;  // empty when absent
+  kernels::WeightVector vector(const std::string& name) const;
+
+  // Steps of load().
+  Status resolve(const format::ContainerFile& reader, const ModelConfig& config,
+                 std::vector<const TensorInfo*>* found);
+  Status decode_all(const format::ContainerFile& reader, const std::vector<const TensorInfo*>& found,
+                    ThreadPool* pool, MemoryLedger* ledger, Isa isa);
+  Status make_views(const ModelConfig& config, MemoryLedger* ledger, ModelWeights* weights);
+  Status widened(const std::string& name, MemoryLedger* ledger, const float** out);
+  Status grouped_attention_views(const std::string& prefix, MemoryLedger* ledger, AttentionWeights* attention);
+  void latent_attention_views(const ModelConfig& config, const std::string& prefix, AttentionWeights* attention);
+  Status ffn_views(const ModelConfig& config, std::size_t layer, const std::string& prefix, MemoryLedger* ledger,
+                   FfnWeights* ffn);
 
   std::vector<Tensor> tensors_;
   std::unordered_map<std::string, std::size_t> index_;

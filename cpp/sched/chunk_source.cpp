@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <new>
 
 #include "common/checksum.h"
 #include "format/layout.h"
@@ -16,15 +15,6 @@
 namespace zipmoe::sched {
 
 namespace {
-
-Status status_of(const std::exception& e) {
-  if (dynamic_cast<const ChecksumError*>(&e)) return Status::Checksum(e.what());
-  if (dynamic_cast<const FormatError*>(&e)) return Status::Format(e.what());
-  if (dynamic_cast<const IoError*>(&e)) return Status::Io(e.what());
-  if (dynamic_cast<const InvalidArgumentError*>(&e)) return Status::InvalidArgument(e.what());
-  if (dynamic_cast<const std::bad_alloc*>(&e)) return Status::Budget("out of memory reading a chunk");
-  return Status::Internal(e.what());
-}
 
 std::string hex32(std::uint32_t v) {
   char buf[16];
@@ -34,7 +24,7 @@ std::string hex32(std::uint32_t v) {
 
 }  // namespace
 
-Status ChunkSource::open(const ContainerReader* reader, IoMode mode, std::unique_ptr<ChunkSource>* out) {
+Status ChunkSource::open(const format::ContainerFile* reader, IoMode mode, std::unique_ptr<ChunkSource>* out) {
   std::unique_ptr<ChunkSource> source(new ChunkSource());
   source->reader_ = reader;
   source->mode_ = mode;
@@ -70,14 +60,7 @@ ChunkSource::~ChunkSource() {
 }
 
 Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const {
-  if (mode_ != IoMode::kMmap) {
-    try {
-      reader_->read_chunk(chunk, buffer, buffer_size);
-      return Status::Ok();
-    } catch (const std::exception& e) {
-      return status_of(e);
-    }
-  }
+  if (mode_ != IoMode::kMmap) return reader_->read_chunk(chunk, buffer, buffer_size);
   const std::vector<ChunkInfo>& chunks = reader_->chunks();
   if (chunk >= chunks.size()) return Status::InvalidArgument(reader_->path() + ": chunk " + std::to_string(chunk) + " does not exist");
   const ChunkInfo& c = chunks[chunk];

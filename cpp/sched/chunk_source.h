@@ -3,7 +3,7 @@
 // tensor and chunk (ChecksumError for damaged bytes, FormatError for a file that
 // got shorter, IoError when the OS refuses).
 //
-//   pread, direct  through ContainerReader::read_chunk (O_DIRECT reads need the
+//   pread, direct  through ContainerFile::read_chunk (O_DIRECT reads need the
 //                  4096-aligned, padded buffers the scheduler hands out)
 //   mmap           a mapping of our own: the chunk is copied out of it and its
 //                  pages are dropped from this process right after
@@ -23,6 +23,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "format/container_file.h"
 #include "zipmoe/container.h"
 
 namespace zipmoe::sched {
@@ -31,7 +32,7 @@ class ChunkSource {
  public:
   // `reader` must outlive the source; `mode` is how chunks are read (the
   // reader's own mode does not matter for kMmap).
-  static Status open(const ContainerReader* reader, IoMode mode, std::unique_ptr<ChunkSource>* out);
+  static Status open(const format::ContainerFile* reader, IoMode mode, std::unique_ptr<ChunkSource>* out);
   ~ChunkSource();
   ChunkSource(const ChunkSource&) = delete;
   ChunkSource& operator=(const ChunkSource&) = delete;
@@ -42,11 +43,11 @@ class ChunkSource {
   Status read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const;
 
   IoMode mode() const { return mode_; }
-  const ContainerReader& reader() const { return *reader_; }
+  const format::ContainerFile& reader() const { return *reader_; }
 
  private:
   ChunkSource() = default;
-  const ContainerReader* reader_ = nullptr;
+  const format::ContainerFile* reader_ = nullptr;
   IoMode mode_ = IoMode::kPread;
   int fd_ = -1;                      // kMmap
   const std::uint8_t* map_ = nullptr;  // kMmap

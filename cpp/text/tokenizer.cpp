@@ -485,10 +485,8 @@ std::string Tokenizer::decode(const std::int32_t* ids, std::size_t count, bool s
   return text;
 }
 
-Status Tokenizer::from_gguf_file(const std::string& path, std::shared_ptr<const Tokenizer>* out) {
-  GgufMetadata metadata;
-  ZIPMOE_RETURN_IF_ERROR(read_gguf_metadata(path, is_tokenizer_key, &metadata));
-  return from_gguf_metadata(metadata, path, out);
+bool is_tokenizer_key(std::string_view key) {
+  return key.substr(0, 10) == "tokenizer." || key == "general.architecture";
 }
 
 Status Tokenizer::from_gguf_metadata(const GgufMetadata& metadata, const std::string& origin,

@@ -44,10 +44,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/gguf_metadata.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "text/bpe.h"
-#include "text/gguf_reader.h"
 #include "text/pretokenizer.h"
 
 namespace zipmoe::text {
@@ -71,9 +71,8 @@ struct EncodeOptions {
 
 class Tokenizer {
  public:
-  // From a GGUF file (a model or a vocabulary-only file); reads only its key/values.
-  static Status from_gguf_file(const std::string& path, std::shared_ptr<const Tokenizer>* out);
-  // From tokenizer.ggml.* key/values; `origin` names their source in messages.
+  // From tokenizer.ggml.* key/values (of a GGUF file: model/tokenizer_files.h
+  // reads one); `origin` names their source in messages.
   static Status from_gguf_metadata(const GgufMetadata& metadata, const std::string& origin,
                                    std::shared_ptr<const Tokenizer>* out);
   // From the text of a tokenizer.json, and optionally tokenizer_config.json
@@ -202,6 +201,9 @@ class Tokenizer {
   std::int32_t unk_id_ = -1;
   std::string description_;
 };
+
+// The GGUF keys a tokenizer is built from: "tokenizer.*" and "general.architecture".
+bool is_tokenizer_key(std::string_view key);
 
 // Incremental detokenization: feed ids as they are generated, get text pieces
 // that are always valid UTF-8 (bytes of a character split across tokens are

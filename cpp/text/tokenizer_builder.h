@@ -63,8 +63,12 @@ struct TokenizerBuilder {
 
   static Status from_gguf(const GgufMetadata& metadata, const std::string& origin,
                           std::shared_ptr<const Tokenizer>* out);
+  // SentencePiece merges ranked by the tokens' scores (scores[id], NaN last).
+  static void add_score_merges(Tokenizer* t, const std::vector<double>& scores, const std::vector<bool>& mergeable);
   static Status from_json(std::string_view text, const json::Value* config, const std::string& origin,
                           std::shared_ptr<const Tokenizer>* out);
+  // BOS/EOS/PAD/UNK ids and add_bos/add_eos from a tokenizer_config object (or null).
+  static void apply_tokenizer_config(Tokenizer* t, const json::Value* config);
 };
 
 }  // namespace zipmoe::text

@@ -2,6 +2,7 @@
 // from the "gguf" part of a container's tokenizer metadata, following
 // llama.cpp's reading of those keys.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -213,11 +214,16 @@ Status value_from_json(const json::Value& v, GgufValue* out, const std::string& 
   return Status::Ok();
 }
 
-}  // namespace
+// The tokens, their attributes and (for SentencePiece) scores.
+struct GgufVocabulary {
+  bool sentencepiece = false;
+  const std::vector<std::string>* tokens = nullptr;
+  std::vector<TokenAttribute> attributes;
+  std::vector<bool> mergeable;  // tokens that BPE merges may produce
+  std::vector<double> scores;
+};
 
-Status TokenizerBuilder::from_gguf(const GgufMetadata& metadata, const std::string& origin,
-                                   std::shared_ptr<const Tokenizer>* out) {
-  const KeyReader keys(metadata, origin);
+Status read_gguf_vocabulary(const KeyReader& keys, const std::string& origin, GgufVocabulary* out) {
   bool present = false;
   std::string model_name;
   ZIPMOE_RETURN_IF_ERROR(keys.string("tokenizer.ggml.model", &model_name, &present));
@@ -227,130 +233,152 @@ Status TokenizerBuilder::from_gguf(const GgufMetadata& metadata, const std::stri
                                "\" is not supported (zipmoe reads \"gpt2\" byte-level BPE and \"llama\" "
                                "SentencePiece BPE vocabularies)");
   }
-  const bool sentencepiece = model_name == "llama";
-
-  const std::vector<std::string>* tokens = nullptr;
-  ZIPMOE_RETURN_IF_ERROR(keys.strings("tokenizer.ggml.tokens", &tokens));
-  if (!tokens || tokens->empty()) return keys.error("tokenizer.ggml.tokens", "is missing or empty");
-  const std::size_t n = tokens->size();
+  out->sentencepiece = model_name == "llama";
+  ZIPMOE_RETURN_IF_ERROR(keys.strings("tokenizer.ggml.tokens", &out->tokens));
+  if (!out->tokens || out->tokens->empty()) return keys.error("tokenizer.ggml.tokens", "is missing or empty");
+  const std::size_t n = out->tokens->size();
   if (n > kMaxTokens) return keys.error("tokenizer.ggml.tokens", "holds " + std::to_string(n) + " tokens (too many)");
-
   std::vector<std::int64_t> types;
   ZIPMOE_RETURN_IF_ERROR(keys.integers("tokenizer.ggml.token_type", &types, &present));
   if (present && types.size() != n) {
     return keys.error("tokenizer.ggml.token_type",
                       "has " + std::to_string(types.size()) + " entries for " + std::to_string(n) + " tokens");
   }
-  std::vector<double> scores;
-  ZIPMOE_RETURN_IF_ERROR(keys.numbers("tokenizer.ggml.scores", &scores, &present));
-  if (present && scores.size() != n) {
+  ZIPMOE_RETURN_IF_ERROR(keys.numbers("tokenizer.ggml.scores", &out->scores, &present));
+  if (present && out->scores.size() != n) {
     return keys.error("tokenizer.ggml.scores",
-                      "has " + std::to_string(scores.size()) + " entries for " + std::to_string(n) + " tokens");
+                      "has " + std::to_string(out->scores.size()) + " entries for " + std::to_string(n) + " tokens");
   }
-  if (sentencepiece && scores.empty()) return keys.error("tokenizer.ggml.scores", "is missing (a llama vocabulary needs it)");
-
-  std::shared_ptr<Tokenizer> t = create();
-  std::vector<TokenAttribute> attributes(n, TokenAttribute::kNormal);
-  for (std::size_t i = 0; i < types.size(); ++i) attributes[i] = attribute_of_type(types[i]);
-  std::vector<bool> mergeable(n);
+  if (out->sentencepiece && out->scores.empty()) {
+    return keys.error("tokenizer.ggml.scores", "is missing (a llama vocabulary needs it)");
+  }
+  out->attributes.assign(n, TokenAttribute::kNormal);
+  for (std::size_t i = 0; i < types.size(); ++i) out->attributes[i] = attribute_of_type(types[i]);
+  out->mergeable.assign(n, false);
   for (std::size_t i = 0; i < n; ++i) {
-    const TokenAttribute a = attributes[i];
-    mergeable[i] = a == TokenAttribute::kNormal || a == TokenAttribute::kUserDefined || a == TokenAttribute::kUnused;
+    const TokenAttribute a = out->attributes[i];
+    out->mergeable[i] =
+        a == TokenAttribute::kNormal || a == TokenAttribute::kUserDefined || a == TokenAttribute::kUnused;
   }
-  set_vocabulary(t.get(), *tokens, attributes, mergeable);
-  t->model_ = sentencepiece ? Model::kCharacter : Model::kByteLevel;
+  return Status::Ok();
+}
 
-  // Special token ids.
-  struct SpecialId {
-    const char* key;
-    std::int32_t* field;
-  };
-  const SpecialId specials[] = {{"tokenizer.ggml.bos_token_id", &t->bos_id_},
-                                {"tokenizer.ggml.eos_token_id", &t->eos_id_},
-                                {"tokenizer.ggml.padding_token_id", &t->pad_id_},
-                                {"tokenizer.ggml.unknown_token_id", &t->unk_id_}};
-  for (const SpecialId& special : specials) {
+// BOS, EOS, padding and unknown token ids, in that order (-1 when absent).
+Status read_special_ids(const KeyReader& keys, std::size_t n, std::array<std::int32_t, 4>* ids) {
+  const char* const names[4] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"};
+  ids->fill(-1);
+  for (int k = 0; k < 4; ++k) {
     std::int64_t id = -1;
-    ZIPMOE_RETURN_IF_ERROR(keys.integer(special.key, &id, &present));
+    bool present = false;
+    ZIPMOE_RETURN_IF_ERROR(keys.integer(names[k], &id, &present));
     if (!present) continue;
     if (id < 0 || id >= static_cast<std::int64_t>(n)) {
-      return keys.error(special.key, "= " + std::to_string(id) + " is outside the vocabulary of " +
-                                         std::to_string(n) + " tokens");
+      return keys.error(names[k], "= " + std::to_string(id) + " is outside the vocabulary of " + std::to_string(n) +
+                                      " tokens");
     }
-    *special.field = static_cast<std::int32_t>(id);
+    (*ids)[k] = static_cast<std::int32_t>(id);
   }
-  if (t->unk_id_ < 0) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (attributes[i] == TokenAttribute::kUnknown) {
-        t->unk_id_ = static_cast<std::int32_t>(i);
-        break;
-      }
+  return Status::Ok();
+}
+
+// A gpt2 vocabulary's merges, "left right" each.
+Status read_gguf_merges(const KeyReader& keys, std::vector<std::pair<std::string, std::string>>* pairs) {
+  const std::vector<std::string>* merges = nullptr;
+  ZIPMOE_RETURN_IF_ERROR(keys.strings("tokenizer.ggml.merges", &merges));
+  if (!merges) return keys.error("tokenizer.ggml.merges", "is missing (a gpt2 vocabulary needs it)");
+  pairs->reserve(merges->size());
+  for (const std::string& merge : *merges) {
+    const std::size_t space = merge.find(' ', 1);
+    if (space == std::string::npos) {
+      return keys.error("tokenizer.ggml.merges", "entry \"" + merge.substr(0, 64) + "\" is not \"left right\"");
     }
+    pairs->emplace_back(merge.substr(0, space), merge.substr(space + 1));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// SentencePiece merges the pair whose joined text is a token, best score first:
+// the mergeable tokens ranked by score (equal scores share a rank).
+void TokenizerBuilder::add_score_merges(Tokenizer* t, const std::vector<double>& scores,
+                                        const std::vector<bool>& mergeable) {
+  const std::size_t n = mergeable.size();
+  std::vector<std::int32_t> order;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (mergeable[i]) order.push_back(static_cast<std::int32_t>(i));
+  }
+  auto score_of = [&](std::int32_t id) {
+    const double s = scores[id];
+    return std::isnan(s) ? -INFINITY : s;
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::int32_t a, std::int32_t b) { return score_of(a) > score_of(b); });
+  std::vector<std::uint32_t> rank(n, 0);
+  std::uint32_t current = 0;
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    if (k > 0 && score_of(order[k]) != score_of(order[k - 1])) ++current;
+    rank[order[k]] = current;
+  }
+  t->pairs_.reserve(order.size() * 2);
+  for (std::int32_t id : order) {
+    const std::string_view text = t->vocab_.token(id);
+    for (std::size_t split = 1; split < text.size(); ++split) {
+      if ((static_cast<unsigned char>(text[split]) & 0xC0) == 0x80) continue;  // inside a character
+      const std::int32_t left = t->model_token(text.substr(0, split));
+      if (left < 0 || !mergeable[left]) continue;
+      const std::int32_t right = t->model_token(text.substr(split));
+      if (right < 0 || !mergeable[right]) continue;
+      t->pairs_.insert(left, right, rank[id], id);
+    }
+  }
+}
+
+Status TokenizerBuilder::from_gguf(const GgufMetadata& metadata, const std::string& origin,
+                                   std::shared_ptr<const Tokenizer>* out) {
+  const KeyReader keys(metadata, origin);
+  GgufVocabulary vocabulary;
+  ZIPMOE_RETURN_IF_ERROR(read_gguf_vocabulary(keys, origin, &vocabulary));
+  const std::vector<std::string>& tokens = *vocabulary.tokens;
+  const std::vector<TokenAttribute>& attributes = vocabulary.attributes;
+  const std::size_t n = tokens.size();
+  std::shared_ptr<Tokenizer> t = create();
+  set_vocabulary(t.get(), tokens, attributes, vocabulary.mergeable);
+  t->model_ = vocabulary.sentencepiece ? Model::kCharacter : Model::kByteLevel;
+
+  std::array<std::int32_t, 4> ids;
+  ZIPMOE_RETURN_IF_ERROR(read_special_ids(keys, n, &ids));
+  t->bos_id_ = ids[0];
+  t->eos_id_ = ids[1];
+  t->pad_id_ = ids[2];
+  t->unk_id_ = ids[3];
+  if (t->unk_id_ < 0) {
+    const auto unknown = std::find(attributes.begin(), attributes.end(), TokenAttribute::kUnknown);
+    if (unknown != attributes.end()) t->unk_id_ = static_cast<std::int32_t>(unknown - attributes.begin());
   }
 
-  std::string pre = "default";
+  bool present = false;
   std::string description;
-  bool add_bos = sentencepiece;
-  if (sentencepiece) {
+  bool add_bos = vocabulary.sentencepiece;
+  if (vocabulary.sentencepiece) {
     bool add_space_prefix = true;
     ZIPMOE_RETURN_IF_ERROR(keys.boolean("tokenizer.ggml.add_space_prefix", &add_space_prefix, &present));
     t->replace_spaces_ = true;
     t->space_prefix_ = add_space_prefix ? SpacePrefix::kEverySegment : SpacePrefix::kNone;
     t->strip_leading_space_ = add_space_prefix;
     t->byte_fallback_ = true;
-    // SentencePiece merges the pair whose joined text is a token, best score first:
-    // rank the mergeable tokens by score (equal scores share a rank).
-    std::vector<std::int32_t> order;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (mergeable[i]) order.push_back(static_cast<std::int32_t>(i));
-    }
-    auto score_of = [&](std::int32_t id) {
-      const double s = scores[id];
-      return std::isnan(s) ? -INFINITY : s;
-    };
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::int32_t a, std::int32_t b) { return score_of(a) > score_of(b); });
-    std::vector<std::uint32_t> rank(n, 0);
-    std::uint32_t current = 0;
-    for (std::size_t k = 0; k < order.size(); ++k) {
-      if (k > 0 && score_of(order[k]) != score_of(order[k - 1])) ++current;
-      rank[order[k]] = current;
-    }
-    std::size_t pair_count = 0;
-    for (std::size_t i = 0; i < n; ++i) pair_count += mergeable[i] ? 1 : 0;
-    t->pairs_.reserve(pair_count * 2);
-    for (std::int32_t id : order) {
-      const std::string_view text = t->vocab_.token(id);
-      for (std::size_t split = 1; split < text.size(); ++split) {
-        if ((static_cast<unsigned char>(text[split]) & 0xC0) == 0x80) continue;  // inside a character
-        const std::int32_t left = t->model_token(text.substr(0, split));
-        if (left < 0 || !mergeable[left]) continue;
-        const std::int32_t right = t->model_token(text.substr(split));
-        if (right < 0 || !mergeable[right]) continue;
-        t->pairs_.insert(left, right, rank[id], id);
-      }
-    }
+    add_score_merges(t.get(), vocabulary.scores, vocabulary.mergeable);
     description = "SentencePiece BPE";
   } else {
-    bool pre_present = false;
-    ZIPMOE_RETURN_IF_ERROR(keys.string("tokenizer.ggml.pre", &pre, &pre_present));
+    std::string pre = "default";
+    ZIPMOE_RETURN_IF_ERROR(keys.string("tokenizer.ggml.pre", &pre, &present));
     std::vector<SplitRule> rules;
-    ZIPMOE_RETURN_IF_ERROR(
-        split_rules_for_gguf_pre(pre, &rules, &t->ignore_merges_).with_context(origin));
+    ZIPMOE_RETURN_IF_ERROR(split_rules_for_gguf_pre(pre, &rules, &t->ignore_merges_).with_context(origin));
     t->pre_tokenizer_ = PreTokenizer(std::move(rules));
     add_bos = t->ignore_merges_;  // llama.cpp: the Llama 3 family adds BOS by default
-    const std::vector<std::string>* merges = nullptr;
-    ZIPMOE_RETURN_IF_ERROR(keys.strings("tokenizer.ggml.merges", &merges));
-    if (!merges) return keys.error("tokenizer.ggml.merges", "is missing (a gpt2 vocabulary needs it)");
     std::vector<std::pair<std::string, std::string>> pairs;
-    pairs.reserve(merges->size());
-    for (const std::string& merge : *merges) {
-      const std::size_t space = merge.find(' ', 1);
-      if (space == std::string::npos) {
-        return keys.error("tokenizer.ggml.merges", "entry \"" + merge.substr(0, 64) + "\" is not \"left right\"");
-      }
-      pairs.emplace_back(merge.substr(0, space), merge.substr(space + 1));
-    }
+    ZIPMOE_RETURN_IF_ERROR(read_gguf_merges(keys, &pairs));
     std::size_t skipped = 0;
     add_rank_merges(t.get(), pairs, &skipped);
     description = "byte-level BPE, pre-tokenizer " + pre;
@@ -361,13 +389,13 @@ Status TokenizerBuilder::from_gguf(const GgufMetadata& metadata, const std::stri
   ZIPMOE_RETURN_IF_ERROR(keys.boolean("tokenizer.ggml.add_eos_token", &add_eos, &present));
   if (add_bos && t->bos_id_ >= 0) t->prefix_ids_.push_back(t->bos_id_);
   if (add_eos && t->eos_id_ >= 0) t->suffix_ids_.push_back(t->eos_id_);
-
+  // Control, unknown and user-defined tokens are matched in text as added tokens.
   for (std::size_t i = 0; i < n; ++i) {
     const TokenAttribute a = attributes[i];
     if (a != TokenAttribute::kControl && a != TokenAttribute::kUserDefined && a != TokenAttribute::kUnknown) continue;
-    if ((*tokens)[i].empty()) continue;
-    t->added_.push_back(AddedToken{static_cast<std::int32_t>(i), (*tokens)[i], a != TokenAttribute::kUserDefined,
-                                   false, false, false});
+    if (tokens[i].empty()) continue;
+    t->added_.push_back(AddedToken{static_cast<std::int32_t>(i), tokens[i], a != TokenAttribute::kUserDefined, false,
+                                   false, false});
   }
   finish(t.get(), description + ", " + std::to_string(n) + " tokens (GGUF)");
   *out = std::move(t);

@@ -237,47 +237,46 @@ const std::string* config_token(const json::Value* config, const char* key) {
   return nullptr;
 }
 
-}  // namespace
-
-Status TokenizerBuilder::from_json(std::string_view text, const json::Value* config, const std::string& origin,
-                                   std::shared_ptr<const Tokenizer>* out) {
-  json::Value root;
-  ZIPMOE_RETURN_IF_ERROR(json::parse(text, &root).with_context(origin));
-  if (!root.is_object()) return Status::Format(origin + ": tokenizer.json is not a JSON object");
-  if (config && !config->is_object()) config = nullptr;
-
-  const json::Value* model = root.find("model");
-  if (!model || !model->is_object()) return Status::Format(origin + ": tokenizer.json has no \"model\" object");
-  std::string model_type = type_of(*model);
-  if (model_type.empty() && model->find("merges")) model_type = "BPE";
+// The model must be a BPE that zipmoe implements as Hugging Face tokenizers does.
+Status check_bpe_model(const json::Value& model, const std::string& origin) {
+  std::string model_type = type_of(model);
+  if (model_type.empty() && model.find("merges")) model_type = "BPE";
   if (model_type != "BPE") {
     return Status::Unsupported(origin + ": tokenizer.json model type \"" + model_type +
                                "\" is not supported (zipmoe implements BPE)");
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-    const json::Value* v = model->find(key);
+    const json::Value* v = model.find(key);
     if (v && v->is_string() && !v->as_string().empty()) {
       return Status::Unsupported(origin + ": BPE with a " + key + " is not supported");
     }
   }
-  const json::Value* dropout = model->find("dropout");
+  const json::Value* dropout = model.find("dropout");
   if (dropout && dropout->is_number() && dropout->as_number() > 0.0) {
     return Status::Unsupported(origin + ": BPE dropout is not supported (it makes encoding random)");
   }
+  return Status::Ok();
+}
 
-  // Vocabulary by id: model vocab, then added tokens (which may reuse model ids).
-  const json::Value* vocab = model->find("vocab");
-  if (!vocab || !vocab->is_object()) return Status::Format(origin + ": model.vocab is not an object");
-  const json::Value* added_list = root.find("added_tokens");
-  if (added_list && !added_list->is_null() && !added_list->is_array()) {
-    return Status::Format(origin + ": added_tokens is not a list");
-  }
-  std::int64_t max_id = -1;
-  for (const auto& [token, id] : vocab->members()) {
+// The vocabulary by id: the model's vocab, then the added tokens (which may reuse model ids).
+struct JsonVocabulary {
+  std::vector<std::string> tokens;
+  std::vector<TokenAttribute> attributes;
+  std::vector<bool> mergeable;
+  std::vector<TokenizerBuilder::AddedToken> added;
+  std::string unk_token;
+  bool byte_fallback = false;
+};
+
+// The highest id of the model's vocab and the added tokens, each checked (-1 when empty).
+Status highest_token_id(const json::Value& vocab, const json::Value* added_list, const std::string& origin,
+                        std::int64_t* max_id) {
+  *max_id = -1;
+  for (const auto& [token, id] : vocab.members()) {
     if (!id.is_integer() || id.as_int() < 0 || id.as_int() >= kMaxTokenId) {
       return Status::Format(origin + ": model.vocab gives \"" + token.substr(0, 64) + "\" an invalid id");
     }
-    max_id = std::max(max_id, id.as_int());
+    *max_id = std::max(*max_id, id.as_int());
   }
   std::size_t added_count = 0;
   if (added_list && added_list->is_array()) {
@@ -288,58 +287,134 @@ Status TokenizerBuilder::from_json(std::string_view text, const json::Value* con
           !content->is_string()) {
         return Status::Format(origin + ": malformed added_tokens entry " + json::serialize(item).substr(0, 200));
       }
-      max_id = std::max(max_id, id->as_int());
+      *max_id = std::max(*max_id, id->as_int());
       ++added_count;
     }
   }
-  const std::size_t vocab_members = vocab->members().size();
-  if (max_id < 0) return Status::Format(origin + ": the vocabulary is empty");
-  if (static_cast<std::size_t>(max_id) > 2 * (vocab_members + added_count) + 1024) {
-    return Status::Format(origin + ": token id " + std::to_string(max_id) + " is far beyond the " +
-                          std::to_string(vocab_members + added_count) + " tokens listed");
+  const std::size_t listed = vocab.members().size() + added_count;
+  if (*max_id < 0) return Status::Format(origin + ": the vocabulary is empty");
+  if (static_cast<std::size_t>(*max_id) > 2 * listed + 1024) {
+    return Status::Format(origin + ": token id " + std::to_string(*max_id) + " is far beyond the " +
+                          std::to_string(listed) + " tokens listed");
   }
+  return Status::Ok();
+}
+
+Status read_vocabulary(const json::Value& root, const json::Value& model, const std::string& origin,
+                       JsonVocabulary* out) {
+  const json::Value* vocab = model.find("vocab");
+  if (!vocab || !vocab->is_object()) return Status::Format(origin + ": model.vocab is not an object");
+  const json::Value* added_list = root.find("added_tokens");
+  if (added_list && !added_list->is_null() && !added_list->is_array()) {
+    return Status::Format(origin + ": added_tokens is not a list");
+  }
+  std::int64_t max_id = -1;
+  ZIPMOE_RETURN_IF_ERROR(highest_token_id(*vocab, added_list, origin, &max_id));
   const std::size_t n = static_cast<std::size_t>(max_id) + 1;
-  std::vector<std::string> tokens(n);
+  out->tokens.assign(n, std::string());
+  out->attributes.assign(n, TokenAttribute::kUnused);
+  out->mergeable.assign(n, false);
   std::vector<bool> filled(n, false);
-  std::vector<TokenAttribute> attributes(n, TokenAttribute::kUnused);
-  std::vector<bool> mergeable(n, false);
-  const bool byte_fallback = bool_member(*model, "byte_fallback", false);
+  out->byte_fallback = bool_member(model, "byte_fallback", false);
   for (const auto& [token, id_value] : vocab->members()) {
     const auto id = static_cast<std::size_t>(id_value.as_int());
     if (filled[id]) return Status::Format(origin + ": model.vocab gives id " + std::to_string(id) + " twice");
     filled[id] = true;
-    tokens[id] = token;
-    attributes[id] = byte_fallback && byte_token_value(token) >= 0 ? TokenAttribute::kByte : TokenAttribute::kNormal;
-    mergeable[id] = attributes[id] == TokenAttribute::kNormal;
+    out->tokens[id] = token;
+    const bool is_byte = out->byte_fallback && byte_token_value(token) >= 0;
+    out->attributes[id] = is_byte ? TokenAttribute::kByte : TokenAttribute::kNormal;
+    out->mergeable[id] = !is_byte;
   }
-  std::string unk_token;
-  if (const json::Value* unk = model->find("unk_token"); unk && unk->is_string()) unk_token = unk->as_string();
+  if (const json::Value* unk = model.find("unk_token"); unk && unk->is_string()) out->unk_token = unk->as_string();
+  if (!added_list || !added_list->is_array()) return Status::Ok();
+  for (const json::Value& item : added_list->items()) {
+    const auto id = static_cast<std::size_t>(item.find("id")->as_int());
+    const std::string& content = item.find("content")->as_string();
+    const bool special = bool_member(item, "special", false);
+    out->tokens[id] = content;
+    out->attributes[id] = special ? (content == out->unk_token ? TokenAttribute::kUnknown : TokenAttribute::kControl)
+                                  : TokenAttribute::kUserDefined;
+    out->mergeable[id] = false;
+    out->added.push_back(TokenizerBuilder::AddedToken{static_cast<std::int32_t>(id), content, special,
+                                                      bool_member(item, "lstrip", false),
+                                                      bool_member(item, "rstrip", false),
+                                                      bool_member(item, "single_word", false)});
+  }
+  return Status::Ok();
+}
 
-  std::shared_ptr<Tokenizer> t = create();
-  if (added_list && added_list->is_array()) {
-    for (const json::Value& item : added_list->items()) {
-      const auto id = static_cast<std::size_t>(item.find("id")->as_int());
-      const std::string& content = item.find("content")->as_string();
-      const bool special = bool_member(item, "special", false);
-      tokens[id] = content;
-      filled[id] = true;
-      attributes[id] = special ? (content == unk_token ? TokenAttribute::kUnknown : TokenAttribute::kControl)
-                               : TokenAttribute::kUserDefined;
-      mergeable[id] = false;
-      t->added_.push_back(AddedToken{static_cast<std::int32_t>(id), content, special,
-                                     bool_member(item, "lstrip", false), bool_member(item, "rstrip", false),
-                                     bool_member(item, "single_word", false)});
+// Merges: "left right" strings (older files) or [left, right] pairs.
+Status read_merges(const json::Value& model, const std::string& origin,
+                   std::vector<std::pair<std::string, std::string>>* pairs) {
+  const json::Value* merges = model.find("merges");
+  if (merges && !merges->is_null() && !merges->is_array()) {
+    return Status::Format(origin + ": model.merges is not a list");
+  }
+  if (!merges || !merges->is_array()) return Status::Ok();
+  pairs->reserve(merges->items().size());
+  for (const json::Value& merge : merges->items()) {
+    if (merge.is_string()) {
+      const std::string& s = merge.as_string();
+      const std::size_t space = s.find(' ', 1);
+      if (space == std::string::npos) {
+        return Status::Format(origin + ": merge \"" + s.substr(0, 64) + "\" is not \"left right\"");
+      }
+      pairs->emplace_back(s.substr(0, space), s.substr(space + 1));
+    } else if (merge.is_array() && merge.items().size() == 2 && merge.items()[0].is_string() &&
+               merge.items()[1].is_string()) {
+      pairs->emplace_back(merge.items()[0].as_string(), merge.items()[1].as_string());
+    } else {
+      return Status::Format(origin + ": malformed merge " + json::serialize(merge).substr(0, 100));
     }
   }
-  set_vocabulary(t.get(), tokens, attributes, mergeable);
+  return Status::Ok();
+}
 
-  TextSettings settings;
+// Normalizer, pre-tokenizer and decoder.
+Status read_text_settings(const json::Value& root, const std::string& origin, TextSettings* settings) {
   const json::Value* normalizer = root.find("normalizer");
   const json::Value* pre_tokenizer = root.find("pre_tokenizer");
   const json::Value* decoder = root.find("decoder");
-  if (normalizer) ZIPMOE_RETURN_IF_ERROR(read_normalizer(*normalizer, &settings, origin));
-  if (pre_tokenizer) ZIPMOE_RETURN_IF_ERROR(read_pre_tokenizer(*pre_tokenizer, &settings, origin));
-  if (decoder && type_of(*decoder) == "ByteLevel") settings.byte_level = true;
+  if (normalizer) ZIPMOE_RETURN_IF_ERROR(read_normalizer(*normalizer, settings, origin));
+  if (pre_tokenizer) ZIPMOE_RETURN_IF_ERROR(read_pre_tokenizer(*pre_tokenizer, settings, origin));
+  if (decoder && type_of(*decoder) == "ByteLevel") settings->byte_level = true;
+  return Status::Ok();
+}
+
+// e.g. "byte-level BPE, pre-tokenizer qwen2, NFC, 151936 tokens (tokenizer.json)"
+std::string json_description(const TextSettings& settings, bool byte_fallback, const PreTokenizer& pre_tokenizer,
+                             std::size_t tokens) {
+  std::string description = settings.byte_level ? "byte-level BPE" : "BPE";
+  if (!settings.byte_level && byte_fallback) description += " with byte fallback";
+  if (!pre_tokenizer.empty()) {
+    description += ", pre-tokenizer";
+    for (SplitRule rule : pre_tokenizer.rules()) description += std::string(" ") + split_rule_name(rule);
+  }
+  if (settings.nfc) description += ", NFC";
+  return description + ", " + std::to_string(tokens) + " tokens (tokenizer.json)";
+}
+
+}  // namespace
+
+Status TokenizerBuilder::from_json(std::string_view text, const json::Value* config, const std::string& origin,
+                                   std::shared_ptr<const Tokenizer>* out) {
+  json::Value root;
+  ZIPMOE_RETURN_IF_ERROR(json::parse(text, &root).with_context(origin));
+  if (!root.is_object()) return Status::Format(origin + ": tokenizer.json is not a JSON object");
+  if (config && !config->is_object()) config = nullptr;
+  const json::Value* model = root.find("model");
+  if (!model || !model->is_object()) return Status::Format(origin + ": tokenizer.json has no \"model\" object");
+  ZIPMOE_RETURN_IF_ERROR(check_bpe_model(*model, origin));
+  JsonVocabulary vocabulary;
+  ZIPMOE_RETURN_IF_ERROR(read_vocabulary(root, *model, origin, &vocabulary));
+  const std::size_t n = vocabulary.tokens.size();
+  std::shared_ptr<Tokenizer> t = create();
+  t->added_ = std::move(vocabulary.added);
+  set_vocabulary(t.get(), vocabulary.tokens, std::move(vocabulary.attributes), std::move(vocabulary.mergeable));
+
+  TextSettings settings;
+  ZIPMOE_RETURN_IF_ERROR(read_text_settings(root, origin, &settings));
+  const json::Value* decoder = root.find("decoder");
   t->model_ = settings.byte_level ? Model::kByteLevel : Model::kCharacter;
   t->nfc_ = settings.nfc;
   t->replace_spaces_ = settings.replace_spaces && !settings.byte_level;
@@ -347,41 +422,26 @@ Status TokenizerBuilder::from_json(std::string_view text, const json::Value* con
   t->byte_level_prefix_space_ = settings.byte_level_prefix_space;
   t->pre_tokenizer_ = PreTokenizer(std::move(settings.rules));
   t->ignore_merges_ = bool_member(*model, "ignore_merges", false);
-  t->byte_fallback_ = byte_fallback;
+  t->byte_fallback_ = vocabulary.byte_fallback;
   t->fuse_unk_ = bool_member(*model, "fuse_unk", false);
   t->strip_leading_space_ = !settings.byte_level && decoder && decoder_strips_leading_space(*decoder);
-  if (!unk_token.empty()) t->unk_id_ = t->vocab_.find(unk_token);
+  if (!vocabulary.unk_token.empty()) t->unk_id_ = t->vocab_.find(vocabulary.unk_token);
 
-  // Merges: "left right" strings (older files) or [left, right] pairs.
-  const json::Value* merges = model->find("merges");
   std::vector<std::pair<std::string, std::string>> pairs;
-  if (merges && merges->is_array()) {
-    pairs.reserve(merges->items().size());
-    for (const json::Value& merge : merges->items()) {
-      if (merge.is_string()) {
-        const std::string& s = merge.as_string();
-        const std::size_t space = s.find(' ', 1);
-        if (space == std::string::npos) {
-          return Status::Format(origin + ": merge \"" + s.substr(0, 64) + "\" is not \"left right\"");
-        }
-        pairs.emplace_back(s.substr(0, space), s.substr(space + 1));
-      } else if (merge.is_array() && merge.items().size() == 2 && merge.items()[0].is_string() &&
-                 merge.items()[1].is_string()) {
-        pairs.emplace_back(merge.items()[0].as_string(), merge.items()[1].as_string());
-      } else {
-        return Status::Format(origin + ": malformed merge " + json::serialize(merge).substr(0, 100));
-      }
-    }
-  } else if (merges && !merges->is_null()) {
-    return Status::Format(origin + ": model.merges is not a list");
-  }
+  ZIPMOE_RETURN_IF_ERROR(read_merges(*model, origin, &pairs));
   std::size_t skipped = 0;
   add_rank_merges(t.get(), pairs, &skipped);
+  if (const json::Value* post = root.find("post_processor")) {
+    ZIPMOE_RETURN_IF_ERROR(read_post_processor(*post, &t->prefix_ids_, &t->suffix_ids_, t->vocab_size(), origin));
+  }
+  apply_tokenizer_config(t.get(), config);
+  finish(t.get(), json_description(settings, vocabulary.byte_fallback, t->pre_tokenizer_, n));
+  *out = std::move(t);
+  return Status::Ok();
+}
 
-  const json::Value* post = root.find("post_processor");
-  if (post) ZIPMOE_RETURN_IF_ERROR(read_post_processor(*post, &t->prefix_ids_, &t->suffix_ids_, t->vocab_size(), origin));
-
-  // BOS/EOS names and add_bos/add_eos from tokenizer_config, as transformers applies them.
+// BOS/EOS names and add_bos/add_eos from tokenizer_config, as transformers applies them.
+void TokenizerBuilder::apply_tokenizer_config(Tokenizer* t, const json::Value* config) {
   auto id_of_config = [&](const char* key) {
     const std::string* name = config_token(config, key);
     return name ? t->vocab_.find(*name) : -1;
@@ -392,31 +452,19 @@ Status TokenizerBuilder::from_json(std::string_view text, const json::Value* con
   if (const std::int32_t unk = id_of_config("unk_token"); unk >= 0) t->unk_id_ = unk;
   if (t->bos_id_ < 0 && t->prefix_ids_.size() == 1) t->bos_id_ = t->prefix_ids_[0];
   if (t->eos_id_ < 0 && t->suffix_ids_.size() == 1) t->eos_id_ = t->suffix_ids_[0];
-  if (config) {
-    const json::Value* add_bos = config->find("add_bos_token");
-    if (add_bos && add_bos->is_bool() && t->bos_id_ >= 0) {
-      const bool has = !t->prefix_ids_.empty() && t->prefix_ids_.front() == t->bos_id_;
-      if (add_bos->as_bool() && !has) t->prefix_ids_.insert(t->prefix_ids_.begin(), t->bos_id_);
-      if (!add_bos->as_bool() && has) t->prefix_ids_.erase(t->prefix_ids_.begin());
-    }
-    const json::Value* add_eos = config->find("add_eos_token");
-    if (add_eos && add_eos->is_bool() && t->eos_id_ >= 0) {
-      const bool has = !t->suffix_ids_.empty() && t->suffix_ids_.back() == t->eos_id_;
-      if (add_eos->as_bool() && !has) t->suffix_ids_.push_back(t->eos_id_);
-      if (!add_eos->as_bool() && has) t->suffix_ids_.pop_back();
-    }
+  if (!config) return;
+  const json::Value* add_bos = config->find("add_bos_token");
+  if (add_bos && add_bos->is_bool() && t->bos_id_ >= 0) {
+    const bool has = !t->prefix_ids_.empty() && t->prefix_ids_.front() == t->bos_id_;
+    if (add_bos->as_bool() && !has) t->prefix_ids_.insert(t->prefix_ids_.begin(), t->bos_id_);
+    if (!add_bos->as_bool() && has) t->prefix_ids_.erase(t->prefix_ids_.begin());
   }
-
-  std::string description = settings.byte_level ? "byte-level BPE" : "BPE";
-  if (!settings.byte_level && byte_fallback) description += " with byte fallback";
-  if (!t->pre_tokenizer_.empty()) {
-    description += ", pre-tokenizer";
-    for (SplitRule rule : t->pre_tokenizer_.rules()) description += std::string(" ") + split_rule_name(rule);
+  const json::Value* add_eos = config->find("add_eos_token");
+  if (add_eos && add_eos->is_bool() && t->eos_id_ >= 0) {
+    const bool has = !t->suffix_ids_.empty() && t->suffix_ids_.back() == t->eos_id_;
+    if (add_eos->as_bool() && !has) t->suffix_ids_.push_back(t->eos_id_);
+    if (!add_eos->as_bool() && has) t->suffix_ids_.pop_back();
   }
-  if (settings.nfc) description += ", NFC";
-  finish(t.get(), description + ", " + std::to_string(n) + " tokens (tokenizer.json)");
-  *out = std::move(t);
-  return Status::Ok();
 }
 
 }  // namespace zipmoe::text

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "zipmoe/cache.h"
 #include "zipmoe/container.h"
 #include "zipmoe/error.h"
 #include "zipmoe/types.h"
@@ -53,31 +54,6 @@ enum class Precision : std::uint8_t {
 // "fast", "exact".
 const char* precision_name(Precision precision);
 bool parse_precision(const std::string& name, Precision* precision);
-
-// How the expert cache ranks experts when it admits and evicts (docs/CACHE.md).
-enum class CachePolicy : std::uint8_t {
-  kAffinity = 0,  // recency, with a bonus for experts the layer routes to often
-  kLru = 1,       // least recently used
-  kLfu = 2,       // least frequently used (profile prior + online counts)
-};
-// "affinity", "lru", "lfu".
-const char* cache_policy_name(CachePolicy policy);
-bool parse_cache_policy(const std::string& name, CachePolicy* policy);
-
-// The state an expert rests in, from most to least held in RAM.
-enum class ExpertTier : std::uint8_t {
-  kFull = 0,        // decoded weights: ready
-  kCompressed = 1,  // coded exponent planes and sign/mantissa planes: decode only
-  kSm = 2,          // sign/mantissa planes: read the exponent chunks, decode
-  kE = 3,           // coded exponent planes: read the sign/mantissa chunks, decode
-  kAbsent = 4,      // nothing: read both, decode
-};
-constexpr int kNumExpertTiers = 5;
-constexpr std::uint8_t expert_tier_bit(ExpertTier tier) { return std::uint8_t(1u << static_cast<int>(tier)); }
-constexpr std::uint8_t kAllExpertTiers = 0x1f;
-// "full", "compressed", "sm", "e", "absent".
-const char* expert_tier_name(ExpertTier tier);
-bool parse_expert_tier(const std::string& name, ExpertTier* tier);
 
 struct ModelOptions {
   int threads = 0;                 // threads of the model's pool, the caller's included; <= 0: one per core;
@@ -119,48 +95,6 @@ struct MemoryUse {
   std::uint64_t scratch = 0;        // activations, matmul workspace, rope table
   std::uint64_t total = 0;
   std::uint64_t peak = 0;           // the highest total since load
-};
-
-// The expert cache's work, per MoE layer and in total (Model::stats()).
-struct ExpertLayerStats {
-  std::uint32_t layer = 0;          // decoder layer index (total: 0)
-  std::uint64_t requests = 0;       // experts asked for by forward steps (one per expert per step)
-  // requests by the state the expert was in when asked; served_from[kAbsent] are the misses
-  std::uint64_t served_from[kNumExpertTiers] = {0, 0, 0, 0, 0};
-  std::uint64_t prefetch_hits = 0;  // requests that found a prefetch of the expert under way or done
-  std::uint64_t bytes_read = 0;     // stored bytes read from the container for requests (prefetches included)
-  std::uint64_t prefetch_bytes_read = 0;  // of which by prefetches (used or not)
-  std::uint64_t chunks_read = 0;
-  std::uint64_t read_ns = 0;        // time the I/O thread spent reading (and checksumming) them
-  std::uint64_t decoded_bytes = 0;  // bytes of expert weights decoded
-  std::uint64_t decode_ns = 0;      // thread time spent decoding (summed over the callers of the pool)
-  std::uint64_t stall_ns = 0;       // time the forward pass waited for experts with nothing to do
-  std::uint64_t hits() const { return requests - served_from[static_cast<int>(ExpertTier::kAbsent)]; }
-  std::uint64_t misses() const { return served_from[static_cast<int>(ExpertTier::kAbsent)]; }
-};
-
-struct ExpertCacheStats {
-  bool enabled = false;             // false: experts are resident (no budget); counts still kept
-  std::vector<ExpertLayerStats> layers;  // MoE layers, in order
-  ExpertLayerStats total;
-  std::uint64_t experts_in[kNumExpertTiers] = {0, 0, 0, 0, 0};  // experts resting in each state now
-  std::uint64_t tier_bytes[kNumExpertTiers] = {0, 0, 0, 0, 0};  // bytes held by each state now
-  std::uint64_t tier_capacity[kNumExpertTiers] = {0, 0, 0, 0, 0};  // bytes the planner gave each state
-  std::uint64_t working_set_bytes = 0;  // decode buffers and fetch (staging) buffers
-  std::uint32_t decode_buffers = 0;
-  std::uint32_t fetch_buffers = 0;
-  std::uint64_t prefetches = 0;          // experts a prefetch started on
-  std::uint64_t prefetches_used = 0;     // of which a request then took over
-  std::uint64_t prefetches_cancelled = 0;
-  std::uint64_t admissions = 0;          // experts moved to a fuller state after a fetch
-  std::uint64_t evictions = 0;           // experts moved to an emptier state to make room
-  std::uint64_t steps = 0;               // forward steps seen
-  std::uint64_t replans = 0;             // times the planner re-split the budget from the routing seen
-  double storage_bandwidth = 0;          // bytes/s the planner used
-  double read_latency = 0;               // seconds per chunk read the planner used
-  double other_cpu_seconds = 0;          // measured CPU time per layer besides decoding (single-token steps)
-  double decode_throughput = 0;          // decoded bytes/s per thread the planner used
-  double planned_seconds_per_token = 0;  // the planner's expected expert fetch time per token
 };
 
 // What the engine read from the container's config.

@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "cache/memory_block.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
+#include "common/memory_block.h"
 #include "common/memory_ledger.h"
 #include "test_data.h"
 #include "test_framework.h"

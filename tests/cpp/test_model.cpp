@@ -17,11 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "cache/resident_experts.h"
 #include "common/cpu_features.h"
 #include "common/json.h"
 #include "common/memory_ledger.h"
+#include "format/container_file.h"
 #include "model/config.h"
-#include "model/expert_provider.h"
 #include "test_data.h"
 #include "test_framework.h"
 #include "zipmoe/container.h"
@@ -348,12 +349,16 @@ ZTEST(resident_expert_provider_delivers_every_expert_once) {
   ZCHECK(status.ok());
   MemoryLedger ledger;
   ThreadPool pool(2);
-  std::unique_ptr<model::ResidentExpertProvider> provider;
-  ZCHECK(model::ResidentExpertProvider::create(reader, config, &pool, &ledger, std::nullopt, &provider).ok());
+  std::unique_ptr<cache::ResidentExpertProvider> provider;
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  ZCHECK(cache::ResidentExpertProvider::create(*file, model::expert_shapes(config), &pool, &ledger, default_isa(),
+                                               &provider)
+             .ok());
   ZCHECK_EQ(provider->resident_bytes(), ledger.bytes(MemoryCategory::kExperts));
   ZCHECK_EQ(provider->resident_bytes(), std::uint64_t(4 * 3 * 16 * 32 * 2));
 
-  model::ExpertRequest request;
+  cache::ExpertRequest request;
   request.layer = 1;
   request.experts = {3, 0};
   ZCHECK(provider->acquire(&request).ok());

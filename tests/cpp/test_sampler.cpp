@@ -7,7 +7,7 @@
 #include <limits>
 #include <vector>
 
-#include "model/sampler.h"
+#include "runtime/sampler.h"
 #include "test_framework.h"
 #include "zipmoe/sampler.h"
 
@@ -73,7 +73,7 @@ ZTEST(sampler_greedy_picks_the_highest_logit_lowest_id_on_ties) {
   Sampler sampler(options);
   const std::vector<float> logits = {0.5f, 3.0f, -1.0f, 3.0f, kMinusInf};
   ZCHECK_EQ(sampler.sample(logits.data(), logits.size()), 1);
-  ZCHECK_EQ(zipmoe::sampling::argmax_token(logits.data(), logits.size()), 1);
+  ZCHECK_EQ(zipmoe::runtime::argmax_token(logits.data(), logits.size()), 1);
 }
 
 ZTEST(sampler_top_k_1_and_tiny_top_p_equal_greedy) {
@@ -294,7 +294,7 @@ ZTEST(sampler_penalties_follow_the_ctrl_rule_once_per_distinct_token) {
   std::vector<float> logits = {2.0f, -1.0f, 1.0f, 0.5f};
   std::vector<std::uint8_t> seen;
   const std::vector<std::int32_t> history = {0, 1, 0, 0};
-  zipmoe::sampling::apply_penalties(logits.data(), logits.size(), history.data(), history.size(), 2.0f, 0.25f,
+  zipmoe::runtime::apply_penalties(logits.data(), logits.size(), history.data(), history.size(), 2.0f, 0.25f,
                                     seen);
   ZCHECK_EQ(logits[0], 2.0f / 2.0f - 0.25f);
   ZCHECK_EQ(logits[1], -1.0f * 2.0f - 0.25f);

@@ -10,15 +10,18 @@
 #include <vector>
 
 #include "common/json.h"
+#include "format/gguf_reader.h"
+#include "model/tokenizer_files.h"
 #include "test_framework.h"
 #include "text/bpe.h"
-#include "text/gguf_reader.h"
 #include "text/pretokenizer.h"
 #include "text/tokenizer.h"
 #include "text/tokenizer_builder.h"
 #include "text/unicode.h"
 
+using zipmoe::GgufMetadata;
 using zipmoe::Status;
+using zipmoe::format::parse_gguf_metadata;
 using zipmoe::StatusCode;
 using zipmoe::json::Value;
 using namespace zipmoe::text;
@@ -893,7 +896,7 @@ ZTEST(text_gguf_rejects_corrupt_headers) {
   fails(nested, "nested");
   Status s;
   std::shared_ptr<const Tokenizer> t;
-  s = Tokenizer::from_gguf_file("/nonexistent/vocab.gguf", &t);
+  s = zipmoe::model::tokenizer_from_gguf_file("/nonexistent/vocab.gguf", &t);
   ZCHECK(s.code() == StatusCode::kIo);
 }
 

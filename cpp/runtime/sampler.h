@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace zipmoe::sampling {
+namespace zipmoe::runtime {
 
 // Index of the first NaN or +inf in logits[0, vocab), or vocab when there is none.
 std::size_t first_invalid_logit(const float* logits, std::size_t vocab);
@@ -29,4 +29,4 @@ struct RankByLogit {
   }
 };
 
-}  // namespace zipmoe::sampling
+}  // namespace zipmoe::runtime

@@ -1,4 +1,6 @@
-// ExpertProvider: where the forward pass gets the weights of routed experts.
+// ExpertProvider: where the forward pass gets the weights of routed experts, and
+// ExpertShapes: what a provider knows of the model (the cache's vocabulary; the
+// model layer fills both in, the cache never sees a ModelConfig).
 //
 // The forward pass never assumes that experts sit in one array: for each MoE
 // layer it asks the provider for the experts its tokens were routed to (all of
@@ -21,9 +23,10 @@
 // Results must not depend on the delivery order: the caller writes each expert's
 // output to its own place and combines them in a fixed order afterwards.
 //
-// Implementations: ResidentExpertProvider (every expert decoded at load, every
-// request ready at once) and cache::ExpertCache (cpp/cache: experts streamed from
-// storage through tiers within a memory budget).
+// Implementations: ResidentExpertProvider (resident_experts.h: every expert
+// decoded at load, every request ready at once) and ExpertCache
+// (expert_cache.h: experts streamed from storage through tiers within a memory
+// budget).
 //
 // Thread-safety: one request at a time per provider (the engine runs one forward
 // pass at a time); prefetch() may be called between requests.
@@ -31,19 +34,25 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <optional>
 #include <vector>
 
-#include "common/memory_ledger.h"
 #include "common/status.h"
 #include "kernels/kernel_types.h"
-#include "model/config.h"
-#include "zipmoe/container.h"
-#include "zipmoe/model.h"
-#include "zipmoe/thread_pool.h"
+#include "zipmoe/cache.h"
 
-namespace zipmoe::model {
+namespace zipmoe::cache {
+
+// The routed experts of a model. Expert e of MoE layer moe_layers[m] has three
+// projections, in HF semantics:
+//   gate, up: [intermediate_size, hidden_size];  down: [hidden_size, intermediate_size]
+struct ExpertShapes {
+  std::size_t num_layers = 0;             // decoder layers, dense and MoE
+  std::vector<std::uint32_t> moe_layers;  // the decoder layers that route to experts, ascending
+  std::size_t num_experts = 0;            // routed experts per MoE layer
+  std::size_t experts_per_token = 0;      // k: experts each token is routed to
+  std::size_t hidden_size = 0;
+  std::size_t intermediate_size = 0;      // of one expert
+};
 
 // All projections of one routed expert, in HF semantics:
 //   gate, up: [intermediate, hidden];  down: [hidden, intermediate]
@@ -108,36 +117,4 @@ class ExpertProvider {
   virtual void reset_stats() {}
 };
 
-// Decodes every routed expert of the container into aligned RAM at load (in
-// parallel on the pool, charged to the ledger as kExperts) and serves every
-// request at once.
-class ResidentExpertProvider final : public ExpertProvider {
- public:
-  // Reads every expert projection of every MoE layer of `config` from `reader`
-  // (FormatError status for one that is missing or has the wrong shape).
-  static Status create(const ContainerReader& reader, const ModelConfig& config, ThreadPool* pool,
-                       MemoryLedger* ledger, std::optional<Isa> isa, std::unique_ptr<ResidentExpertProvider>* out);
-
-  Status acquire(ExpertRequest* request) override;
-  Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
-  void release(ExpertRequest* request) override;
-  std::uint64_t resident_bytes() const override { return bytes_; }
-  // Every request is a FULL hit; counted per MoE layer.
-  void collect_stats(ExpertCacheStats* out) const override;
-  void reset_stats() override;
-
- private:
-  ResidentExpertProvider() = default;
-
-  // Requests per layer (forward thread only; read between requests).
-  std::vector<std::uint64_t> requests_;
-
-  struct ResidentExpert {
-    LedgerBuffer buffer;  // gate | up | down, each 64-byte aligned
-    ExpertWeights weights;
-  };
-  std::vector<std::vector<ResidentExpert>> layers_;  // [layer][expert]; empty for dense layers
-  std::uint64_t bytes_ = 0;
-};
-
-}  // namespace zipmoe::model
+}  // namespace zipmoe::cache

@@ -1,4 +1,5 @@
-// MemoryBlock: one buffer of the expert cache, charged to the model's ledger.
+// MemoryBlock: one buffer of the expert cache or its fetch pipeline (experts,
+// planes, decode and fetch buffers), charged to the model's ledger as kExperts.
 //
 // Large blocks (decoded experts, planes, fetch buffers: megabytes) are mapped
 // pages of their own and unmapped when freed, so that the process's resident
@@ -16,7 +17,7 @@
 #include "common/memory_ledger.h"
 #include "common/status.h"
 
-namespace zipmoe::cache {
+namespace zipmoe {
 
 class MemoryBlock {
  public:
@@ -55,4 +56,4 @@ class MemoryBlock {
   MemoryLedger* ledger_ = nullptr;
 };
 
-}  // namespace zipmoe::cache
+}  // namespace zipmoe

@@ -1,4 +1,4 @@
-#include "text/gguf_reader.h"
+#include "format/gguf_reader.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,7 +6,7 @@
 
 #include "common/file_io.h"
 
-namespace zipmoe::text {
+namespace zipmoe::format {
 
 namespace {
 
@@ -284,34 +284,6 @@ Status parse(Cursor* cursor, const GgufKeyFilter& keep, GgufMetadata* out) {
 
 }  // namespace
 
-const char* gguf_type_name(GgufType type) {
-  static const char* const kNames[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
-                                       "BOOL",  "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
-  const auto index = static_cast<std::uint32_t>(type);
-  return index < sizeof(kNames) / sizeof(kNames[0]) ? kNames[index] : "?";
-}
-
-bool GgufValue::is_integer() const {
-  switch (type) {
-    case GgufType::kUint8:
-    case GgufType::kInt8:
-    case GgufType::kUint16:
-    case GgufType::kInt16:
-    case GgufType::kUint32:
-    case GgufType::kInt32:
-    case GgufType::kUint64:
-    case GgufType::kInt64:
-    case GgufType::kBool:
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool is_tokenizer_key(std::string_view key) {
-  return key.substr(0, 10) == "tokenizer." || key == "general.architecture";
-}
-
 Status read_gguf_metadata(const std::string& path, const GgufKeyFilter& keep, GgufMetadata* out) {
   std::unique_ptr<File> file;
   ZIPMOE_RETURN_IF_ERROR(File::open(path, false, &file));
@@ -325,4 +297,4 @@ Status parse_gguf_metadata(const std::uint8_t* data, std::size_t size, const std
   return parse(&cursor, keep, out);
 }
 
-}  // namespace zipmoe::text
+}  // namespace zipmoe::format

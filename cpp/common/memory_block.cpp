@@ -1,11 +1,11 @@
-#include "cache/memory_block.h"
+#include "common/memory_block.h"
 
 #include <sys/mman.h>
 
 #include <cstdlib>
 #include <string>
 
-namespace zipmoe::cache {
+namespace zipmoe {
 
 std::uint64_t MemoryBlock::charged_size(std::uint64_t size) {
   if (size == 0) return 0;
@@ -78,4 +78,4 @@ void MemoryBlock::release() {
   ledger_ = nullptr;
 }
 
-}  // namespace zipmoe::cache
+}  // namespace zipmoe
