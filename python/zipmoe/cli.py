@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import _core
-from .convert.converter import CODECS
+from .conversion.converter import CODECS
 
 
 def _cmd_sysinfo(args: argparse.Namespace) -> int:
@@ -119,7 +119,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .conversion import convert
 
     summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
                       progress=not args.quiet and sys.stderr.isatty() or args.progress)
@@ -131,7 +131,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .convert import export
+    from .conversion import export
 
     summary = export(args.file, args.to, args.output, threads=args.threads,
                      progress=not args.quiet and sys.stderr.isatty() or args.progress)
@@ -141,7 +141,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify_against(args: argparse.Namespace) -> int:
-    from .convert import verify_against
+    from .conversion import verify_against
 
     start = time.perf_counter()
     try:

@@ -5,40 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
+from ._dtypes import NUMPY_DTYPES, resolve_dtype
 from ._threads import get_pool
-
-_NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
-_DTYPE_ALIASES = {
-    "bf16": "bf16", "bfloat16": "bf16",
-    "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
-    "f32": "f32", "float32": "f32", "fp32": "f32", "float": "f32",
-}
-
-
-def _resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
-    if dtype is not None:
-        if not isinstance(dtype, str) or dtype.lower() not in _DTYPE_ALIASES:
-            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use 'bf16', 'f16' or 'f32')")
-        name = _DTYPE_ALIASES[dtype.lower()]
-        expected = np.dtype(_NUMPY_DTYPES[name])
-        if name == "bf16":
-            if array.dtype not in (np.dtype(np.uint16), np.dtype(np.int16)) and array.dtype.name != "bfloat16":
-                raise _core.InvalidArgumentError(
-                    f"dtype='bf16' needs a uint16 array of BF16 bit patterns, got {array.dtype}")
-        elif array.dtype != expected:
-            raise _core.InvalidArgumentError(f"dtype={dtype!r} does not match the array's dtype {array.dtype}")
-        return name
-    if array.dtype == np.float32:
-        return "f32"
-    if array.dtype == np.float16:
-        return "f16"
-    if array.dtype.name == "bfloat16":  # ml_dtypes / torch-style numpy extension type
-        return "bf16"
-    if array.dtype == np.uint16:
-        raise _core.InvalidArgumentError("a uint16 array is ambiguous: pass dtype='bf16' for BF16 bit patterns")
-    raise _core.InvalidArgumentError(
-        f"cannot compress {array.dtype} arrays: zipmoe stores float32, float16 and bf16 (uint16 with dtype='bf16')")
-
 
 def compress(array, dtype: str | None = None, codec: str = "auto", threads: int | None = None,
              segment_symbols: int = 0) -> bytes:
@@ -56,7 +24,7 @@ def compress(array, dtype: str | None = None, codec: str = "auto", threads: int 
     plane and a CRC-32C checksum; :func:`decompress` gives back the same bits.
     """
     array = np.asarray(array)
-    name = _resolve_dtype(array, dtype)
+    name = resolve_dtype(array, dtype)
     if not isinstance(codec, str):
         raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
     contiguous = np.ascontiguousarray(array)
@@ -83,7 +51,7 @@ def decompress(blob, threads: int | None = None, isa: str | None = None, out: np
     if isinstance(blob, np.ndarray):
         blob = blob.reshape(-1).view(np.uint8)
     info = _core.blob_info(blob)
-    dtype = np.dtype(_NUMPY_DTYPES[info["dtype"]])
+    dtype = np.dtype(NUMPY_DTYPES[info["dtype"]])
     if out is None:
         out = np.empty(info["shape"], dtype=dtype)
     else:

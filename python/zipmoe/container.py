@@ -16,8 +16,8 @@ from typing import Iterator
 import numpy as np
 
 from . import _core
+from ._dtypes import NUMPY_DTYPES, resolve_dtype
 from ._threads import get_pool
-from .codec import _NUMPY_DTYPES, _resolve_dtype
 
 _IO_MODES = ("pread", "direct", "mmap")
 _U32_MAX = 0xFFFFFFFF
@@ -51,7 +51,7 @@ class TensorInfo:
     @property
     def raw_bytes(self) -> int:
         """Bytes of the decoded tensor."""
-        return self.num_elements * np.dtype(_NUMPY_DTYPES[self.dtype]).itemsize
+        return self.num_elements * np.dtype(NUMPY_DTYPES[self.dtype]).itemsize
 
     @property
     def ratio(self) -> float:
@@ -131,7 +131,7 @@ class ContainerWriter:
         if not isinstance(codec, str):
             raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
         array = np.asarray(array)
-        dtype_name = _resolve_dtype(array, dtype)
+        dtype_name = resolve_dtype(array, dtype)
         role_tuple = _role_tuple(role, name)
         contiguous = np.ascontiguousarray(array)
         flat = contiguous.reshape(-1).view(np.uint8) if contiguous.size else np.zeros(0, np.uint8)
@@ -165,6 +165,11 @@ class ContainerWriter:
     @property
     def num_tensors(self) -> int:
         return self._require_open().num_tensors
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the file written so far (header page, chunks and their padding)."""
+        return self._require_open().bytes_written
 
     def __enter__(self) -> "ContainerWriter":
         return self
@@ -252,6 +257,18 @@ class Container:
         raises ChecksumError naming file, tensor and chunk."""
         return self._read(self.info(name), threads, isa)
 
+    def read_into(self, name: str, out: np.ndarray, threads: int | None = None) -> None:
+        """Decodes tensor ``name`` into ``out``: a writeable C-contiguous array of its storage type
+        (as :meth:`read` returns) and its element count, in any shape."""
+        info = self.info(name)
+        dtype = np.dtype(NUMPY_DTYPES[info.dtype])
+        if not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous \
+                or not out.flags.writeable or out.size != info.num_elements:
+            raise _core.InvalidArgumentError(
+                f"out must be a writeable C-contiguous {dtype} array of {info.num_elements} elements")
+        flat = out.reshape(-1).view(np.uint8) if out.size else np.zeros(0, np.uint8)
+        self._require_open().decode_into(info.index, flat, get_pool(threads), None)
+
     def read_expert(self, layer: int, expert: int, projection: str, threads: int | None = None,
                     isa: str | None = None) -> np.ndarray:
         """Decodes the tensor of (layer, expert, projection) (KeyError when absent)."""
@@ -288,7 +305,7 @@ class Container:
 
     def _read(self, info: TensorInfo, threads, isa) -> np.ndarray:
         native = self._require_open()
-        out = np.empty(info.shape, dtype=_NUMPY_DTYPES[info.dtype])
+        out = np.empty(info.shape, dtype=NUMPY_DTYPES[info.dtype])
         flat = out.reshape(-1).view(np.uint8) if out.size else np.zeros(0, np.uint8)
         native.decode_into(info.index, flat, get_pool(threads), isa)
         return out

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _core
+from .._dtypes import NUMPY_DTYPES
 from . import registry, views
-from .fileio import NUMPY_STORAGE, format_error, io_error
+from .fileio import format_error, io_error
 from .gguf_config import detect_architecture, synthesize_config
+from .progress import progress_bar
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
 
@@ -263,15 +265,6 @@ class Prefetcher:
         self._thread.join()
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, dynamic_ncols=True,
-                smoothing=0.1)
-
-
 def convert(src, out, *, codec: str = "auto", threads: int | None = None, generic: bool = False,
             progress: bool = False, segment_symbols: int = 0) -> dict:
     """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
@@ -302,14 +295,12 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
     total = sum(t.nbytes for t in order)
     from ..container import ContainerWriter
 
-    bar = _progress_bar(total, "convert", progress)
+    bar = progress_bar(total, "convert", progress)
     done = 0
     with source:
         prefetcher = None
         try:
             with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
-                native = writer._native
-
                 def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
                     writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
                                       threads=threads)
@@ -317,7 +308,7 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
                 prefetcher = Prefetcher(source, order)
                 for t, raw, digest in prefetcher:
                     records[t.name]["sha256"] = digest
-                    array = raw.view(NUMPY_STORAGE[t.dtype]).reshape(t.shape)
+                    array = raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.shape)
                     for piece in plan.pieces[t.name]:
                         canonical = plan.canonicals[piece.canonical]
                         if canonical.pieces == 1 and not piece.dst:
@@ -325,7 +316,7 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
                             write(canonical, np.ascontiguousarray(views.apply(array, piece.src)))
                             continue
                         if canonical.buffer is None:
-                            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_STORAGE[canonical.dtype])
+                            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_DTYPES[canonical.dtype])
                         views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
                         canonical.remaining -= 1
                         if canonical.remaining == 0:
@@ -336,7 +327,7 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
                     done += t.nbytes
                     if bar is not None:
                         bar.update(t.nbytes)
-                        written = native.bytes_written
+                        written = writer.bytes_written
                         if written:
                             bar.set_postfix(ratio=f"{done / written:.3f}", refresh=False)
                 pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]

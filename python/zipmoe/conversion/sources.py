@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._dtypes import NUMPY_DTYPES
 from . import gguf_format, safetensors_format
-from .fileio import NUMPY_STORAGE, format_error, io_error, read_exact
+from .fileio import format_error, io_error, read_exact
 
 INDEX_SUFFIX = ".safetensors.index.json"
 # Files never copied into the metadata: weights in other formats, and what zipmoe writes itself.
@@ -63,7 +64,7 @@ class Source:
 
     def read(self, tensor: SourceTensor) -> np.ndarray:
         """The tensor's data as a new array of its container storage type (BF16 as uint16), in its shape."""
-        return self.read_raw(tensor).view(NUMPY_STORAGE[tensor.dtype]).reshape(tensor.shape)
+        return self.read_raw(tensor).view(NUMPY_DTYPES[tensor.dtype]).reshape(tensor.shape)
 
     def close(self) -> None:
         for fd in self._fds:

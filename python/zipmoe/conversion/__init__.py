@@ -1,4 +1,6 @@
-"""Model conversion: Hugging Face safetensors folders and GGUF files to .zmoe containers, and back.
+"""``zipmoe.conversion``: Hugging Face safetensors folders and GGUF files to .zmoe containers, and back.
+
+The package behind the functions ``zipmoe.convert``, ``zipmoe.export`` and ``zipmoe.verify_against``.
 
 - :func:`convert` plans every canonical tensor from the headers (failing before
   any output on a bad input), then streams tensor by tensor into a container.

@@ -10,10 +10,6 @@ import numpy as np
 
 from .. import _core
 
-# Python-side dtype names of the container and their numpy storage types.
-NUMPY_STORAGE = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
-ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4}
-
 
 def io_error(message: str) -> Exception:
     return _core.IoError(message)

@@ -21,10 +21,10 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import _core
-from .._threads import get_pool
+from .._dtypes import NUMPY_DTYPES
 from . import gguf_format, safetensors_format, views
-from .converter import _progress_bar
-from .fileio import NUMPY_STORAGE, AtomicDirectory, AtomicFile, format_error, io_error
+from .fileio import AtomicDirectory, AtomicFile, format_error, io_error
+from .progress import progress_bar
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
 
@@ -57,7 +57,6 @@ class Assembler:
 
     def __init__(self, container, source: dict, threads: int | None = None, cache_entries: int = 4):
         self.container, self.source = container, source
-        self.pool = get_pool(threads)
         self.threads = threads
         self.cache: OrderedDict = OrderedDict()
         self.cache_entries = cache_entries
@@ -83,7 +82,7 @@ class Assembler:
         name = record["name"]
         dtype = _record_dtype(self.source, record)
         shape = tuple(record["shape"])
-        out = np.empty(shape, dtype=NUMPY_STORAGE[dtype])
+        out = np.empty(shape, dtype=NUMPY_DTYPES[dtype])
         covered = 0
         for piece in (Piece.from_json(p) for p in record["pieces"]):
             if piece.canonical not in self.container:
@@ -99,8 +98,7 @@ class Assembler:
             covered += math.prod(src_shape)
             target = views.apply(out, piece.src)
             if not piece.dst and views.is_plain(piece.src) and piece.canonical not in self.shared:
-                flat = target.reshape(-1).view(np.uint8) if target.size else np.zeros(0, np.uint8)
-                self.container._require_open().decode_into(info.index, flat, self.pool, None)
+                self.container.read_into(piece.canonical, target, threads=self.threads)
             else:
                 target[...] = views.apply(self._canonical(piece.canonical), piece.dst)
         if covered != math.prod(shape):
@@ -217,7 +215,7 @@ def _export_gguf(container, source: dict, out_path: str, threads, bar) -> list:
         dtype = _record_dtype(source, record)
         shape = tuple(record["shape"])
         infos.append(gguf_format.GGUFTensorInfo(record["name"], tuple(reversed(shape)), record["ggml_type"],
-                                                record["offset"], math.prod(shape) * np.dtype(NUMPY_STORAGE[dtype])
+                                                record["offset"], math.prod(shape) * np.dtype(NUMPY_DTYPES[dtype])
                                                 .itemsize))
     header = gguf_format.header_bytes(source["version"], gguf_kv(container.metadata), infos, source["alignment"])
     size = (source.get("files") or [{}])[0].get("size", 0)
@@ -269,9 +267,9 @@ def export(container_path, to: str, out, *, threads: int | None = None, progress
         if source["format"] != to:
             raise _core.InvalidArgumentError(
                 f"{container.path} was converted from {source['format']}; export it with --to {source['format']}")
-        total = sum(math.prod(r["shape"]) * np.dtype(NUMPY_STORAGE[_record_dtype(source, r)]).itemsize
+        total = sum(math.prod(r["shape"]) * np.dtype(NUMPY_DTYPES[_record_dtype(source, r)]).itemsize
                     for r in source["tensors"])
-        bar = _progress_bar(total, "export", progress)
+        bar = progress_bar(total, "export", progress)
         try:
             if to == "safetensors":
                 files = _export_safetensors(container, source, out, threads, bar)
@@ -317,7 +315,7 @@ def verify_against(container_path, src, *, threads: int | None = None, progress:
                 return fail(name, f"tensor {name!r} is in {src} but not in the container")
         assembler = Assembler(container, source, threads)
         order = source_files.read_order()
-        bar = _progress_bar(sum(t.nbytes for t in order), "verify", progress)
+        bar = progress_bar(sum(t.nbytes for t in order), "verify", progress)
         try:
             for t in order:
                 record = records[t.name]
