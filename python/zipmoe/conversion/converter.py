@@ -27,6 +27,7 @@ from .._dtypes import NUMPY_DTYPES
 from . import registry, views
 from .fileio import format_error, io_error
 from .gguf_config import detect_architecture, synthesize_config
+from .outputs import check_output_file, refuse_overlap, sweep_stale_temporaries, terminating_signals_raise
 from .progress import progress_bar
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
@@ -265,6 +266,59 @@ class Prefetcher:
         self._thread.join()
 
 
+def _write_container(source, plan: Plan, metadata: dict, out: str, *, codec: str, threads, segment_symbols: int,
+                     bar) -> None:
+    """Streams the source's tensors through ``plan`` into the container ``out``."""
+    from ..container import ContainerWriter
+
+    records = {r["name"]: r for r in metadata["source"]["tensors"]}
+    prefetcher = None
+    done = 0
+    try:
+        with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
+            def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
+                writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
+                                  threads=threads)
+
+            prefetcher = Prefetcher(source, source.read_order())
+            for t, raw, digest in prefetcher:
+                records[t.name]["sha256"] = digest
+                _convert_tensor(plan, t, raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.shape), write)
+                del raw
+                prefetcher.release(t.nbytes)
+                done += t.nbytes
+                if bar is not None:
+                    bar.update(t.nbytes)
+                    if writer.bytes_written:
+                        bar.set_postfix(ratio=f"{done / writer.bytes_written:.3f}", refresh=False)
+            pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]
+            if pending:
+                raise format_error(f"{source.path}: tensor {pending[0]} was never completed")
+    finally:
+        # the reader stops before the source's files close under it
+        if prefetcher is not None:
+            prefetcher.close()
+
+
+def _convert_tensor(plan: Plan, tensor, array: np.ndarray, write) -> None:
+    """Cuts one source tensor into its canonical pieces; writes each canonical tensor once it is complete."""
+    for piece in plan.pieces[tensor.name]:
+        canonical = plan.canonicals[piece.canonical]
+        if canonical.pieces == 1 and not piece.dst:
+            # C-contiguous views (whole tensors, one expert of a stack) are not copied; np.array keeps a 0-d
+            # tensor 0-d, where np.ascontiguousarray would make it 1-d
+            view = views.apply(array, piece.src)
+            write(canonical, view if view.flags.c_contiguous else np.array(view, order="C"))
+            continue
+        if canonical.buffer is None:
+            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_DTYPES[canonical.dtype])
+        views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
+        canonical.remaining -= 1
+        if canonical.remaining == 0:
+            write(canonical, canonical.buffer)
+            canonical.buffer = None
+
+
 def convert(src, out, *, codec: str = "auto", threads: int | None = None, generic: bool = False,
             progress: bool = False, segment_symbols: int = 0) -> dict:
     """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
@@ -280,69 +334,34 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
 
     Raises UnsupportedModelError (unknown architecture, quantized or integer
     tensors, tensors the architecture does not have), FormatError (corrupt or
-    truncated files, a config that disagrees with the tensors), IoError. Nothing
-    appears at ``out`` unless the whole conversion succeeds. Returns a summary
-    dict (architecture, tensor counts, bytes, ratio, seconds).
+    truncated files, a config that disagrees with the tensors), IoError,
+    InvalidArgumentError (``out`` is, or lies inside, the source). Nothing
+    appears at ``out`` unless the whole conversion succeeds, and an interrupted
+    conversion leaves no temporary file (SIGTERM and SIGHUP are handled while
+    it runs, see zipmoe.conversion.outputs). Returns a summary dict
+    (architecture, tensor counts, bytes, ratio, seconds).
     """
     if codec not in CODECS:
         raise _core.InvalidArgumentError(f"codec must be one of {', '.join(CODECS)}, not {codec!r}")
-    out = os.fspath(out)
     start = time.perf_counter()
-    source, plan, metadata = prepare(src, generic)
-    metadata["provenance"] = _provenance(codec, os.fspath(src))
-    records = {r["name"]: r for r in metadata["source"]["tensors"]}
-    order = source.read_order()
-    total = sum(t.nbytes for t in order)
-    from ..container import ContainerWriter
-
-    bar = progress_bar(total, "convert", progress)
-    done = 0
-    with source:
-        prefetcher = None
+    with terminating_signals_raise():
+        path = check_output_file(out)
+        source, plan, metadata = prepare(src, generic)
+        refuse_overlap(path, [source.path, *source.files])
+        metadata["provenance"] = _provenance(codec, os.fspath(src))
+        sweep_stale_temporaries(os.path.dirname(path))
+        total = sum(t.nbytes for t in source.tensors)
+        bar = progress_bar(total, "convert", progress)
         try:
-            with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
-                def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
-                    writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
-                                      threads=threads)
-
-                prefetcher = Prefetcher(source, order)
-                for t, raw, digest in prefetcher:
-                    records[t.name]["sha256"] = digest
-                    array = raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.shape)
-                    for piece in plan.pieces[t.name]:
-                        canonical = plan.canonicals[piece.canonical]
-                        if canonical.pieces == 1 and not piece.dst:
-                            # C-contiguous views (whole tensors, one expert of a stack) are not copied
-                            write(canonical, np.ascontiguousarray(views.apply(array, piece.src)))
-                            continue
-                        if canonical.buffer is None:
-                            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_DTYPES[canonical.dtype])
-                        views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
-                        canonical.remaining -= 1
-                        if canonical.remaining == 0:
-                            write(canonical, canonical.buffer)
-                            canonical.buffer = None
-                    del array, raw
-                    prefetcher.release(t.nbytes)
-                    done += t.nbytes
-                    if bar is not None:
-                        bar.update(t.nbytes)
-                        written = writer.bytes_written
-                        if written:
-                            bar.set_postfix(ratio=f"{done / written:.3f}", refresh=False)
-                pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]
-                if pending:
-                    raise format_error(f"{src}: tensor {pending[0]} was never completed")
-                num_canonical = writer.num_tensors
+            with source:
+                _write_container(source, plan, metadata, path, codec=codec, threads=threads,
+                                 segment_symbols=segment_symbols, bar=bar)
         finally:
-            # the reader stops before the source's files close under it
-            if prefetcher is not None:
-                prefetcher.close()
             if bar is not None:
                 bar.close()
     seconds = time.perf_counter() - start
-    size = os.path.getsize(out)
-    return {"output": out, "architecture": plan.architecture, "source_format": metadata["source"]["format"],
-            "source_tensors": len(order), "tensors": num_canonical, "source_bytes": total, "container_bytes": size,
-            "ratio": total / size if size else None, "seconds": seconds,
+    size = os.path.getsize(path)
+    return {"output": os.fspath(out), "architecture": plan.architecture, "source_format": metadata["source"]["format"],
+            "source_tensors": len(source.tensors), "tensors": len(plan.canonicals), "source_bytes": total,
+            "container_bytes": size, "ratio": total / size if size else None, "seconds": seconds,
             "mb_per_s": total / 1e6 / seconds if seconds else None}

@@ -23,7 +23,8 @@ import numpy as np
 from .. import _core
 from .._dtypes import NUMPY_DTYPES
 from . import gguf_format, safetensors_format, views
-from .fileio import AtomicDirectory, AtomicFile, format_error, io_error
+from .fileio import format_error, io_error
+from .outputs import AtomicDirectory, AtomicFile, refuse_overlap, terminating_signals_raise
 from .progress import progress_bar
 from .registry import Piece
 from .sources import is_gguf_file, open_gguf, open_hf_folder
@@ -131,62 +132,60 @@ def _write_array(f, array: np.ndarray) -> None:
         f.write(memoryview(array.reshape(-1).view(np.uint8)))
 
 
-def _export_safetensors(container, source: dict, out_dir: str, threads, bar) -> list:
-    files = source.get("files") or []
+def _safe_name(container, name) -> str:
+    if not isinstance(name, str) or not name or os.path.basename(name) != name or name.startswith("."):
+        raise format_error(f"{container.path}: unsafe file name {name!r} in the metadata")
+    return name
+
+
+def _write_safetensors_file(f, container, entry: dict, records: list, assembler: "Assembler", bar) -> None:
+    """One shard: its recorded header, then its tensors at their recorded offsets, zero-padded."""
+    header = json.loads(entry["header"])
+    listed = {k for k in header if k != "__metadata__"}
+    if listed != {r["name"] for r in records}:
+        raise format_error(f"{container.path}: the recorded header of {entry['name']} disagrees with its tensors")
+    f.write(safetensors_format.header_prefix(entry["header"]))
+    position = 0
+    for record in sorted(records, key=lambda r: r["offset"]):
+        begin, end = header[record["name"]]["data_offsets"]
+        if begin != record["offset"] or begin < position:
+            raise format_error(f"{container.path}: tensor {record['name']!r} has inconsistent offsets")
+        _write_zeros(f, begin - position)
+        array = _checked(assembler, record)
+        if array.nbytes != end - begin:
+            raise format_error(f"{container.path}: tensor {record['name']!r} has the wrong size")
+        _write_array(f, array)
+        position = end
+        if bar is not None:
+            bar.update(array.nbytes)
+    _write_zeros(f, entry.get("size", 0) - f.tell())
+
+
+def _auxiliary_bytes(container, entry: dict) -> bytes:
+    tokenizer_json = (container.metadata.get("tokenizer") or {}).get("tokenizer_json")
+    if "text" in entry:
+        return entry["text"].encode("utf-8")
+    if "base64" in entry:
+        return base64.b64decode(entry["base64"])
+    if entry.get("same_as") == "tokenizer.tokenizer_json" and isinstance(tokenizer_json, str):
+        return tokenizer_json.encode("utf-8")
+    raise format_error(f"{container.path}: auxiliary file {entry.get('name')!r} has no content in the metadata")
+
+
+def _export_safetensors(container, source: dict, target: AtomicDirectory, threads, bar) -> list:
     by_file: dict = {}
     for record in source["tensors"]:
         by_file.setdefault(record["file"], []).append(record)
     assembler = Assembler(container, source, threads)
-    target = AtomicDirectory(out_dir)
     written = []
-    try:
-        for index, entry in enumerate(files):
-            name = entry["name"]
-            if os.path.basename(name) != name or name.startswith("."):
-                raise format_error(f"{container.path}: unsafe file name {name!r} in the metadata")
-            header = json.loads(entry["header"])
-            records = sorted(by_file.get(index, []), key=lambda r: r["offset"])
-            listed = {k for k in header if k != "__metadata__"}
-            if listed != {r["name"] for r in records}:
-                raise format_error(f"{container.path}: the recorded header of {name} disagrees with its tensors")
-            path = os.path.join(target.temp_path, name)
-            with open(path, "wb") as f:
-                f.write(safetensors_format.header_prefix(entry["header"]))
-                position = 0
-                for record in records:
-                    begin, end = header[record["name"]]["data_offsets"]
-                    if begin != record["offset"] or begin < position:
-                        raise format_error(f"{container.path}: tensor {record['name']!r} has inconsistent offsets")
-                    _write_zeros(f, begin - position)
-                    array = _checked(assembler, record)
-                    if array.nbytes != end - begin:
-                        raise format_error(f"{container.path}: tensor {record['name']!r} has the wrong size")
-                    _write_array(f, array)
-                    position = end
-                    if bar is not None:
-                        bar.update(array.nbytes)
-                _write_zeros(f, entry.get("size", 0) - f.tell())
-            written.append(name)
-        tokenizer_json = (container.metadata.get("tokenizer") or {}).get("tokenizer_json")
-        for entry in source.get("auxiliary_files") or []:
-            name = entry.get("name", "")
-            if os.path.basename(name) != name or not name or name.startswith("."):
-                raise format_error(f"{container.path}: unsafe file name {name!r} in the metadata")
-            if "text" in entry:
-                data = entry["text"].encode("utf-8")
-            elif "base64" in entry:
-                data = base64.b64decode(entry["base64"])
-            elif entry.get("same_as") == "tokenizer.tokenizer_json" and isinstance(tokenizer_json, str):
-                data = tokenizer_json.encode("utf-8")
-            else:
-                raise format_error(f"{container.path}: auxiliary file {name!r} has no content in the metadata")
-            with open(os.path.join(target.temp_path, name), "wb") as f:
-                f.write(data)
-            written.append(name)
-        target.commit()
-    except BaseException:
-        target.discard()
-        raise
+    for index, entry in enumerate(source.get("files") or []):
+        with target.open(_safe_name(container, entry["name"])) as f:
+            _write_safetensors_file(f, container, entry, by_file.get(index, []), assembler, bar)
+        written.append(entry["name"])
+    for entry in source.get("auxiliary_files") or []:
+        with target.open(_safe_name(container, entry.get("name"))) as f:
+            f.write(_auxiliary_bytes(container, entry))
+        written.append(entry["name"])
     return written
 
 
@@ -208,7 +207,7 @@ def gguf_kv(metadata: dict) -> list:
     return out
 
 
-def _export_gguf(container, source: dict, out_path: str, threads, bar) -> list:
+def _export_gguf(container, source: dict, target: AtomicFile, threads, bar) -> list:
     records = source["tensors"]
     infos = []
     for record in records:
@@ -225,26 +224,20 @@ def _export_gguf(container, source: dict, out_path: str, threads, bar) -> list:
         raise format_error(f"{container.path}: the rebuilt GGUF header has {len(header)} bytes, the source had "
                            f"{source.get('data_start')}")
     assembler = Assembler(container, source, threads)
-    target = AtomicFile(out_path)
-    try:
-        f = target.file
-        f.write(header)
-        position = 0
-        for record, info in sorted(zip(records, infos), key=lambda pair: pair[1].offset):
-            if info.offset < position:
-                raise format_error(f"{container.path}: tensor {record['name']!r} overlaps the one before it")
-            _write_zeros(f, info.offset - position)
-            array = _checked(assembler, record)
-            _write_array(f, array)
-            position = info.offset + info.nbytes
-            if bar is not None:
-                bar.update(array.nbytes)
-        _write_zeros(f, size - f.tell())
-        target.commit()
-    except BaseException:
-        target.discard()
-        raise
-    return [os.path.basename(out_path)]
+    f = target.file
+    f.write(header)
+    position = 0
+    for record, info in sorted(zip(records, infos), key=lambda pair: pair[1].offset):
+        if info.offset < position:
+            raise format_error(f"{container.path}: tensor {record['name']!r} overlaps the one before it")
+        _write_zeros(f, info.offset - position)
+        array = _checked(assembler, record)
+        _write_array(f, array)
+        position = info.offset + info.nbytes
+        if bar is not None:
+            bar.update(array.nbytes)
+    _write_zeros(f, size - f.tell())
+    return [os.path.basename(target.path)]
 
 
 def export(container_path, to: str, out, *, threads: int | None = None, progress: bool = False) -> dict:
@@ -262,19 +255,24 @@ def export(container_path, to: str, out, *, threads: int | None = None, progress
     if to not in EXPORT_FORMATS:
         raise _core.InvalidArgumentError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {to!r}")
     out = os.fspath(out)
-    with open_container(container_path) as container:
+    with terminating_signals_raise(), open_container(container_path) as container:
         source = _source_metadata(container)
         if source["format"] != to:
             raise _core.InvalidArgumentError(
                 f"{container.path} was converted from {source['format']}; export it with --to {source['format']}")
+        refuse_overlap(out, [container.path], "export")
         total = sum(math.prod(r["shape"]) * np.dtype(NUMPY_DTYPES[_record_dtype(source, r)]).itemsize
                     for r in source["tensors"])
+        # created before any tensor is decoded, so that an unwritable destination fails at once
+        target = AtomicDirectory(out) if to == "safetensors" else AtomicFile(out)
         bar = progress_bar(total, "export", progress)
         try:
-            if to == "safetensors":
-                files = _export_safetensors(container, source, out, threads, bar)
-            else:
-                files = _export_gguf(container, source, out, threads, bar)
+            write = _export_safetensors if to == "safetensors" else _export_gguf
+            files = write(container, source, target, threads, bar)
+            target.commit()
+        except BaseException:
+            target.discard()
+            raise
         finally:
             if bar is not None:
                 bar.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -37,54 +35,3 @@ def read_exact(fd: int, path: str, offset: int, size: int, what: str) -> np.ndar
 
 def read_bytes(fd: int, path: str, offset: int, size: int, what: str) -> bytes:
     return read_exact(fd, path, offset, size, what).tobytes()
-
-
-class AtomicFile:
-    """A file written under a temporary name beside ``path`` and renamed into place by commit()."""
-
-    def __init__(self, path: str):
-        self.path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(directory):
-            raise io_error(f"{self.path}: directory {directory} does not exist")
-        fd, self.temp_path = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".tmp-", dir=directory)
-        self.file = os.fdopen(fd, "wb")
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temp_path, self.path)
-
-    def discard(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            if os.path.exists(self.temp_path):
-                os.unlink(self.temp_path)
-
-
-class AtomicDirectory:
-    """A directory filled under a temporary name beside ``path`` and renamed into place by commit().
-
-    ``path`` must not exist, or be an empty directory."""
-
-    def __init__(self, path: str):
-        self.path = os.path.abspath(os.fspath(path))
-        parent = os.path.dirname(self.path)
-        if not os.path.isdir(parent):
-            raise io_error(f"{path}: directory {parent} does not exist")
-        if os.path.lexists(self.path) and not (os.path.isdir(self.path) and not os.listdir(self.path)):
-            raise io_error(f"{path} already exists and is not an empty directory")
-        self.temp_path = tempfile.mkdtemp(prefix=os.path.basename(self.path) + ".tmp-", dir=parent)
-
-    def commit(self) -> None:
-        for name in os.listdir(self.temp_path):
-            with open(os.path.join(self.temp_path, name), "rb") as f:
-                os.fsync(f.fileno())
-        if os.path.isdir(self.path):
-            os.rmdir(self.path)
-        os.rename(self.temp_path, self.path)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.temp_path, ignore_errors=True)
