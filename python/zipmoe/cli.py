@@ -119,14 +119,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .conversion import convert
+    import warnings
 
-    summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
-                      progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    from .conversion import ConversionWarning, convert
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
+                          progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    for warning in caught:
+        print(f"zipmoe: warning: {warning.message}", file=sys.stderr)
+    overhead = summary["container_bytes"] - summary["payload_bytes"]
     print(f"{summary['output']}: {summary['architecture']}, {summary['source_tensors']} source tensors -> "
-          f"{summary['tensors']} tensors, {_human_bytes(summary['source_bytes'])} -> "
-          f"{_human_bytes(summary['container_bytes'])} (ratio {summary['ratio']:.3f}) in {summary['seconds']:.1f} s "
-          f"({summary['mb_per_s']:.0f} MB/s)")
+          f"{summary['tensors']} tensors; {_human_bytes(summary['source_bytes'])} of tensor data coded into "
+          f"{_human_bytes(summary['payload_bytes'])} (ratio {summary['ratio']:.3f}); file "
+          f"{_human_bytes(summary['container_bytes'])} (header, index, metadata and 4 KiB alignment "
+          f"{_human_bytes(overhead)}) in {summary['seconds']:.1f} s ({summary['mb_per_s']:.0f} MB/s)")
     return 0
 
 

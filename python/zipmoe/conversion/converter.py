@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import math
 import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -208,16 +210,45 @@ def _prepare_gguf(src: str, generic: bool):
     return source, plan, metadata
 
 
+class ConversionWarning(UserWarning):
+    """A conversion that succeeds but gives a container the engine cannot fully use (no tokenizer, a feature the
+    engine does not run yet)."""
+
+
+def _check_runnable(src: str, metadata: dict) -> list:
+    """Warnings about a container the engine would not fully run; FormatError for a config the engine refuses.
+
+    The engine's own rules decide (``_core.check_model_config``), so convert never writes a container that
+    ``zipmoe.load`` then rejects as malformed.
+    """
+    try:
+        _core.check_model_config(json.dumps({"architecture": metadata["architecture"], "config": metadata["config"]}))
+    except _core.UnsupportedModelError as e:
+        return [f"{src}: converted losslessly, but this zipmoe cannot run it yet: {e}"]
+    except _core.FormatError as e:
+        raise format_error(f"{src}: {e}") from None
+    tokenizer = metadata["tokenizer"]
+    if tokenizer["tokenizer_json"] is None and not tokenizer["gguf"]:
+        hint = ("the GGUF has no tokenizer.ggml.* keys" if metadata["source"]["format"] == "gguf" else
+                "the folder has no tokenizer.json (a tokenizer.model alone is not read: transformers' "
+                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder) writes tokenizer.json)")
+        return [f"{src}: no tokenizer: {hint}; the container runs from token ids only (zipmoe run, chat and "
+                f"generate(text) need a tokenizer)"]
+    return []
+
+
 def prepare(src, generic: bool = False):
-    """(Source, Plan, metadata) for ``src``, validated, without reading tensor data."""
+    """(Source, Plan, metadata, warnings) for ``src``, validated, without reading tensor data."""
     src = os.fspath(src)
     if os.path.isdir(src):
-        return _prepare_hf(src, generic)
-    if not os.path.exists(src):
+        source, plan, metadata = _prepare_hf(src, generic)
+    elif not os.path.exists(src):
         raise io_error(f"{src}: no such file or folder")
-    if is_gguf_file(src):
-        return _prepare_gguf(src, generic)
-    raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+    elif is_gguf_file(src):
+        source, plan, metadata = _prepare_gguf(src, generic)
+    else:
+        raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+    return source, plan, metadata, ([] if generic else _check_runnable(src, metadata))
 
 
 class Prefetcher:
@@ -338,15 +369,21 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
     InvalidArgumentError (``out`` is, or lies inside, the source). Nothing
     appears at ``out`` unless the whole conversion succeeds, and an interrupted
     conversion leaves no temporary file (SIGTERM and SIGHUP are handled while
-    it runs, see zipmoe.conversion.outputs). Returns a summary dict
-    (architecture, tensor counts, bytes, ratio, seconds).
+    it runs, see zipmoe.conversion.outputs). Returns a summary dict:
+    architecture, tensor counts, ``source_bytes`` (the source's tensor data),
+    ``payload_bytes`` (the coded planes of every tensor), ``container_bytes``
+    (the file: payload plus header, index, metadata and 4 KiB alignment),
+    ``ratio`` = source_bytes / payload_bytes, ``file_ratio`` = source_bytes /
+    container_bytes, seconds, ``warnings`` (also issued as ConversionWarning).
     """
     if codec not in CODECS:
         raise _core.InvalidArgumentError(f"codec must be one of {', '.join(CODECS)}, not {codec!r}")
     start = time.perf_counter()
     with terminating_signals_raise():
         path = check_output_file(out)
-        source, plan, metadata = prepare(src, generic)
+        source, plan, metadata, warnings_found = prepare(src, generic)
+        for message in warnings_found:
+            warnings.warn(message, ConversionWarning, stacklevel=2)
         refuse_overlap(path, [source.path, *source.files])
         metadata["provenance"] = _provenance(codec, os.fspath(src))
         sweep_stale_temporaries(os.path.dirname(path))
@@ -360,8 +397,13 @@ def convert(src, out, *, codec: str = "auto", threads: int | None = None, generi
             if bar is not None:
                 bar.close()
     seconds = time.perf_counter() - start
-    size = os.path.getsize(path)
+    from ..container import open_container
+
+    with open_container(path) as written:
+        payload = sum(t.stored_bytes for t in written.tensors)
+        size = written.file_size
     return {"output": os.fspath(out), "architecture": plan.architecture, "source_format": metadata["source"]["format"],
             "source_tensors": len(source.tensors), "tensors": len(plan.canonicals), "source_bytes": total,
-            "container_bytes": size, "ratio": total / size if size else None, "seconds": seconds,
-            "mb_per_s": total / 1e6 / seconds if seconds else None}
+            "payload_bytes": payload, "container_bytes": size, "ratio": total / payload if payload else None,
+            "file_ratio": total / size if size else None, "seconds": seconds,
+            "mb_per_s": total / 1e6 / seconds if seconds else None, "warnings": warnings_found}
