@@ -102,7 +102,7 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   } else {
     m.isa = default_isa();
   }
-  if (!is_valid_dtype(static_cast<std::uint8_t>(options.kv_cache_dtype))) {
+  if (!is_float_dtype(options.kv_cache_dtype)) {
     throw InvalidArgumentError("kv_cache_dtype must be bf16, f16 or f32");
   }
   if (options.max_context > kMaxContext) {
@@ -125,6 +125,12 @@ Model Model::load(const std::string& path, const ModelOptions& options) {
   const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
   m.reader = std::make_unique<ContainerReader>(ContainerReader::open(path, load_mode));
   throw_if_error(model::parse_model_config(m.reader->metadata(), &m.config).with_context(path));
+  for (const TensorInfo& t : m.reader->tensors()) {
+    if (!is_float_dtype(t.dtype)) {
+      throw FormatError(path + ": tensor '" + t.name + "' holds raw " + dtype_name(t.dtype) +
+                        " bytes, not weights the engine can compute with");
+    }
+  }
   const model::ModelConfig& c = m.config;
   std::vector<std::uint32_t> moe_layers;
   for (std::uint32_t layer = 0; layer < c.num_layers; ++layer) {

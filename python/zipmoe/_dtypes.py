@@ -6,13 +6,15 @@ import numpy as np
 
 from . import _core
 
-# Container dtype name -> the numpy type its elements are stored as (BF16 as uint16 bit patterns).
-NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
+# Container dtype name -> the numpy type its elements are stored as (BF16 as uint16 bit patterns; u8: raw bytes of
+# tensors of any other type, docs/FORMAT.md).
+NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32, "u8": np.uint8}
 FLOAT_DTYPES = ("bf16", "f16", "f32")
 _ALIASES = {
     "bf16": "bf16", "bfloat16": "bf16",
     "f16": "f16", "float16": "f16", "fp16": "f16", "half": "f16",
     "f32": "f32", "float32": "f32", "fp32": "f32", "float": "f32",
+    "u8": "u8", "uint8": "u8",
 }
 
 
@@ -20,7 +22,7 @@ def resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
     """The container dtype name of ``array`` (``dtype`` given or inferred); InvalidArgumentError when it cannot be."""
     if dtype is not None:
         if not isinstance(dtype, str) or dtype.lower() not in _ALIASES:
-            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use 'bf16', 'f16' or 'f32')")
+            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use 'bf16', 'f16', 'f32' or 'u8')")
         name = _ALIASES[dtype.lower()]
         expected = np.dtype(NUMPY_DTYPES[name])
         if name == "bf16":
@@ -34,9 +36,12 @@ def resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
         return "f32"
     if array.dtype == np.float16:
         return "f16"
+    if array.dtype == np.uint8:
+        return "u8"
     if array.dtype.name == "bfloat16":  # ml_dtypes / torch-style numpy extension type
         return "bf16"
     if array.dtype == np.uint16:
         raise _core.InvalidArgumentError("a uint16 array is ambiguous: pass dtype='bf16' for BF16 bit patterns")
     raise _core.InvalidArgumentError(
-        f"cannot compress {array.dtype} arrays: zipmoe stores float32, float16 and bf16 (uint16 with dtype='bf16')")
+        f"cannot compress {array.dtype} arrays: zipmoe stores float32, float16, bf16 (uint16 with dtype='bf16') and "
+        f"raw bytes (uint8; view other types as uint8)")

@@ -12,8 +12,9 @@ def compress(array, dtype: str | None = None, codec: str = "auto", threads: int 
              segment_symbols: int = 0) -> bytes:
     """Compresses a float tensor losslessly into a self-describing blob.
 
-    array: a numpy array of float32 or float16, or of uint16 holding BF16 bit
-        patterns together with ``dtype="bf16"``.
+    array: a numpy array of float32 or float16, of uint16 holding BF16 bit
+        patterns together with ``dtype="bf16"``, or of uint8 (raw bytes: each byte
+        coded as a symbol, no sign/mantissa plane).
     codec: "auto" (the smallest of huffman/rans/raw for this tensor), "huffman",
         "rans", "raw", or "lz4hc" (LZ4HC blocks, the ZipMoE paper's exponent codec;
         only in builds with liblz4, otherwise an error naming liblz4).

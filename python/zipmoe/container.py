@@ -28,7 +28,7 @@ class TensorInfo:
     """One tensor of a container, as its index describes it (no data is read)."""
 
     name: str
-    dtype: str  # "bf16", "f16" or "f32"
+    dtype: str  # "bf16", "f16", "f32", or "u8" (the raw bytes of a tensor of another type)
     shape: tuple
     role: str  # "dense" or "expert"
     layer: int | None  # expert tensors only
@@ -118,8 +118,8 @@ class ContainerWriter:
                    threads: int | None = None) -> None:
         """Compresses and appends one tensor.
 
-        array: float32 or float16 numpy data, or uint16 BF16 bit patterns with
-            ``dtype="bf16"`` (as :func:`zipmoe.compress` takes).
+        array: float32 or float16 numpy data, uint16 BF16 bit patterns with
+            ``dtype="bf16"``, or uint8 raw bytes (as :func:`zipmoe.compress` takes).
         role: None or "dense", or ``{"layer": int, "expert": int, "projection": str}``
             for one projection of a routed expert.
         codec: "auto" (smallest), "huffman", "rans" or "raw" for the exponent plane.
@@ -253,7 +253,7 @@ class Container:
 
     def read(self, name: str, threads: int | None = None, isa: str | None = None) -> np.ndarray:
         """Decodes tensor ``name`` into a new array: BF16 as uint16 bit patterns, F16 as
-        float16, F32 as float32, in its shape. Checksums are verified: damaged data
+        float16, F32 as float32, U8 as uint8, in its shape. Checksums are verified: damaged data
         raises ChecksumError naming file, tensor and chunk."""
         return self._read(self.info(name), threads, isa)
 

@@ -14,6 +14,7 @@ docs/FORMAT.md ("Metadata", "Conversion") specifies the metadata and the mapping
 """
 
 from .converter import CODECS, ConversionWarning, convert, prepare  # noqa: F401
+from .dequantize import dequantize_gguf  # noqa: F401
 from .exporter import EXPORT_FORMATS, export, verify_against  # noqa: F401
 from .registry import (  # noqa: F401
     SUPPORTED_ARCHITECTURES,
@@ -24,5 +25,5 @@ from .registry import (  # noqa: F401
     role_of,
 )
 
-__all__ = ["convert", "ConversionWarning", "export", "verify_against", "prepare", "expected_tensors", "extra_layer_prefixes",
+__all__ = ["convert", "ConversionWarning", "dequantize_gguf", "export", "verify_against", "prepare", "expected_tensors", "extra_layer_prefixes",
            "model_dims", "role_of", "ExpectedTensor", "SUPPORTED_ARCHITECTURES", "CODECS", "EXPORT_FORMATS"]

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _core
-from .._dtypes import NUMPY_DTYPES
+from .._dtypes import FLOAT_DTYPES, NUMPY_DTYPES
 from . import registry, views
 from .fileio import format_error, io_error
 from .gguf_config import detect_architecture, synthesize_config
 from .outputs import check_output_file, refuse_overlap, sweep_stale_temporaries, terminating_signals_raise
 from .progress import progress_bar
 from .registry import Piece
-from .sources import is_gguf_file, open_gguf, open_hf_folder
+from .sources import is_gguf_file, is_safetensors_file, open_gguf, open_hf_folder, open_safetensors_file
 
 # lz4hc (the ZipMoE paper's exponent codec) needs a zipmoe built with liblz4.
 CODECS = ("auto", "huffman", "rans", "raw", "lz4hc")
@@ -62,21 +62,30 @@ class Plan:
 
 
 def _float_only(tensor, where: str) -> None:
-    if tensor.dtype is None:
-        raise registry.unsupported(
-            f"{where}: tensor {tensor.name!r} has type {tensor.type_name}; zipmoe is lossless for float weights and "
-            f"stores only F32, F16 and BF16 tensors (quantized or integer tensors cannot be converted)")
+    """UnsupportedModelError, saying where to get float weights, for a tensor the engine cannot compute with."""
+    if tensor.dtype in FLOAT_DTYPES:
+        return
+    if tensor.ggml_type is not None:
+        how = (f"so it converts float GGUFs: `zipmoe dequantize {where} OUT.gguf` makes one (BF16 weights from the "
+               f"dequantized values), or convert the original Hugging Face model")
+    else:
+        how = "so cast the checkpoint to BF16 first (FP8 checkpoints such as DeepSeek-V3's original release)"
+    raise registry.unsupported(
+        f"{where}: tensor {tensor.name!r} has type {tensor.type_name}: the engine runs F32, F16 and BF16 weights, "
+        f"kept bit for bit, {how}. --generic stores any tensor losslessly as it is (the container exports back but "
+        f"does not run)")
 
 
 def build_plan(source_tensors, architecture: str, config: dict, mapper, where: str, generic: bool) -> Plan:
     """Maps every source tensor to canonical pieces and checks shapes, coverage and the config."""
     pieces_by_source, canonicals = {}, {}
     for t in source_tensors:
-        _float_only(t, where)
+        if not generic:
+            _float_only(t, where)
         pieces = [Piece(t.name, [], [])] if generic else mapper(t)
         covered = 0
         for piece in pieces:
-            src_shape = views.result_shape(t.shape, piece.src)
+            src_shape = views.result_shape(t.stored_shape, piece.src)
             canonical_shape = tuple(piece.shape) if piece.dst else src_shape
             if views.result_shape(canonical_shape, piece.dst) != src_shape:
                 raise format_error(f"{where}: tensor {t.name!r}: its piece of {piece.canonical} does not fit")
@@ -92,7 +101,7 @@ def build_plan(source_tensors, architecture: str, config: dict, mapper, where: s
             canonical.remaining += 1
             canonical.covered += math.prod(src_shape)
             covered += math.prod(src_shape)
-        if covered != math.prod(t.shape):
+        if covered != math.prod(t.stored_shape):
             raise format_error(f"{where}: tensor {t.name!r} is not fully mapped to canonical tensors")
         pieces_by_source[t.name] = pieces
     for canonical in canonicals.values():
@@ -123,7 +132,11 @@ def _tensor_records(source, plan: Plan) -> list:
 
 
 def _prepare_hf(src: str, generic: bool):
-    folder = open_hf_folder(src, require_config=not generic)
+    single_file = not os.path.isdir(src)
+    if single_file and not generic:
+        raise io_error(f"{src}: a single .safetensors file has no config.json; convert its Hugging Face folder "
+                       f"(config.json, tokenizer files), or use --generic")
+    folder = open_safetensors_file(src) if single_file else open_hf_folder(src, require_config=not generic)
     config = folder.config or {}
     architecture = "generic" if generic else config.get("model_type")
     if not generic and architecture not in registry.SUPPORTED_ARCHITECTURES:
@@ -155,6 +168,8 @@ def _prepare_hf(src: str, generic: bool):
             "tensors": _tensor_records(folder.source, plan),
         },
     }
+    if single_file:
+        metadata["source"]["single_file"] = True
     return folder.source, plan, metadata
 
 
@@ -240,14 +255,14 @@ def _check_runnable(src: str, metadata: dict) -> list:
 def prepare(src, generic: bool = False):
     """(Source, Plan, metadata, warnings) for ``src``, validated, without reading tensor data."""
     src = os.fspath(src)
-    if os.path.isdir(src):
+    if os.path.isdir(src) or is_safetensors_file(src):
         source, plan, metadata = _prepare_hf(src, generic)
     elif not os.path.exists(src):
         raise io_error(f"{src}: no such file or folder")
     elif is_gguf_file(src):
         source, plan, metadata = _prepare_gguf(src, generic)
     else:
-        raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+        raise format_error(f"{src}: not a Hugging Face model folder, a .safetensors file or a GGUF file")
     return source, plan, metadata, ([] if generic else _check_runnable(src, metadata))
 
 
@@ -314,7 +329,7 @@ def _write_container(source, plan: Plan, metadata: dict, out: str, *, codec: str
             prefetcher = Prefetcher(source, source.read_order())
             for t, raw, digest in prefetcher:
                 records[t.name]["sha256"] = digest
-                _convert_tensor(plan, t, raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.shape), write)
+                _convert_tensor(plan, t, raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.stored_shape), write)
                 del raw
                 prefetcher.release(t.nbytes)
                 done += t.nbytes

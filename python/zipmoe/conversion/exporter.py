@@ -27,7 +27,7 @@ from .fileio import format_error, io_error
 from .outputs import AtomicDirectory, AtomicFile, refuse_overlap, terminating_signals_raise
 from .progress import progress_bar
 from .registry import Piece
-from .sources import is_gguf_file, open_gguf, open_hf_folder
+from .sources import is_gguf_file, is_safetensors_file, open_gguf, open_hf_folder, open_safetensors_file
 
 EXPORT_FORMATS = ("safetensors", "gguf")
 
@@ -43,14 +43,25 @@ def _source_metadata(container) -> dict:
     return source
 
 
-def _record_dtype(source: dict, record: dict) -> str:
-    if source["format"] == "gguf":
-        dtype = gguf_format.FLOAT_TYPES.get(record.get("ggml_type"))
-    else:
-        dtype = safetensors_format.FLOAT_DTYPES.get(record.get("dtype"))
-    if dtype is None:
-        raise format_error(f"tensor {record.get('name')!r}: malformed type in the metadata")
-    return dtype
+def _record_storage(source: dict, record: dict) -> tuple:
+    """(container dtype, stored shape) of the tensor a source record describes (FormatError when malformed)."""
+    shape = record.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise format_error(f"tensor {record.get('name')!r}: malformed shape in the metadata")
+    try:
+        if source["format"] == "gguf":
+            ggml_type = record.get("ggml_type")
+            if isinstance(ggml_type, bool) or not isinstance(ggml_type, int) or not shape:
+                raise ValueError(ggml_type)
+            return gguf_format.storage(ggml_type, shape)
+        return safetensors_format.storage(record.get("dtype"), shape)
+    except (KeyError, TypeError, ValueError):
+        raise format_error(f"tensor {record.get('name')!r}: malformed type in the metadata") from None
+
+
+def _record_nbytes(source: dict, record: dict) -> int:
+    dtype, stored_shape = _record_storage(source, record)
+    return math.prod(stored_shape) * np.dtype(NUMPY_DTYPES[dtype]).itemsize
 
 
 class Assembler:
@@ -81,8 +92,7 @@ class Assembler:
     def assemble(self, record: dict) -> np.ndarray:
         """The source tensor of ``record`` (C-contiguous, its storage dtype and shape)."""
         name = record["name"]
-        dtype = _record_dtype(self.source, record)
-        shape = tuple(record["shape"])
+        dtype, shape = _record_storage(self.source, record)
         out = np.empty(shape, dtype=NUMPY_DTYPES[dtype])
         covered = 0
         for piece in (Piece.from_json(p) for p in record["pieces"]):
@@ -172,11 +182,17 @@ def _auxiliary_bytes(container, entry: dict) -> bytes:
     raise format_error(f"{container.path}: auxiliary file {entry.get('name')!r} has no content in the metadata")
 
 
-def _export_safetensors(container, source: dict, target: AtomicDirectory, threads, bar) -> list:
+def _export_safetensors(container, source: dict, target, threads, bar) -> list:
     by_file: dict = {}
     for record in source["tensors"]:
         by_file.setdefault(record["file"], []).append(record)
     assembler = Assembler(container, source, threads)
+    if source.get("single_file"):  # a lone .safetensors file comes back as one file (target: AtomicFile)
+        entries = source.get("files") or []
+        if len(entries) != 1:
+            raise format_error(f"{container.path}: a single-file source must list one file")
+        _write_safetensors_file(target.file, container, entries[0], by_file.get(0, []), assembler, bar)
+        return [os.path.basename(target.path)]
     written = []
     for index, entry in enumerate(source.get("files") or []):
         with target.open(_safe_name(container, entry["name"])) as f:
@@ -211,11 +227,8 @@ def _export_gguf(container, source: dict, target: AtomicFile, threads, bar) -> l
     records = source["tensors"]
     infos = []
     for record in records:
-        dtype = _record_dtype(source, record)
-        shape = tuple(record["shape"])
-        infos.append(gguf_format.GGUFTensorInfo(record["name"], tuple(reversed(shape)), record["ggml_type"],
-                                                record["offset"], math.prod(shape) * np.dtype(NUMPY_DTYPES[dtype])
-                                                .itemsize))
+        infos.append(gguf_format.GGUFTensorInfo(record["name"], tuple(reversed(record["shape"])), record["ggml_type"],
+                                                record["offset"], _record_nbytes(source, record)))
     header = gguf_format.header_bytes(source["version"], gguf_kv(container.metadata), infos, source["alignment"])
     size = (source.get("files") or [{}])[0].get("size", 0)
     if not records and size < len(header):
@@ -240,15 +253,31 @@ def _export_gguf(container, source: dict, target: AtomicFile, threads, bar) -> l
     return [os.path.basename(target.path)]
 
 
-def export(container_path, to: str, out, *, threads: int | None = None, progress: bool = False) -> dict:
-    """Writes the source model of a container made by :func:`zipmoe.convert` back out.
+def _wrong_format(container, source: dict, to: str) -> Exception:
+    if source["format"] == "safetensors":
+        how = ("export gives back exactly those files (--to safetensors); a GGUF of the model comes from llama.cpp's "
+               "convert_hf_to_gguf.py run on them")
+        origin = "a .safetensors file" if source.get("single_file") else "a Hugging Face safetensors folder"
+    else:
+        how = ("export gives back exactly that file (--to gguf); a Hugging Face folder of the model comes from the "
+               "original release, or from transformers (from_pretrained(folder, gguf_file=...).save_pretrained)")
+        origin = "a GGUF file"
+    return _core.InvalidArgumentError(f"{container.path} was converted from {origin}, not {to}: {how}")
 
-    to: "safetensors" (``out`` is a folder that must not exist or be empty: the
-        shards with their original headers, and the config/tokenizer files) or
-        "gguf" (``out`` is the .gguf file: key/value pairs, tensor infos and data
-        as in the source). It must be the format the container was converted from.
+
+def export(container_path, to: str, out, *, threads: int | None = None, progress: bool = False) -> dict:
+    """Writes the source model of a container made by :func:`zipmoe.convert` back out, byte for byte.
+
+    to: the format the container was converted from (InvalidArgumentError
+        otherwise): "safetensors" (``out`` is a folder that must not exist or be
+        empty: the shards with their original headers, and the config/tokenizer
+        files; for a container converted from a single .safetensors file, ``out``
+        is that file) or "gguf" (``out`` is the .gguf file: key/value pairs,
+        tensor infos and data as in the source).
     Every tensor is checked against the SHA-256 recorded at conversion
-    (ChecksumError otherwise). Output appears only when complete.
+    (ChecksumError otherwise). Output appears only when complete, never over the
+    container (InvalidArgumentError), and an unwritable destination fails before
+    any tensor is decoded (IoError).
     """
     from ..container import open_container
 
@@ -258,13 +287,12 @@ def export(container_path, to: str, out, *, threads: int | None = None, progress
     with terminating_signals_raise(), open_container(container_path) as container:
         source = _source_metadata(container)
         if source["format"] != to:
-            raise _core.InvalidArgumentError(
-                f"{container.path} was converted from {source['format']}; export it with --to {source['format']}")
+            raise _wrong_format(container, source, to)
         refuse_overlap(out, [container.path], "export")
-        total = sum(math.prod(r["shape"]) * np.dtype(NUMPY_DTYPES[_record_dtype(source, r)]).itemsize
-                    for r in source["tensors"])
+        total = sum(_record_nbytes(source, r) for r in source["tensors"])
         # created before any tensor is decoded, so that an unwritable destination fails at once
-        target = AtomicDirectory(out) if to == "safetensors" else AtomicFile(out)
+        one_file = to == "gguf" or source.get("single_file")
+        target = AtomicFile(out) if one_file else AtomicDirectory(out)
         bar = progress_bar(total, "export", progress)
         try:
             write = _export_safetensors if to == "safetensors" else _export_gguf
@@ -290,12 +318,14 @@ def verify_against(container_path, src, *, threads: int | None = None, progress:
     src = os.fspath(src)
     if os.path.isdir(src):
         source_files = open_hf_folder(src, require_config=False).source
+    elif is_safetensors_file(src):
+        source_files = open_safetensors_file(src).source
     elif is_gguf_file(src):
         source_files, _ = open_gguf(src)
     elif not os.path.exists(src):
         raise io_error(f"{src}: no such file or folder")
     else:
-        raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+        raise format_error(f"{src}: not a Hugging Face model folder, a .safetensors file or a GGUF file")
     checked = 0
 
     def fail(name, message):

@@ -44,9 +44,8 @@ _NUMPY_SCALARS = {"UINT8": "<u1", "INT8": "<i1", "UINT16": "<u2", "INT16": "<i2"
                   "FLOAT32": "<f4", "UINT64": "<u8", "INT64": "<i8", "FLOAT64": "<f8"}
 _FLOAT_BITS = {"FLOAT32": ("<f4", "<u4"), "FLOAT64": ("<f8", "<u8")}
 
-# ggml types zipmoe stores losslessly, by their container dtype names.
+# ggml types zipmoe stores as floats, by their container dtype names.
 FLOAT_TYPES = {0: "f32", 1: "f16", 30: "bf16"}
-FLOAT_TYPE_IDS = {v: k for k, v in FLOAT_TYPES.items()}
 
 
 def _ggml():
@@ -190,6 +189,18 @@ def _bool(byte: int, cursor: _Cursor, what: str) -> bool:
     if byte not in (0, 1):
         raise format_error(f"{cursor.path}: corrupt GGUF header: {what} holds a bool that is neither 0 nor 1")
     return bool(byte)
+
+
+def storage(ggml_type: int, shape) -> tuple:
+    """(container dtype, shape) of the container tensor that holds a tensor of ``ggml_type`` and numpy-order
+    ``shape``: float types as they are; any other type (integers, quantized blocks) as its raw bytes, u8 of shape
+    [..., units of the last axis, bytes per unit], a unit being an element or a quantized block
+    (docs/FORMAT.md, "Conversion")."""
+    if ggml_type in FLOAT_TYPES:
+        return FLOAT_TYPES[ggml_type], tuple(shape)
+    GGML_QUANT_SIZES, GGMLQuantizationType = _ggml()
+    block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+    return "u8", (*shape[:-1], shape[-1] // block_size, type_size)
 
 
 def tensor_nbytes(ne, ggml_type: int, where: str) -> int:
