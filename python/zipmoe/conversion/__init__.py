@@ -6,6 +6,10 @@ The package behind the functions ``zipmoe.convert``, ``zipmoe.export`` and ``zip
   any output on a bad input), then streams tensor by tensor into a container.
 - :func:`export` rebuilds the exact source files; :func:`verify_against` checks
   a container tensor by tensor against a source.
+- :func:`dequantize_gguf` (``zipmoe dequantize``) turns a quantized GGUF into the
+  BF16 GGUF that :func:`convert` takes.
+- :mod:`.outputs` is where every output goes: never over an input, whole or not
+  at all, no temporaries left behind by signals.
 - :mod:`.registry` maps source tensor names to canonical names and roles per
   architecture, and lists the canonical tensors a config implies
   (:func:`expected_tensors`).
@@ -25,5 +29,6 @@ from .registry import (  # noqa: F401
     role_of,
 )
 
-__all__ = ["convert", "ConversionWarning", "dequantize_gguf", "export", "verify_against", "prepare", "expected_tensors", "extra_layer_prefixes",
-           "model_dims", "role_of", "ExpectedTensor", "SUPPORTED_ARCHITECTURES", "CODECS", "EXPORT_FORMATS"]
+__all__ = ["convert", "export", "verify_against", "dequantize_gguf", "prepare", "ConversionWarning", "expected_tensors",
+           "extra_layer_prefixes", "model_dims", "role_of", "ExpectedTensor", "SUPPORTED_ARCHITECTURES", "CODECS",
+           "EXPORT_FORMATS"]

@@ -11,6 +11,13 @@ allocates anything they size. The writer reproduces a file byte for byte from
 what the reader recorded (key/value pairs in order with their types, tensor
 infos in order with their offsets), with zero padding.
 
+Why not the ``gguf`` package's GGUFReader and GGUFWriter (the package supplies the ggml type table here, and
+the dequantization of ``zipmoe dequantize``): GGUFReader builds a numpy view per array item, which takes 17 s
+against 0.7 s here for a 151k-token vocabulary, and it trusts counts, looping without end over a 50-byte file that
+claims 2^40 array items (tests/python/test_gguf_format.py); GGUFWriter always writes version 3, puts
+``general.architecture`` first, rejects empty arrays, infers the item types of nested arrays and lays tensors out
+itself, so it cannot give back the exact bytes of every file this reader accepts.
+
 Key/value pairs travel through JSON as ``{"key", "type", "value"}`` (arrays add
 ``"item_type"``; an array of arrays holds ``{"item_type", "value"}`` objects).
 Values that JSON cannot hold exactly are wrapped: a string that is not valid
