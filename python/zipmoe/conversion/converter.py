@@ -245,9 +245,9 @@ def _check_runnable(src: str, metadata: dict) -> list:
     tokenizer = metadata["tokenizer"]
     if tokenizer["tokenizer_json"] is None and not tokenizer["gguf"]:
         hint = ("the GGUF has no tokenizer.ggml.* keys" if metadata["source"]["format"] == "gguf" else
-                "the folder has no tokenizer.json (a tokenizer.model alone is not read: transformers' "
-                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder) writes tokenizer.json)")
-        return [f"{src}: no tokenizer: {hint}; the container runs from token ids only (zipmoe run, chat and "
+                "no tokenizer.json in the folder (transformers' AutoTokenizer.from_pretrained(folder)"
+                ".save_pretrained(folder) writes one; a tokenizer.model alone is not read)")
+        return [f"{src}: no tokenizer: {hint}; the container takes token ids only (zipmoe run, chat and "
                 f"generate(text) need a tokenizer)"]
     return []
 
