@@ -367,20 +367,23 @@ def _convert_tensor(plan: Plan, tensor, array: np.ndarray, write) -> None:
 
 def convert(src, out, *, codec: str = "auto", threads: int | None = None, generic: bool = False,
             progress: bool = False, segment_symbols: int = 0) -> dict:
-    """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
+    """Converts a Hugging Face model folder or a GGUF file (with ``generic``, also a single .safetensors file)
+    into the .zmoe container ``out``.
 
     codec: "auto" (per tensor, the smallest), "huffman", "rans", "raw" (planes
         stored uncompressed: the uncompressed baseline in the same layout), or "lz4hc"
         (the ZipMoE paper's exponent codec; UnsupportedModelError naming liblz4 when
         this build of zipmoe has no liblz4).
     threads: encoding threads (None: every core).
-    generic: compress every float tensor under its source name, with no expert
-        roles and no architecture checks (any checkpoint).
+    generic: any checkpoint, not runnable: every tensor under its source name,
+        with no expert roles and no architecture checks; floats compressed, any
+        other type (integers, bools, FP8, quantized blocks) stored as raw bytes.
     progress: show a progress bar (tqdm) with bytes done and the ratio so far.
 
     Raises UnsupportedModelError (unknown architecture, quantized or integer
     tensors, tensors the architecture does not have), FormatError (corrupt or
-    truncated files, a config that disagrees with the tensors), IoError,
+    truncated files, a config that disagrees with the tensors or that the
+    engine would refuse), IoError,
     InvalidArgumentError (``out`` is, or lies inside, the source). Nothing
     appears at ``out`` unless the whole conversion succeeds, and an interrupted
     conversion leaves no temporary file (SIGTERM and SIGHUP are handled while

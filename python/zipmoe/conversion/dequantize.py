@@ -107,7 +107,7 @@ def dequantize_gguf(src, out, *, progress: bool = False) -> dict:
     start = time.perf_counter()
     with terminating_signals_raise():
         if not os.path.isfile(src):
-            raise io_error(f"{src}: no such file")
+            raise io_error(f"{src}: no such file" if not os.path.exists(src) else f"{src}: not a GGUF file")
         gguf = gguf_format.read_gguf(src)
         refuse_overlap(out, [src])
         plan = _plan(gguf)

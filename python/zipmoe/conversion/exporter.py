@@ -38,7 +38,8 @@ def _source_metadata(container) -> dict:
         raise format_error(f"{container.path}: the container was not made by zipmoe convert (its metadata has no "
                            f"zipmoe_format 1 source description), so it cannot be exported")
     source = metadata["source"]
-    if source.get("format") not in EXPORT_FORMATS or not isinstance(source.get("tensors"), list):
+    if source.get("format") not in EXPORT_FORMATS or not isinstance(source.get("tensors"), list) \
+            or not all(isinstance(r, dict) for r in source["tensors"]):
         raise format_error(f"{container.path}: malformed source description in the metadata")
     return source
 

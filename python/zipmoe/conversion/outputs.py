@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import re
@@ -81,14 +80,13 @@ def check_output_file(path) -> str:
 # ------------------------------------------------------------------------------------- temporaries
 
 def _locked(fd: int) -> bool:
-    """Takes the writer's lock on ``fd``; False when another open file holds it."""
+    """Takes the writer's lock on ``fd``; False when another open file holds it, or the filesystem has no locks
+    (a writer then goes on unlocked; a sweep leaves such a file alone)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
-    except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return False
-        raise
+    except OSError:
+        return False
 
 
 def _process_exists(pid: int) -> bool:
