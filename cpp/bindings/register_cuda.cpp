@@ -32,6 +32,7 @@ py::dtype numpy_dtype(DType dtype) {
   switch (dtype) {
     case DType::kF16: return py::dtype("float16");
     case DType::kF32: return py::dtype::of<float>();
+    case DType::kU8: return py::dtype::of<std::uint8_t>();
     default: return py::dtype::of<std::uint16_t>();  // BF16 bit patterns, as zipmoe.decompress returns them
   }
 }

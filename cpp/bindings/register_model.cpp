@@ -11,6 +11,7 @@
 #include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "common/cpu_features.h"
+#include "model/config.h"
 #include "zipmoe/model.h"
 #include "zipmoe/sampler.h"
 
@@ -281,6 +282,16 @@ void register_sampler_class(py::module_& m) {
       .def("accept", &Sampler::accept, py::arg("token"))
       .def("reseed", &Sampler::reseed, py::arg("seed"))
       .def_property_readonly("history", &Sampler::history);
+
+  m.def(
+      "check_model_config",
+      [](const std::string& metadata_json) {
+        model::ModelConfig config;
+        throw_if_error(model::parse_model_config(metadata_json, &config));
+      },
+      py::arg("metadata_json"),
+      "Checks a container's metadata (architecture and config) by the rules the engine loads it with: "
+      "FormatError for a malformed or inconsistent config, UnsupportedModelError for what the engine cannot run.");
 }
 
 }  // namespace

@@ -6,6 +6,10 @@ namespace zipmoe::codec {
 
 void split_planes(DType dtype, const void* elements, std::size_t n, std::uint8_t* symbols, std::uint8_t* sm) {
   // Each plane is produced by its own simple loop so that the compiler vectorizes it.
+  if (dtype == DType::kU8) {
+    if (symbols && n) std::memcpy(symbols, elements, n);
+    return;
+  }
   if (dtype == DType::kF32) {
     const std::uint32_t* v = static_cast<const std::uint32_t*>(elements);
     if (symbols) {
@@ -49,6 +53,7 @@ MergeTarget MergeTarget::advanced(std::size_t offset) const {
 }
 
 MergeTarget make_merge_target(DType dtype, const std::uint8_t* sm, std::size_t n, void* out) {
+  if (dtype == DType::kU8) return make_symbol_target(static_cast<std::uint8_t*>(out));
   MergeTarget t;
   t.merge = true;
   t.dtype = dtype;

@@ -7,6 +7,7 @@
 //                                              3 mantissa bits); sm = s<<7 | bits 6..0
 //   F32   s eeeeeeee m(23)            symbol = bits 30..23 (the exponent)
 //                                     sm     = s<<7 | bits 22..16, then bits 15..0
+//   U8    bbbbbbbb                    symbol = the byte; no sm
 //
 // For 16-bit types the split is the same bit operation: the middle byte is coded,
 // the sign and the low 7 bits are stored raw. F16 keeps 3 mantissa bits in its
@@ -26,8 +27,10 @@
 
 namespace zipmoe::codec {
 
-// Bytes of SM plane per element: 1 for BF16/F16, 3 for F32.
-inline std::size_t sm_bytes_per_element(DType dtype) { return dtype == DType::kF32 ? 3 : 1; }
+// Bytes of SM plane per element: 1 for BF16/F16, 3 for F32, 0 for U8.
+inline std::size_t sm_bytes_per_element(DType dtype) {
+  return dtype == DType::kF32 ? 3 : dtype == DType::kU8 ? 0 : 1;
+}
 
 // Splits n elements into n symbols and the SM plane (sm_bytes_per_element(dtype) * n bytes).
 // Either output may be null to produce only the other plane.
@@ -47,7 +50,8 @@ struct MergeTarget {
   MergeTarget advanced(std::size_t offset) const;
 };
 
-// Builds the target of a whole tensor of n elements whose SM plane is `sm`.
+// Builds the target of a whole tensor of n elements whose SM plane is `sm`
+// (for U8, whose bytes are its symbols, a symbol target).
 MergeTarget make_merge_target(DType dtype, const std::uint8_t* sm, std::size_t n, void* out);
 MergeTarget make_symbol_target(std::uint8_t* symbols_out);
 

@@ -1,6 +1,7 @@
 #include "common/file_io.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,6 +51,14 @@ std::string random_suffix() {
   for (char& c : s) c = kDigits[rng() % 36];
   return s;
 }
+
+// The name of a temporary output beside `path`: a later run recognizes it by the
+// marker and tells a dead writer's from a live one's by the pid and the flock.
+std::string temporary_name(const std::string& path) {
+  return path + ".zipmoe-tmp-" + std::to_string(::getpid()) + "-" + random_suffix();
+}
+
+std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 Status pread_full(int fd, const std::string& path, std::uint64_t offset, void* buffer, std::size_t size) {
   std::uint8_t* p = static_cast<std::uint8_t*>(buffer);
@@ -184,28 +193,73 @@ Status File::map(const std::uint8_t** data) {
 // ---------------------------------------------------------------------------
 // AtomicOutputFile
 
-Status AtomicOutputFile::create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out) {
+Status AtomicOutputFile::create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out, Naming naming) {
   if (path.empty()) return Status::InvalidArgument("output path is empty");
   std::unique_ptr<AtomicOutputFile> file(new AtomicOutputFile());
   file->path_ = path;
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    file->temp_path_ = path + ".tmp-" + random_suffix();
-    file->fd_ = ::open(file->temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (file->fd_ >= 0) break;
-    if (errno != EEXIST && errno != EINTR) return io_status(file->temp_path_, "cannot create", errno);
-  }
-  if (file->fd_ < 0) return io_status(file->temp_path_, "cannot create a unique temporary file", EEXIST);
+  if (naming == Naming::kNamed || !file->open_unnamed()) ZIPMOE_RETURN_IF_ERROR(file->open_named());
+  // Only a later run's sweep of stale temporaries looks at the lock; a filesystem without flock loses nothing else.
+  ::flock(file->fd_, LOCK_EX | LOCK_NB);
   *out = std::move(file);
   return Status::Ok();
 }
 
+bool AtomicOutputFile::open_unnamed() {
+#ifdef O_TMPFILE
+  const int fd = ::open(directory_of(path_).c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+  if (fd < 0) return false;  // no O_TMPFILE here (or no permission: open_named() reports that)
+  // commit() names the file through /proc.
+  if (::access(proc_fd_path(fd).c_str(), F_OK) != 0) {
+    ::close(fd);
+    return false;
+  }
+  fd_ = fd;
+  return true;
+#else
+  return false;
+#endif
+}
+
+Status AtomicOutputFile::open_named() {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    temp_path_ = temporary_name(path_);
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd_ >= 0) return Status::Ok();
+    if (errno != EEXIST && errno != EINTR) {
+      const int error = errno;
+      temp_path_.clear();
+      return io_status(path_, "cannot create it in " + directory_of(path_), error);
+    }
+  }
+  temp_path_.clear();
+  return io_status(path_, "cannot create a unique temporary file beside it", EEXIST);
+}
+
+// linkat cannot replace a file: the unnamed file is linked under a temporary name
+// that commit() then renames over the target.
+Status AtomicOutputFile::link_unnamed() {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::string name = temporary_name(path_);
+    if (::linkat(AT_FDCWD, proc_fd_path(fd_).c_str(), AT_FDCWD, name.c_str(), AT_SYMLINK_FOLLOW) == 0) {
+      temp_path_ = name;
+      return Status::Ok();
+    }
+    if (errno != EEXIST && errno != EINTR) return io_status(path_, "cannot name the written file", errno);
+  }
+  return io_status(path_, "cannot name the written file", EEXIST);
+}
+
 AtomicOutputFile::~AtomicOutputFile() { discard(); }
 
-Status AtomicOutputFile::io_error(const char* what, int error) const { return io_status(temp_path_, what, error); }
+std::string AtomicOutputFile::written_name() const {
+  return temp_path_.empty() ? path_ + " (being written)" : temp_path_;
+}
+
+Status AtomicOutputFile::io_error(const char* what, int error) const { return io_status(written_name(), what, error); }
 
 Status AtomicOutputFile::append(const void* data, std::size_t size) {
   if (fd_ < 0) return Status::InvalidArgument(path_ + ": output file is already closed");
-  ZIPMOE_RETURN_IF_ERROR(write_full(fd_, temp_path_, data, size, -1));
+  ZIPMOE_RETURN_IF_ERROR(write_full(fd_, written_name(), data, size, -1));
   position_ += size;
   return Status::Ok();
 }
@@ -229,13 +283,14 @@ Status AtomicOutputFile::write_at(std::uint64_t offset, const void* data, std::s
   if (offset + size > position_) {
     return Status::InvalidArgument(path_ + ": write_at past the bytes written so far");
   }
-  return write_full(fd_, temp_path_, data, size, static_cast<std::int64_t>(offset));
+  return write_full(fd_, written_name(), data, size, static_cast<std::int64_t>(offset));
 }
 
 Status AtomicOutputFile::commit() {
   if (fd_ < 0) return Status::InvalidArgument(path_ + ": output file is already closed");
   Status status;
   if (::fsync(fd_) != 0) status = io_error("fsync failed", errno);
+  if (status.ok() && temp_path_.empty()) status = link_unnamed();
   if (status.ok()) {
     const int fd = fd_;
     fd_ = -1;

@@ -64,18 +64,25 @@ class File {
   std::uint8_t* mapping_ = nullptr;
 };
 
-// An output file that appears at its path only when complete: bytes go to
-// "<path>.tmp-<random>" in the same directory (so the final rename stays within
-// one filesystem), commit() makes them durable and renames the file over `path`;
-// without commit() the temporary file is removed (discard() or destruction).
+// An output file that appears at its path only when complete. Bytes go to an
+// unnamed file in path's directory (O_TMPFILE) where the filesystem allows it,
+// else to "<path>.zipmoe-tmp-<pid>-<random>" (same directory, so the final
+// rename stays within one filesystem); commit() makes them durable, names the
+// file and renames it over `path`; without commit() the file is removed
+// (discard() or destruction). The writer holds a flock on the file while it
+// lives, so that a temporary left by a killed process (its pid gone, its lock
+// free) can be told from one being written (docs/FORMAT.md, "Writing").
 class AtomicOutputFile {
  public:
-  static Status create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out);
+  enum class Naming { kUnnamedWhereSupported, kNamed };
+  static Status create(const std::string& path, std::unique_ptr<AtomicOutputFile>* out,
+                       Naming naming = Naming::kUnnamedWhereSupported);
   ~AtomicOutputFile();
   AtomicOutputFile(const AtomicOutputFile&) = delete;
   AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
 
   const std::string& path() const { return path_; }
+  // The temporary file's name; empty while it has none (O_TMPFILE).
   const std::string& temp_path() const { return temp_path_; }
   // Bytes appended so far (the offset of the next append()).
   std::uint64_t position() const { return position_; }
@@ -96,6 +103,10 @@ class AtomicOutputFile {
 
  private:
   AtomicOutputFile() = default;
+  bool open_unnamed();
+  Status open_named();
+  Status link_unnamed();
+  std::string written_name() const;  // for messages
   Status io_error(const char* what, int error) const;
   std::string path_;
   std::string temp_path_;

@@ -17,6 +17,7 @@ std::size_t dtype_size(DType dtype) {
     case DType::kBF16:
     case DType::kF16: return 2;
     case DType::kF32: return 4;
+    case DType::kU8: return 1;
   }
   return 0;
 }
@@ -26,6 +27,7 @@ const char* dtype_name(DType dtype) {
     case DType::kBF16: return "bf16";
     case DType::kF16: return "f16";
     case DType::kF32: return "f32";
+    case DType::kU8: return "u8";
   }
   return "unknown";
 }
@@ -38,13 +40,17 @@ bool parse_dtype(const std::string& name, DType* dtype) {
     *dtype = DType::kF16;
   } else if (s == "f32" || s == "float32" || s == "fp32" || s == "float") {
     *dtype = DType::kF32;
+  } else if (s == "u8" || s == "uint8") {
+    *dtype = DType::kU8;
   } else {
     return false;
   }
   return true;
 }
 
-bool is_valid_dtype(std::uint8_t value) { return value >= 1 && value <= 3; }
+bool is_valid_dtype(std::uint8_t value) { return value >= 1 && value <= 4; }
+
+bool is_float_dtype(DType dtype) { return dtype == DType::kBF16 || dtype == DType::kF16 || dtype == DType::kF32; }
 
 const char* codec_name(Codec codec) {
   switch (codec) {

@@ -211,6 +211,7 @@ inline Status plan_plane(const std::uint8_t* plane, std::size_t size, PlanePlan*
 }
 
 inline std::uint32_t output_kind_for(DType dtype) {
+  if (dtype == DType::kU8) return kOutputSymbols;  // its bytes are its symbols
   return dtype == DType::kF32 ? kOutputMerge32 : kOutputMerge16;
 }
 

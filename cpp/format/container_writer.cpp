@@ -33,6 +33,7 @@ struct ContainerWriter::Impl {
   bool finished = false;
   // Set when a write failed midway: the file's tail is unknown, so nothing more may be added.
   bool broken = false;
+  bool holds_bytes = false;  // a U8 tensor was added: the file is version 1.1
 
   void check_usable(const char* call) const {
     if (finished) throw InvalidArgumentError(path + ": " + call + " after finish()");
@@ -179,6 +180,7 @@ void ContainerWriter::add_tensor(const std::string& name, const void* data, DTyp
   }
   w.names.insert(name);
   if (role.is_expert()) w.expert_keys.insert(expert_key(role));
+  if (dtype == DType::kU8) w.holds_bytes = true;
   w.tensors.push_back(std::move(t));
 }
 
@@ -186,6 +188,7 @@ void ContainerWriter::finish() {
   Impl& w = *impl_;
   w.check_usable("finish");
   format::Header header;
+  if (w.holds_bytes) header.minor = kContainerMinorVersionWithBytes;
   header.tensor_count = w.tensors.size();
   header.chunk_count = w.chunks.size();
 

@@ -43,7 +43,7 @@ std::string human_bytes(std::uint64_t bytes) {
 // Checks the options that do not depend on the container.
 Status check_options(const ModelOptions& options) {
   if (options.isa) ZIPMOE_RETURN_IF_ERROR(check_isa(*options.isa));
-  if (!is_valid_dtype(static_cast<std::uint8_t>(options.kv_cache_dtype))) {
+  if (!is_float_dtype(options.kv_cache_dtype)) {
     return Status::InvalidArgument("kv_cache_dtype must be bf16, f16 or f32");
   }
   if (options.max_context > kMaxContext) {
@@ -127,7 +127,14 @@ Status Model::Impl::open(const ModelOptions& options) {
   const bool streaming = options.memory_budget > 0;
   const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
   ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, load_mode, &reader));
-  return model::parse_model_config(reader->metadata(), &config).with_context(path);
+  ZIPMOE_RETURN_IF_ERROR(model::parse_model_config(reader->metadata(), &config).with_context(path));
+  for (const TensorInfo& t : reader->tensors()) {
+    if (!is_float_dtype(t.dtype)) {
+      return Status::Format(path + ": tensor '" + t.name + "' holds raw " + dtype_name(t.dtype) +
+                            " bytes, not weights the engine can compute with");
+    }
+  }
+  return Status::Ok();
 }
 
 // The profile gathered online, and the one the planner starts from (if given).

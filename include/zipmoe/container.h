@@ -44,10 +44,12 @@
 
 namespace zipmoe {
 
-// The version this build writes. Readers accept every minor version of their
-// major version (minor versions only add what older readers may ignore).
+// The version this build writes: 1.0, or 1.1 for a file that holds a U8 tensor
+// (a dtype that readers of 1.0 reject as unknown, so they never misread it).
+// Readers accept every minor version of their major version.
 constexpr std::uint16_t kContainerMajorVersion = 1;
 constexpr std::uint16_t kContainerMinorVersion = 0;
+constexpr std::uint16_t kContainerMinorVersionWithBytes = 1;
 // Chunk, section and file-size granularity (bytes).
 constexpr std::size_t kContainerAlignment = 4096;
 constexpr std::size_t kMaxTensorNameBytes = 1024;

@@ -27,9 +27,7 @@ from ._core import (  # noqa: F401  (re-exported)
 )
 from .codec import blob_info, compress, decompress  # noqa: F401
 from .container import Container, ContainerWriter, TensorInfo, open_container  # noqa: F401
-# The function shadows its subpackage as an attribute; import submodules with
-# ``from zipmoe.convert import registry`` (resolved through sys.modules).
-from .convert import convert, export, verify_against  # noqa: F401,E402
+from .conversion import convert, export, verify_against  # noqa: F401,E402
 from .model import Model, default_model_path, load  # noqa: F401,E402
 from .chat_template import ChatTemplate  # noqa: F401,E402
 from .tokenizer import Tokenizer  # noqa: F401,E402

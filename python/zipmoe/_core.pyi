@@ -95,6 +95,8 @@ class ContainerReader:
     def read_chunk(self, chunk: int) -> bytes: ...
 
 # ---- the engine (register_model.cpp) -----------------------------------------------------------------------
+def check_model_config(metadata_json: str) -> None: ...
+
 class Model:
     """Native inference engine (use zipmoe.load)."""
 

@@ -8,6 +8,8 @@ from . import _core
 _CORE = _core.names()
 
 DTYPES: tuple[str, ...] = tuple(_CORE["dtype"])
+# The element types of weights; "u8" holds raw bytes of other tensors (docs/FORMAT.md), stored but not computed with.
+FLOAT_DTYPES: tuple[str, ...] = tuple(d for d in DTYPES if d != "u8")
 ISAS: tuple[str, ...] = tuple(_CORE["isa"])  # every path the core has; available_isas(): those this CPU runs
 IO_MODES: tuple[str, ...] = tuple(_CORE["io_mode"])
 CACHE_POLICIES: tuple[str, ...] = tuple(_CORE["cache_policy"])

@@ -146,19 +146,27 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    import warnings
 
-    summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
-                      progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    from .conversion import ConversionWarning, convert
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConversionWarning)
+        summary = convert(args.src, args.output, codec=args.codec, threads=args.threads, generic=args.generic,
+                          progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    for warning in caught:
+        print(f"zipmoe: warning: {warning.message}", file=sys.stderr)
+    overhead = summary["container_bytes"] - summary["payload_bytes"]
     print(f"{summary['output']}: {summary['architecture']}, {summary['source_tensors']} source tensors -> "
-          f"{summary['tensors']} tensors, {_human_bytes(summary['source_bytes'])} -> "
-          f"{_human_bytes(summary['container_bytes'])} (ratio {summary['ratio']:.3f}) in {summary['seconds']:.1f} s "
-          f"({summary['mb_per_s']:.0f} MB/s)")
+          f"{summary['tensors']} tensors; {_human_bytes(summary['source_bytes'])} of tensor data coded into "
+          f"{_human_bytes(summary['payload_bytes'])} (ratio {summary['ratio']:.3f}); file "
+          f"{_human_bytes(summary['container_bytes'])} (header, index, metadata and 4 KiB alignment "
+          f"{_human_bytes(overhead)}) in {summary['seconds']:.1f} s ({summary['mb_per_s']:.0f} MB/s)")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .convert import export
+    from .conversion import export
 
     summary = export(args.file, args.to, args.output, threads=args.threads,
                      progress=not args.quiet and sys.stderr.isatty() or args.progress)
@@ -167,8 +175,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dequantize(args: argparse.Namespace) -> int:
+    from .conversion.dequantize import dequantize_gguf
+
+    summary = dequantize_gguf(args.src, args.output, progress=not args.quiet and sys.stderr.isatty() or args.progress)
+    unchanged = f", {summary['unchanged']} integer tensors unchanged" if summary["unchanged"] else ""
+    print(f"{summary['output']}: {summary['bf16']} BF16 and {summary['f32']} F32 tensors{unchanged}, "
+          f"{_human_bytes(summary['bytes'])} in {summary['seconds']:.1f} s; `zipmoe convert {summary['output']} "
+          f"-o MODEL.zmoe` converts it")
+    return 0
+
+
 def _cmd_verify_against(args: argparse.Namespace) -> int:
-    from .convert import verify_against
+    from .conversion import verify_against
 
     start = time.perf_counter()
     try:
@@ -547,32 +566,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a Hugging Face folder or a GGUF file into a .zmoe container",
                        description="Converts a Hugging Face model folder (config.json, *.safetensors) or a GGUF "
-                                   "file (F32/F16/BF16 tensors) losslessly into a .zmoe container, every routed "
-                                   "expert stored on its own. The output appears only when complete.")
-    p.add_argument("src", help="a Hugging Face model folder or a .gguf file")
+                                   "file (F32/F16/BF16 tensors; `zipmoe dequantize` makes one of a quantized GGUF) "
+                                   "losslessly into a .zmoe container, every routed expert stored on its own. The "
+                                   "output appears only when complete, and never over its source.")
+    p.add_argument("src", help="a Hugging Face model folder or a .gguf file (--generic: also a .safetensors file)")
     p.add_argument("-o", "--output", required=True, help="the .zmoe file to write")
     p.add_argument("--codec", choices=CODECS, default="auto",
                    help="exponent-plane coder (raw: planes stored uncompressed, the baseline; lz4hc: the ZipMoE "
                         "paper's codec, when built with liblz4); default auto")
     p.add_argument("--threads", type=_thread_count, default=None, help="encoding threads (default: every core)")
     p.add_argument("--generic", action="store_true",
-                   help="any architecture: compress every float tensor under its own name, with no expert roles")
+                   help="any checkpoint, not runnable: every tensor under its own name, with no expert roles; "
+                        "floats compressed, any other type (integers, masks, quantized blocks) stored as raw bytes")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("export", help="write the exact source files of a converted container back out",
-                       description="Rebuilds the source model of a container made by `zipmoe convert`: the same "
-                                   "tensor names, dtypes, shapes and bytes, with the config and tokenizer files "
-                                   "(safetensors) or the key/value metadata (GGUF).")
+                       description="Rebuilds the source model of a container made by `zipmoe convert`, byte for "
+                                   "byte: the same tensor names, dtypes, shapes and bytes, with the config and "
+                                   "tokenizer files (safetensors) or the key/value metadata (GGUF). A container "
+                                   "exports to the format it was converted from only: a GGUF of a Hugging Face "
+                                   "model comes from llama.cpp's convert_hf_to_gguf.py run on the exported folder.")
     p.add_argument("file", help="the .zmoe file")
     p.add_argument("--to", choices=("safetensors", "gguf"), required=True,
                    help="the source's format (a container exports to the format it came from)")
-    p.add_argument("output", help="safetensors: a folder that does not exist yet (or is empty); gguf: the .gguf file")
+    p.add_argument("output", help="safetensors: a folder that does not exist yet (or is empty), or the file for a "
+                                  "container converted from a single .safetensors file; gguf: the .gguf file")
     p.add_argument("--threads", type=_thread_count, default=None, help="decoding threads (default: every core)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("dequantize", help="write a quantized GGUF as the BF16 GGUF that zipmoe converts",
+                       description="Widens every quantized tensor of a GGUF (Q4_0, Q8_0, K-quants, ...) and writes "
+                                   "the float GGUF of the same model: BF16 weights (rounded to nearest even), F32 "
+                                   "norms, biases and routers as llama.cpp writes them, every key/value pair kept. "
+                                   "The values are the quantized model's: fine to run it, not to measure "
+                                   "compression ratios. The output appears only when complete.")
+    p.add_argument("src", help="the quantized .gguf file")
+    p.add_argument("output", help="the BF16 .gguf file to write")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_dequantize)
 
     p = sub.add_parser("profile", help="record how often each MoE layer routes to each expert, for the cache planner",
                        description="Runs prompts through a model and writes its routing profile: per MoE layer, the "

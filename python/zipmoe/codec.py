@@ -6,44 +6,17 @@ import numpy as np
 
 from . import _checks
 from . import _core
-from ._names import DTYPES
+from ._dtypes import NUMPY_DTYPES, resolve_dtype
 from ._threads import get_pool
-
-# How numpy holds each of the core's element types (BF16 as its bit patterns).
-_NUMPY_DTYPES = {"bf16": np.uint16, "f16": np.float16, "f32": np.float32}
-
-
-def _resolve_dtype(array: np.ndarray, dtype: str | None) -> str:
-    if dtype is not None:
-        name = _core.canonical_name("dtype", dtype) if isinstance(dtype, str) else None
-        if name is None:
-            raise _core.InvalidArgumentError(f"unknown dtype {dtype!r} (use {', '.join(map(repr, DTYPES))})")
-        expected = np.dtype(_NUMPY_DTYPES[name])
-        if name == "bf16":
-            if array.dtype not in (np.dtype(np.uint16), np.dtype(np.int16)) and array.dtype.name != "bfloat16":
-                raise _core.InvalidArgumentError(
-                    f"dtype='bf16' needs a uint16 array of BF16 bit patterns, got {array.dtype}")
-        elif array.dtype != expected:
-            raise _core.InvalidArgumentError(f"dtype={dtype!r} does not match the array's dtype {array.dtype}")
-        return name
-    if array.dtype == np.float32:
-        return "f32"
-    if array.dtype == np.float16:
-        return "f16"
-    if array.dtype.name == "bfloat16":  # ml_dtypes / torch-style numpy extension type
-        return "bf16"
-    if array.dtype == np.uint16:
-        raise _core.InvalidArgumentError("a uint16 array is ambiguous: pass dtype='bf16' for BF16 bit patterns")
-    raise _core.InvalidArgumentError(
-        f"cannot compress {array.dtype} arrays: zipmoe stores float32, float16 and bf16 (uint16 with dtype='bf16')")
 
 
 def compress(array, dtype: str | None = None, codec: str = "auto", threads: int | None = None,
              segment_symbols: int = 0) -> bytes:
     """Compresses a float tensor losslessly into a self-describing blob.
 
-    array: a numpy array of float32 or float16, or of uint16 holding BF16 bit
-        patterns together with ``dtype="bf16"``.
+    array: a numpy array of float32 or float16, of uint16 holding BF16 bit
+        patterns together with ``dtype="bf16"``, or of uint8 (raw bytes: each byte
+        coded as a symbol, no sign/mantissa plane).
     codec: "auto" (the smallest of huffman/rans/raw for this tensor), "huffman",
         "rans", "raw", or "lz4hc" (LZ4HC blocks, the ZipMoE paper's exponent codec;
         only in builds with liblz4, otherwise an error naming liblz4).
@@ -54,7 +27,7 @@ def compress(array, dtype: str | None = None, codec: str = "auto", threads: int 
     plane and a CRC-32C checksum; :func:`decompress` gives back the same bits.
     """
     array = np.asarray(array)
-    name = _resolve_dtype(array, dtype)
+    name = resolve_dtype(array, dtype)
     if not isinstance(codec, str):
         raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
     contiguous = np.ascontiguousarray(array)
@@ -82,7 +55,7 @@ def decompress(blob, threads: int | None = None, isa: str | None = None, out: np
     if isinstance(blob, np.ndarray):
         blob = blob.reshape(-1).view(np.uint8)
     info = _core.blob_info(blob)
-    dtype = np.dtype(_NUMPY_DTYPES[info["dtype"]])
+    dtype = np.dtype(NUMPY_DTYPES[info["dtype"]])
     if out is None:
         out = np.empty(info["shape"], dtype=dtype)
     else:

@@ -18,8 +18,8 @@ import numpy as np
 from . import _checks
 from . import _core
 from ._names import IO_MODES, check_choice
+from ._dtypes import NUMPY_DTYPES, resolve_dtype
 from ._threads import get_pool
-from .codec import _NUMPY_DTYPES, _resolve_dtype
 
 _U32_MAX = 0xFFFFFFFF
 
@@ -29,7 +29,7 @@ class TensorInfo:
     """One tensor of a container, as its index describes it (no data is read)."""
 
     name: str
-    dtype: str  # "bf16", "f16" or "f32"
+    dtype: str  # "bf16", "f16", "f32", or "u8" (the raw bytes of a tensor of another type)
     shape: tuple
     role: str  # "dense" or "expert"
     layer: int | None  # expert tensors only
@@ -52,7 +52,7 @@ class TensorInfo:
     @property
     def raw_bytes(self) -> int:
         """Bytes of the decoded tensor."""
-        return self.num_elements * np.dtype(_NUMPY_DTYPES[self.dtype]).itemsize
+        return self.num_elements * np.dtype(NUMPY_DTYPES[self.dtype]).itemsize
 
     @property
     def ratio(self) -> float:
@@ -121,8 +121,8 @@ class ContainerWriter:
                    threads: int | None = None) -> None:
         """Compresses and appends one tensor.
 
-        array: float32 or float16 numpy data, or uint16 BF16 bit patterns with
-            ``dtype="bf16"`` (as :func:`zipmoe.compress` takes).
+        array: float32 or float16 numpy data, uint16 BF16 bit patterns with
+            ``dtype="bf16"``, or uint8 raw bytes (as :func:`zipmoe.compress` takes).
         role: None or "dense", or ``{"layer": int, "expert": int, "projection": str}``
             for one projection of a routed expert.
         codec: "auto" (smallest), "huffman", "rans" or "raw" for the exponent plane.
@@ -134,7 +134,7 @@ class ContainerWriter:
         if not isinstance(codec, str):
             raise _core.InvalidArgumentError(f"codec must be a string, not {codec!r}")
         array = np.asarray(array)
-        dtype_name = _resolve_dtype(array, dtype)
+        dtype_name = resolve_dtype(array, dtype)
         role_tuple = _role_tuple(role, name)
         contiguous = np.ascontiguousarray(array)
         flat = contiguous.reshape(-1).view(np.uint8) if contiguous.size else np.zeros(0, np.uint8)
@@ -168,6 +168,11 @@ class ContainerWriter:
     @property
     def num_tensors(self) -> int:
         return self._require_open().num_tensors
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of the file written so far (header page, chunks and their padding)."""
+        return self._require_open().bytes_written
 
     def __enter__(self) -> "ContainerWriter":
         return self
@@ -255,9 +260,21 @@ class Container:
 
     def read(self, name: str, threads: int | None = None, isa: str | None = None) -> np.ndarray:
         """Decodes tensor ``name`` into a new array: BF16 as uint16 bit patterns, F16 as
-        float16, F32 as float32, in its shape. Checksums are verified: damaged data
+        float16, F32 as float32, U8 as uint8, in its shape. Checksums are verified: damaged data
         raises ChecksumError naming file, tensor and chunk."""
         return self._read(self.info(name), threads, isa)
+
+    def read_into(self, name: str, out: np.ndarray, threads: int | None = None) -> None:
+        """Decodes tensor ``name`` into ``out``: a writeable C-contiguous array of its storage type
+        (as :meth:`read` returns) and its element count, in any shape."""
+        info = self.info(name)
+        dtype = np.dtype(NUMPY_DTYPES[info.dtype])
+        if not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous \
+                or not out.flags.writeable or out.size != info.num_elements:
+            raise _core.InvalidArgumentError(
+                f"out must be a writeable C-contiguous {dtype} array of {info.num_elements} elements")
+        flat = out.reshape(-1).view(np.uint8) if out.size else np.zeros(0, np.uint8)
+        self._require_open().decode_into(info.index, flat, get_pool(threads), None)
 
     def read_expert(self, layer: int, expert: int, projection: str, threads: int | None = None,
                     isa: str | None = None) -> np.ndarray:
@@ -295,7 +312,7 @@ class Container:
 
     def _read(self, info: TensorInfo, threads, isa) -> np.ndarray:
         native = self._require_open()
-        out = np.empty(info.shape, dtype=_NUMPY_DTYPES[info.dtype])
+        out = np.empty(info.shape, dtype=NUMPY_DTYPES[info.dtype])
         flat = out.reshape(-1).view(np.uint8) if out.size else np.zeros(0, np.uint8)
         native.decode_into(info.index, flat, get_pool(threads), isa)
         return out

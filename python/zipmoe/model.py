@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _core
 from . import _checks
-from ._names import CACHE_POLICIES, DTYPES, EXPERT_TIERS, PRECISIONS, check_choice
+from ._names import CACHE_POLICIES, EXPERT_TIERS, FLOAT_DTYPES, PRECISIONS, check_choice
 from ._threads import default_threads
 
 DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
@@ -72,7 +72,7 @@ def default_model_path() -> str:
 
 # ModelOptions::io_threads' range (cpp/model/model.cpp checks it too).
 MAX_IO_THREADS = 64
-KV_CACHE_DTYPES = DTYPES  # the KV cache may hold any element type
+KV_CACHE_DTYPES = FLOAT_DTYPES  # the KV cache may hold any float element type
 # The ZipMoE paper's configuration: decoded experts and sign/mantissa planes only.
 PAPER_TIERS = ("full", "sm")
 

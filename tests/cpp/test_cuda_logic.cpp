@@ -703,6 +703,18 @@ ZTEST(cuda_logic_raw_and_constant_planes_match_cpu) {
   check_cases(cases, __LINE__);
 }
 
+ZTEST(cuda_logic_u8_planes_decode_to_their_bytes) {
+  // U8 tensors (raw bytes): the symbols are the output, through the planner's output kind for the dtype.
+  ZCHECK_EQ(cuda::output_kind_for(DType::kU8), cuda::kOutputSymbols);
+  std::vector<double> integer_like(256, 0.01);
+  integer_like[0] = 50.0;  // little-endian small integers: mostly zero bytes
+  std::vector<PlaneCase> cases;
+  for (Codec codec : {Codec::kHuffman, Codec::kRans, Codec::kRaw}) {
+    cases.push_back(symbol_case("u8", DType::kU8, draw_symbols(integer_like, 70001, 41), codec, 4096, 42));
+  }
+  check_cases(cases, __LINE__);
+}
+
 ZTEST(cuda_logic_batches_of_mixed_planes_match_cpu) {
   std::vector<PlaneCase> cases;
   cases.push_back(element_case("bf16 huffman", DType::kBF16, element_bytes(DType::kBF16, 200000, 41), Codec::kHuffman,

@@ -21,7 +21,7 @@ gguf = pytest.importorskip("gguf")
 import zipmoe  # noqa: E402
 from conftest import data_file  # noqa: E402
 from tiny_models import TINY_ARCHITECTURES, make_tiny_gguf, make_tiny_model  # noqa: E402
-from zipmoe.convert import registry  # noqa: E402
+from zipmoe.conversion import registry  # noqa: E402
 
 MOE = [a for a in TINY_ARCHITECTURES if a not in ("llama", "qwen2")]
 
@@ -292,7 +292,7 @@ def test_real_tokenizer_gguf_metadata_survives_exactly(vocab, tmp_path):
 
 def test_gguf_values_that_json_cannot_hold_survive(tmp_path):
     """Strings that are not UTF-8, NaN payloads, nested arrays, bools and 64-bit integers round-trip."""
-    from zipmoe.convert import gguf_format
+    from zipmoe.conversion import gguf_format
 
     kv = [
         {"key": "general.architecture", "type": "STRING", "value": "llama"},

@@ -28,7 +28,7 @@ pytest.importorskip("sentencepiece")
 import zipmoe  # noqa: E402
 from conftest import data_file  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
-from zipmoe.convert import registry  # noqa: E402
+from zipmoe.conversion import registry  # noqa: E402
 
 # phimoe: llama.cpp's converter does not support PhimoeForCausalLM; dense qwen2: it rejects the gpt-2 tokenizer.
 ARCHITECTURES = ["qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "granitemoe",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zipmoe
-from zipmoe import _core, _names, cli, codec, model
+from zipmoe import _core, _dtypes, _names, cli, codec, model
 
 KINDS = {"dtype": "DTYPES", "isa": "ISAS", "io_mode": "IO_MODES", "cache_policy": "CACHE_POLICIES",
          "expert_tier": "EXPERT_TIERS", "precision": "PRECISIONS"}
@@ -21,15 +21,15 @@ def test_the_tables_are_the_cores():
         assert getattr(_names, attribute) == tuple(core[kind]), kind
     assert set(_names.CODECS) == set(core["codec"]) - {"constant"} and _names.CODECS[0] == "auto"
     assert set(zipmoe.available_isas()) <= set(_names.ISAS) and zipmoe.default_isa() in _names.ISAS
-    assert set(codec._NUMPY_DTYPES) == set(_names.DTYPES)
+    assert set(_dtypes.NUMPY_DTYPES) == set(_names.DTYPES)
 
 
 def test_modules_use_the_shared_tables_not_copies():
     assert model.PRECISIONS is _names.PRECISIONS
     assert model.CACHE_POLICIES is _names.CACHE_POLICIES
     assert model.EXPERT_TIERS is _names.EXPERT_TIERS
-    assert model.KV_CACHE_DTYPES is _names.DTYPES
-    from zipmoe.convert import converter
+    assert model.KV_CACHE_DTYPES is _names.FLOAT_DTYPES
+    from zipmoe.conversion import converter
 
     assert converter.CODECS is _names.CODECS
 
@@ -49,7 +49,7 @@ def test_canonical_names_resolve_the_cores_aliases():
 def test_every_dtype_codec_and_isa_name_works():
     values = np.linspace(-1, 1, 5000, dtype=np.float32)
     arrays = {"bf16": (values.view(np.uint32) >> 16).astype(np.uint16), "f16": values.astype(np.float16),
-              "f32": values}
+              "f32": values, "u8": np.frombuffer(values.tobytes(), dtype=np.uint8)}
     for dtype in _names.DTYPES:
         for name in _names.CODECS:
             try:

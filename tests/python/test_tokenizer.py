@@ -350,7 +350,7 @@ def test_from_file_matches_hugging_face(saved_folders, name):
 
 
 def test_from_metadata(saved_folders):
-    from zipmoe.convert.gguf_format import read_gguf
+    from zipmoe.conversion.gguf_format import read_gguf
 
     lines = corpus_lines(100)
     for name in VOCABS:

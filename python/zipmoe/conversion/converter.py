@@ -13,22 +13,27 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import math
 import os
 import queue
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import _core
 from .._names import CODECS  # lz4hc (the ZipMoE paper's exponent codec) needs a zipmoe built with liblz4
+from .._dtypes import FLOAT_DTYPES, NUMPY_DTYPES
 from . import registry, views
-from .fileio import NUMPY_STORAGE, format_error, io_error
+from .fileio import format_error, io_error
 from .gguf_config import detect_architecture, synthesize_config
+from .outputs import check_output_file, refuse_overlap, sweep_stale_temporaries, terminating_signals_raise
+from .progress import progress_bar
 from .registry import Piece
-from .sources import is_gguf_file, open_gguf, open_hf_folder
+from .sources import is_gguf_file, is_safetensors_file, open_gguf, open_hf_folder, open_safetensors_file
 
 FORMAT_VERSION = 1
 # Bytes of source tensors the reader may hold beyond the one being converted.
@@ -56,21 +61,30 @@ class Plan:
 
 
 def _float_only(tensor, where: str) -> None:
-    if tensor.dtype is None:
-        raise registry.unsupported(
-            f"{where}: tensor {tensor.name!r} has type {tensor.type_name}; zipmoe is lossless for float weights and "
-            f"stores only F32, F16 and BF16 tensors (quantized or integer tensors cannot be converted)")
+    """UnsupportedModelError, saying where to get float weights, for a tensor the engine cannot compute with."""
+    if tensor.dtype in FLOAT_DTYPES:
+        return
+    if tensor.ggml_type is not None:
+        how = (f"so it converts float GGUFs: `zipmoe dequantize {where} OUT.gguf` makes one (BF16 weights from the "
+               f"dequantized values), or convert the original Hugging Face model")
+    else:
+        how = "so cast the checkpoint to BF16 first (FP8 checkpoints such as DeepSeek-V3's original release)"
+    raise registry.unsupported(
+        f"{where}: tensor {tensor.name!r} has type {tensor.type_name}: the engine runs F32, F16 and BF16 weights, "
+        f"kept bit for bit, {how}. --generic stores any tensor losslessly as it is (the container exports back but "
+        f"does not run)")
 
 
 def build_plan(source_tensors, architecture: str, config: dict, mapper, where: str, generic: bool) -> Plan:
     """Maps every source tensor to canonical pieces and checks shapes, coverage and the config."""
     pieces_by_source, canonicals = {}, {}
     for t in source_tensors:
-        _float_only(t, where)
+        if not generic:
+            _float_only(t, where)
         pieces = [Piece(t.name, [], [])] if generic else mapper(t)
         covered = 0
         for piece in pieces:
-            src_shape = views.result_shape(t.shape, piece.src)
+            src_shape = views.result_shape(t.stored_shape, piece.src)
             canonical_shape = tuple(piece.shape) if piece.dst else src_shape
             if views.result_shape(canonical_shape, piece.dst) != src_shape:
                 raise format_error(f"{where}: tensor {t.name!r}: its piece of {piece.canonical} does not fit")
@@ -86,7 +100,7 @@ def build_plan(source_tensors, architecture: str, config: dict, mapper, where: s
             canonical.remaining += 1
             canonical.covered += math.prod(src_shape)
             covered += math.prod(src_shape)
-        if covered != math.prod(t.shape):
+        if covered != math.prod(t.stored_shape):
             raise format_error(f"{where}: tensor {t.name!r} is not fully mapped to canonical tensors")
         pieces_by_source[t.name] = pieces
     for canonical in canonicals.values():
@@ -117,7 +131,11 @@ def _tensor_records(source, plan: Plan) -> list:
 
 
 def _prepare_hf(src: str, generic: bool):
-    folder = open_hf_folder(src, require_config=not generic)
+    single_file = not os.path.isdir(src)
+    if single_file and not generic:
+        raise io_error(f"{src}: a single .safetensors file has no config.json; convert its Hugging Face folder "
+                       f"(config.json, tokenizer files), or use --generic")
+    folder = open_safetensors_file(src) if single_file else open_hf_folder(src, require_config=not generic)
     config = folder.config or {}
     architecture = "generic" if generic else config.get("model_type")
     if not generic and architecture not in registry.SUPPORTED_ARCHITECTURES:
@@ -149,6 +167,8 @@ def _prepare_hf(src: str, generic: bool):
             "tensors": _tensor_records(folder.source, plan),
         },
     }
+    if single_file:
+        metadata["source"]["single_file"] = True
     return folder.source, plan, metadata
 
 
@@ -204,16 +224,45 @@ def _prepare_gguf(src: str, generic: bool):
     return source, plan, metadata
 
 
+class ConversionWarning(UserWarning):
+    """A conversion that succeeds but gives a container the engine cannot fully use (no tokenizer, a feature the
+    engine does not run yet)."""
+
+
+def _check_runnable(src: str, metadata: dict) -> list:
+    """Warnings about a container the engine would not fully run; FormatError for a config the engine refuses.
+
+    The engine's own rules decide (``_core.check_model_config``), so convert never writes a container that
+    ``zipmoe.load`` then rejects as malformed.
+    """
+    try:
+        _core.check_model_config(json.dumps({"architecture": metadata["architecture"], "config": metadata["config"]}))
+    except _core.UnsupportedModelError as e:
+        return [f"{src}: converted losslessly, but this zipmoe cannot run it yet: {e}"]
+    except _core.FormatError as e:
+        raise format_error(f"{src}: {e}") from None
+    tokenizer = metadata["tokenizer"]
+    if tokenizer["tokenizer_json"] is None and not tokenizer["gguf"]:
+        hint = ("the GGUF has no tokenizer.ggml.* keys" if metadata["source"]["format"] == "gguf" else
+                "no tokenizer.json in the folder (transformers' AutoTokenizer.from_pretrained(folder)"
+                ".save_pretrained(folder) writes one; a tokenizer.model alone is not read)")
+        return [f"{src}: no tokenizer: {hint}; the container takes token ids only (zipmoe run, chat and "
+                f"generate(text) need a tokenizer)"]
+    return []
+
+
 def prepare(src, generic: bool = False):
-    """(Source, Plan, metadata) for ``src``, validated, without reading tensor data."""
+    """(Source, Plan, metadata, warnings) for ``src``, validated, without reading tensor data."""
     src = os.fspath(src)
-    if os.path.isdir(src):
-        return _prepare_hf(src, generic)
-    if not os.path.exists(src):
+    if os.path.isdir(src) or is_safetensors_file(src):
+        source, plan, metadata = _prepare_hf(src, generic)
+    elif not os.path.exists(src):
         raise io_error(f"{src}: no such file or folder")
-    if is_gguf_file(src):
-        return _prepare_gguf(src, generic)
-    raise format_error(f"{src}: not a Hugging Face model folder or a GGUF file")
+    elif is_gguf_file(src):
+        source, plan, metadata = _prepare_gguf(src, generic)
+    else:
+        raise format_error(f"{src}: not a Hugging Face model folder, a .safetensors file or a GGUF file")
+    return source, plan, metadata, ([] if generic else _check_runnable(src, metadata))
 
 
 class Prefetcher:
@@ -262,95 +311,116 @@ class Prefetcher:
         self._thread.join()
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+def _write_container(source, plan: Plan, metadata: dict, out: str, *, codec: str, threads, segment_symbols: int,
+                     bar) -> None:
+    """Streams the source's tensors through ``plan`` into the container ``out``."""
+    from ..container import ContainerWriter
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, dynamic_ncols=True,
-                smoothing=0.1)
+    records = {r["name"]: r for r in metadata["source"]["tensors"]}
+    prefetcher = None
+    done = 0
+    try:
+        with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
+            def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
+                writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
+                                  threads=threads)
+
+            prefetcher = Prefetcher(source, source.read_order())
+            for t, raw, digest in prefetcher:
+                records[t.name]["sha256"] = digest
+                _convert_tensor(plan, t, raw.view(NUMPY_DTYPES[t.dtype]).reshape(t.stored_shape), write)
+                del raw
+                prefetcher.release(t.nbytes)
+                done += t.nbytes
+                if bar is not None:
+                    bar.update(t.nbytes)
+                    if writer.bytes_written:
+                        bar.set_postfix(ratio=f"{done / writer.bytes_written:.3f}", refresh=False)
+            pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]
+            if pending:
+                raise format_error(f"{source.path}: tensor {pending[0]} was never completed")
+    finally:
+        # the reader stops before the source's files close under it
+        if prefetcher is not None:
+            prefetcher.close()
+
+
+def _convert_tensor(plan: Plan, tensor, array: np.ndarray, write) -> None:
+    """Cuts one source tensor into its canonical pieces; writes each canonical tensor once it is complete."""
+    for piece in plan.pieces[tensor.name]:
+        canonical = plan.canonicals[piece.canonical]
+        if canonical.pieces == 1 and not piece.dst:
+            # C-contiguous views (whole tensors, one expert of a stack) are not copied; np.array keeps a 0-d
+            # tensor 0-d, where np.ascontiguousarray would make it 1-d
+            view = views.apply(array, piece.src)
+            write(canonical, view if view.flags.c_contiguous else np.array(view, order="C"))
+            continue
+        if canonical.buffer is None:
+            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_DTYPES[canonical.dtype])
+        views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
+        canonical.remaining -= 1
+        if canonical.remaining == 0:
+            write(canonical, canonical.buffer)
+            canonical.buffer = None
 
 
 def convert(src, out, *, codec: str = "auto", threads: int | None = None, generic: bool = False,
             progress: bool = False, segment_symbols: int = 0) -> dict:
-    """Converts a Hugging Face model folder or a GGUF file into the .zmoe container ``out``.
+    """Converts a Hugging Face model folder or a GGUF file (with ``generic``, also a single .safetensors file)
+    into the .zmoe container ``out``.
 
     codec: "auto" (per tensor, the smallest), "huffman", "rans", "raw" (planes
         stored uncompressed: the uncompressed baseline in the same layout), or "lz4hc"
         (the ZipMoE paper's exponent codec; UnsupportedModelError naming liblz4 when
         this build of zipmoe has no liblz4).
     threads: encoding threads (None: every core).
-    generic: compress every float tensor under its source name, with no expert
-        roles and no architecture checks (any checkpoint).
+    generic: any checkpoint, not runnable: every tensor under its source name,
+        with no expert roles and no architecture checks; floats compressed, any
+        other type (integers, bools, FP8, quantized blocks) stored as raw bytes.
     progress: show a progress bar (tqdm) with bytes done and the ratio so far.
 
     Raises UnsupportedModelError (unknown architecture, quantized or integer
     tensors, tensors the architecture does not have), FormatError (corrupt or
-    truncated files, a config that disagrees with the tensors), IoError. Nothing
-    appears at ``out`` unless the whole conversion succeeds. Returns a summary
-    dict (architecture, tensor counts, bytes, ratio, seconds).
+    truncated files, a config that disagrees with the tensors or that the
+    engine would refuse), IoError,
+    InvalidArgumentError (``out`` is, or lies inside, the source). Nothing
+    appears at ``out`` unless the whole conversion succeeds, and an interrupted
+    conversion leaves no temporary file (SIGTERM and SIGHUP are handled while
+    it runs, see zipmoe.conversion.outputs). Returns a summary dict:
+    architecture, tensor counts, ``source_bytes`` (the source's tensor data),
+    ``payload_bytes`` (the coded planes of every tensor), ``container_bytes``
+    (the file: payload plus header, index, metadata and 4 KiB alignment),
+    ``ratio`` = source_bytes / payload_bytes, ``file_ratio`` = source_bytes /
+    container_bytes, seconds, ``warnings`` (also issued as ConversionWarning).
     """
     if codec not in CODECS:
         raise _core.InvalidArgumentError(f"codec must be one of {', '.join(CODECS)}, not {codec!r}")
-    out = os.fspath(out)
     start = time.perf_counter()
-    source, plan, metadata = prepare(src, generic)
-    metadata["provenance"] = _provenance(codec, os.fspath(src))
-    records = {r["name"]: r for r in metadata["source"]["tensors"]}
-    order = source.read_order()
-    total = sum(t.nbytes for t in order)
-    from ..container import ContainerWriter
-
-    bar = _progress_bar(total, "convert", progress)
-    done = 0
-    with source:
-        prefetcher = None
+    with terminating_signals_raise():
+        path = check_output_file(out)
+        source, plan, metadata, warnings_found = prepare(src, generic)
+        for message in warnings_found:
+            warnings.warn(message, ConversionWarning, stacklevel=2)
+        refuse_overlap(path, [source.path, *source.files])
+        metadata["provenance"] = _provenance(codec, os.fspath(src))
+        sweep_stale_temporaries(os.path.dirname(path))
+        total = sum(t.nbytes for t in source.tensors)
+        bar = progress_bar(total, "convert", progress)
         try:
-            with ContainerWriter(out, metadata, segment_symbols=segment_symbols) as writer:
-                native = writer._native
-
-                def write(canonical: CanonicalPlan, data: np.ndarray) -> None:
-                    writer.add_tensor(canonical.name, data, dtype=canonical.dtype, role=canonical.role, codec=codec,
-                                      threads=threads)
-
-                prefetcher = Prefetcher(source, order)
-                for t, raw, digest in prefetcher:
-                    records[t.name]["sha256"] = digest
-                    array = raw.view(NUMPY_STORAGE[t.dtype]).reshape(t.shape)
-                    for piece in plan.pieces[t.name]:
-                        canonical = plan.canonicals[piece.canonical]
-                        if canonical.pieces == 1 and not piece.dst:
-                            # C-contiguous views (whole tensors, one expert of a stack) are not copied
-                            write(canonical, np.ascontiguousarray(views.apply(array, piece.src)))
-                            continue
-                        if canonical.buffer is None:
-                            canonical.buffer = np.empty(canonical.shape, dtype=NUMPY_STORAGE[canonical.dtype])
-                        views.apply(canonical.buffer, piece.dst)[...] = views.apply(array, piece.src)
-                        canonical.remaining -= 1
-                        if canonical.remaining == 0:
-                            write(canonical, canonical.buffer)
-                            canonical.buffer = None
-                    del array, raw
-                    prefetcher.release(t.nbytes)
-                    done += t.nbytes
-                    if bar is not None:
-                        bar.update(t.nbytes)
-                        written = native.bytes_written
-                        if written:
-                            bar.set_postfix(ratio=f"{done / written:.3f}", refresh=False)
-                pending = [c.name for c in plan.canonicals.values() if c.buffer is not None]
-                if pending:
-                    raise format_error(f"{src}: tensor {pending[0]} was never completed")
-                num_canonical = writer.num_tensors
+            with source:
+                _write_container(source, plan, metadata, path, codec=codec, threads=threads,
+                                 segment_symbols=segment_symbols, bar=bar)
         finally:
-            # the reader stops before the source's files close under it
-            if prefetcher is not None:
-                prefetcher.close()
             if bar is not None:
                 bar.close()
     seconds = time.perf_counter() - start
-    size = os.path.getsize(out)
-    return {"output": out, "architecture": plan.architecture, "source_format": metadata["source"]["format"],
-            "source_tensors": len(order), "tensors": num_canonical, "source_bytes": total, "container_bytes": size,
-            "ratio": total / size if size else None, "seconds": seconds,
-            "mb_per_s": total / 1e6 / seconds if seconds else None}
+    from ..container import open_container
+
+    with open_container(path) as written:
+        payload = sum(t.stored_bytes for t in written.tensors)
+        size = written.file_size
+    return {"output": os.fspath(out), "architecture": plan.architecture, "source_format": metadata["source"]["format"],
+            "source_tensors": len(source.tensors), "tensors": len(plan.canonicals), "source_bytes": total,
+            "payload_bytes": payload, "container_bytes": size, "ratio": total / payload if payload else None,
+            "file_ratio": total / size if size else None, "seconds": seconds,
+            "mb_per_s": total / 1e6 / seconds if seconds else None, "warnings": warnings_found}

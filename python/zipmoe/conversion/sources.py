@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._dtypes import NUMPY_DTYPES
 from . import gguf_format, safetensors_format
-from .fileio import NUMPY_STORAGE, format_error, io_error, read_exact
+from .fileio import format_error, io_error, read_exact
 
 INDEX_SUFFIX = ".safetensors.index.json"
 # Files never copied into the metadata: weights in other formats, and what zipmoe writes itself.
@@ -28,8 +29,9 @@ MAX_AUXILIARY_FILE_BYTES = 64 * 1024 * 1024
 class SourceTensor:
     name: str
     type_name: str  # as the source names its type: "BF16", "F32", "Q4_K", ...
-    dtype: str | None  # container dtype ("bf16", "f16", "f32"), None when zipmoe cannot store the type
-    shape: tuple  # numpy (row-major) order
+    dtype: str  # the container dtype that holds it: "bf16", "f16", "f32"; "u8" (raw bytes) for any other type
+    shape: tuple  # numpy (row-major) order, in elements
+    stored_shape: tuple  # the container tensor's shape: ``shape`` for floats; for raw bytes see *_format.storage
     file: int  # index into Source.files
     offset: int  # absolute byte offset in that file
     nbytes: int
@@ -62,8 +64,8 @@ class Source:
                           f"tensor {tensor.name!r}")
 
     def read(self, tensor: SourceTensor) -> np.ndarray:
-        """The tensor's data as a new array of its container storage type (BF16 as uint16), in its shape."""
-        return self.read_raw(tensor).view(NUMPY_STORAGE[tensor.dtype]).reshape(tensor.shape)
+        """The tensor's data as a new array of its container storage type (BF16 as uint16), in its stored shape."""
+        return self.read_raw(tensor).view(NUMPY_DTYPES[tensor.dtype]).reshape(tensor.stored_shape)
 
     def close(self) -> None:
         for fd in self._fds:
@@ -121,6 +123,49 @@ def _chat_template_text(value):
     return None
 
 
+def _read_shards(path: str, shard_names: list, weight_map, index_name):
+    """(headers, tensors) of the safetensors files ``shard_names`` in folder ``path``, checked against the index."""
+    headers, tensors = [], []
+    for file_index, shard in enumerate(shard_names):
+        header = safetensors_format.read_header(os.path.join(path, shard))
+        headers.append(header)
+        for entry in header.entries:
+            if weight_map is not None and weight_map.get(entry.name) != shard:
+                raise format_error(f"{path}/{shard}: tensor {entry.name!r} is not listed for this file in "
+                                   f"{index_name}")
+            dtype, stored_shape = safetensors_format.storage(entry.dtype, entry.shape)
+            tensors.append(SourceTensor(
+                name=entry.name, type_name=entry.dtype, dtype=dtype, shape=entry.shape, stored_shape=stored_shape,
+                file=file_index, offset=header.data_start + entry.begin, nbytes=entry.end - entry.begin,
+                relative_offset=entry.begin))
+    seen = {}
+    for t in tensors:
+        if t.name in seen:
+            raise format_error(f"{path}: tensor {t.name!r} appears in both {shard_names[seen[t.name]]} and "
+                               f"{shard_names[t.file]}")
+        seen[t.name] = t.file
+    if weight_map is not None:
+        missing = sorted(set(weight_map) - set(seen))
+        if missing:
+            raise format_error(f"{path}: tensor {missing[0]!r} listed in {index_name} is in none of the shards")
+    return headers, tensors
+
+
+def open_safetensors_file(path: str) -> HFFolder:
+    """One .safetensors file on its own: its tensors, and no config, tokenizer or other files."""
+    path = os.path.abspath(path)
+    folder, name = os.path.split(path)
+    headers, tensors = _read_shards(folder, [name], None, None)
+    source = Source(kind="safetensors", path=path, files=[path], tensors=tensors)
+    return HFFolder(source=source, config=None, config_text=None, shard_headers=headers, index_name=None,
+                    auxiliary=[], tokenizer_json=None, tokenizer_config=None, generation_config=None,
+                    chat_template=None)
+
+
+def is_safetensors_file(path: str) -> bool:
+    return path.endswith(".safetensors") and os.path.isfile(path)
+
+
 def open_hf_folder(path: str, require_config: bool = True) -> HFFolder:
     path = os.path.abspath(path)
     if not os.path.isdir(path):
@@ -155,29 +200,7 @@ def open_hf_folder(path: str, require_config: bool = True) -> HFFolder:
         if not shard_names:
             raise io_error(f"{path}: no *.safetensors weights (other weight formats are not supported)")
 
-    headers, tensors = [], []
-    for file_index, shard in enumerate(shard_names):
-        header = safetensors_format.read_header(os.path.join(path, shard))
-        headers.append(header)
-        for entry in header.entries:
-            if weight_map is not None and weight_map.get(entry.name) != shard:
-                raise format_error(f"{path}/{shard}: tensor {entry.name!r} is not listed for this file in "
-                                   f"{index_name}")
-            tensors.append(SourceTensor(
-                name=entry.name, type_name=entry.dtype, dtype=safetensors_format.FLOAT_DTYPES.get(entry.dtype),
-                shape=entry.shape, file=file_index, offset=header.data_start + entry.begin,
-                nbytes=entry.end - entry.begin, relative_offset=entry.begin))
-    seen = {}
-    for t in tensors:
-        if t.name in seen:
-            raise format_error(f"{path}: tensor {t.name!r} appears in both {shard_names[seen[t.name]]} and "
-                               f"{shard_names[t.file]}")
-        seen[t.name] = t.file
-    if weight_map is not None:
-        missing = sorted(set(weight_map) - set(seen))
-        if missing:
-            raise format_error(f"{path}: tensor {missing[0]!r} listed in {index_name} is in none of the shards")
-
+    headers, tensors = _read_shards(path, shard_names, weight_map, index_name)
     auxiliary = []
     for name in names:
         full = os.path.join(path, name)
@@ -228,9 +251,12 @@ def open_gguf(path: str):
     """(Source, GGUFFile) for a GGUF file."""
     path = os.path.abspath(path)
     gguf = gguf_format.read_gguf(path)
-    tensors = [SourceTensor(name=t.name, type_name=t.type_name, dtype=gguf_format.FLOAT_TYPES.get(t.ggml_type),
-                            shape=t.shape, file=0, offset=gguf.data_start + t.offset, nbytes=t.nbytes,
-                            relative_offset=t.offset, ggml_type=t.ggml_type) for t in gguf.tensors]
+    tensors = []
+    for t in gguf.tensors:
+        dtype, stored_shape = gguf_format.storage(t.ggml_type, t.shape)
+        tensors.append(SourceTensor(name=t.name, type_name=t.type_name, dtype=dtype, shape=t.shape,
+                                    stored_shape=stored_shape, file=0, offset=gguf.data_start + t.offset,
+                                    nbytes=t.nbytes, relative_offset=t.offset, ggml_type=t.ggml_type))
     return Source(kind="gguf", path=path, files=[path], tensors=tensors), gguf
 
 

@@ -24,9 +24,17 @@ DTYPE_SIZES = {
     "I32": 4, "U32": 4, "F32": 4,
     "I64": 8, "U64": 8, "F64": 8,
 }
-# The float dtypes zipmoe stores, by their container names.
+# The float dtypes zipmoe stores as floats, by their container names.
 FLOAT_DTYPES = {"BF16": "bf16", "F16": "f16", "F32": "f32"}
-DTYPE_NAMES = {v: k for k, v in FLOAT_DTYPES.items()}
+
+
+def storage(dtype: str, shape) -> tuple:
+    """(container dtype, shape) of the container tensor that holds a tensor of ``dtype`` and ``shape``: float
+    types as they are; any other type as its raw bytes, u8 with one more axis of the item size
+    (docs/FORMAT.md, "Conversion")."""
+    if dtype in FLOAT_DTYPES:
+        return FLOAT_DTYPES[dtype], tuple(shape)
+    return "u8", (*shape, DTYPE_SIZES[dtype])
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit
 
