@@ -4,7 +4,10 @@
 #include <math.h>
 
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
+#include "kernels/canonical.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels_isa.h"
 
@@ -136,6 +139,12 @@ constexpr int kLinearNR = 2;
 // 8 rows for M = 1 (8 accumulators; each widened weight is consumed at once):
 // measured faster than 4 or 6 on Zen 4.
 constexpr int kMatvecNR = 8;
+// kExact keeps each output's 16 canonical lanes in 2 accumulators: 2 x 2 outputs
+// take 8 of them (+ 4 widened weights + 2 inputs), M = 1 steps 4 rows.
+constexpr int kExactLinearMR = 2;
+constexpr int kExactLinearNR = 2;
+constexpr int kExactMatvecNR = 4;
+constexpr int kExactAttentionHeads = 4;
 
 constexpr bool kAttentionWideTiles = false;
 
