@@ -272,7 +272,7 @@ def _load_for_generation(args: argparse.Namespace):
 
     path = args.model if args.model is not None else default_model_path()
     return load(path, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
-                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch)
+                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch, precision=args.precision)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -428,6 +428,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-policy", choices=("affinity", "lru", "lfu"), default="affinity",
                    help="expert cache policy (with --memory-budget)")
     g.add_argument("--no-prefetch", action="store_true", help="no gate-ahead prefetch of the next layer's experts")
+    g.add_argument("--precision", choices=("fast", "exact"), default="fast",
+                   help="exact: the same bits (and, with --seed, the same text) on every CPU and ISA path")
     g = p.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true",
                    help="print prompt and generation tokens/s on stderr after each answer")
