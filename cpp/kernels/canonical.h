@@ -27,7 +27,8 @@
 //
 // Nothing here depends on the C library or on the compiler contracting a * b + c
 // (every fused operation is written as one). Like float_convert.h, everything has
-// internal linkage because ISA-specific files include it.
+// internal linkage because ISA-specific files include it, and is inlined into
+// each caller so that each gets the fma instruction where its target has one.
 #pragma once
 
 #include <cmath>
@@ -42,7 +43,7 @@ namespace {
 constexpr std::size_t kCanonicalLanes = 16;
 
 // Combines 16 lanes by halving and returns the sum (lanes are overwritten).
-inline float combine_lanes(float* lanes) {
+__attribute__((always_inline)) inline float combine_lanes(float* lanes) {
   for (std::size_t width = kCanonicalLanes / 2; width > 0; width /= 2) {
     for (std::size_t l = 0; l < width; ++l) lanes[l] = lanes[l] + lanes[l + width];
   }
@@ -51,7 +52,7 @@ inline float combine_lanes(float* lanes) {
 
 // p * 2^n for integral n in [-150, 128] with one rounding: p * 2^(n/2) is exact
 // (p is near 1, so the product is a normal float), the second product rounds.
-inline float canonical_pow2_scale(float p, std::int32_t n) {
+__attribute__((always_inline)) inline float canonical_pow2_scale(float p, std::int32_t n) {
   const std::int32_t half = n >= 0 ? n / 2 : -((1 - n) / 2);  // floor(n / 2)
   const std::int32_t rest = n - half;
   const float a = bits_float(static_cast<std::uint32_t>(half + 127) << 23);
@@ -59,7 +60,7 @@ inline float canonical_pow2_scale(float p, std::int32_t n) {
   return separately_rounded(p * a) * b;
 }
 
-inline float canonical_exp(float x) {
+__attribute__((always_inline)) inline float canonical_exp(float x) {
   if (!(x >= -104.0f)) return 0.0f;
   const float c = x < 89.0f ? x : 89.0f;
   const float n = std::nearbyint(separately_rounded(c * 1.44269504088896341f));
@@ -77,7 +78,7 @@ inline float canonical_exp(float x) {
 
 // 1 / (1 + exp(-x)), written as the vector paths compute it (0 - x, not -x:
 // they differ only in the sign of a zero, which exp ignores).
-inline float canonical_sigmoid(float x) { return 1.0f / (1.0f + canonical_exp(0.0f - x)); }
+__attribute__((always_inline)) inline float canonical_sigmoid(float x) { return 1.0f / (1.0f + canonical_exp(0.0f - x)); }
 
 }  // namespace
 }  // namespace zipmoe::kernels

@@ -129,7 +129,7 @@ constexpr int kLinearMR = 4;
 constexpr int kLinearNR = 4;
 constexpr int kMatvecNR = 8;
 // kExact keeps each output's 16 canonical lanes in 4 accumulators: 2 x 2 outputs
-// take 16 of them, M = 1 steps 4 rows.
+// take 16 of them, M = 1 steps 4 rows, attention 4 heads per pass (16).
 constexpr int kExactLinearMR = 2;
 constexpr int kExactLinearNR = 2;
 constexpr int kExactMatvecNR = 4;

@@ -13,6 +13,17 @@ namespace zipmoe::kernels::scalar {
 
 namespace {
 
+// The functions that use std::fma are also compiled for x86 CPUs with FMA and
+// picked at load time (the same arithmetic: std::fma is exact either way, but
+// without the instruction every call goes to the C library). Their helpers are
+// inlined into each copy.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ZIPMOE_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define ZIPMOE_FMA_CLONES
+#endif
+#define ZIPMOE_INLINE inline __attribute__((always_inline))
+
 InputLayout input_layout(DType) { return InputLayout::kF32; }
 
 void prepare_input(InputLayout, const float* x, std::size_t k, std::size_t k_padded, void* out) {
@@ -22,13 +33,13 @@ void prepare_input(InputLayout, const float* x, std::size_t k, std::size_t k_pad
 }
 
 template <DType D>
-float stored(const void* w, std::size_t i) {
+ZIPMOE_INLINE float stored(const void* w, std::size_t i) {
   return element_as_f32(w, D, i);
 }
 
 // kFast: x . w summed in order.
 template <DType D>
-float sequential_dot(const float* x, const void* w, std::size_t k) {
+ZIPMOE_INLINE float sequential_dot(const float* x, const void* w, std::size_t k) {
   float sum = 0.0f;
   for (std::size_t i = 0; i < k; ++i) sum += x[i] * stored<D>(w, i);
   return sum;
@@ -36,7 +47,7 @@ float sequential_dot(const float* x, const void* w, std::size_t k) {
 
 // The canonical dot product with lane(i) = i mod 16, or (i mod 32) / 2 for `pairs`.
 template <DType D>
-float canonical_dot(const float* x, const void* w, std::size_t k, bool pairs) {
+ZIPMOE_INLINE float canonical_dot(const float* x, const void* w, std::size_t k, bool pairs) {
   float lanes[kCanonicalLanes] = {};
   for (std::size_t i = 0; i < k; ++i) {
     const std::size_t lane = pairs ? (i % 32) / 2 : i % 16;
@@ -46,7 +57,7 @@ float canonical_dot(const float* x, const void* w, std::size_t k, bool pairs) {
 }
 
 template <DType D>
-void linear_tile_typed(const LinearTile& t) {
+ZIPMOE_INLINE void linear_tile_typed(const LinearTile& t) {
   const std::size_t row_bytes = t.k * dtype_size(D);
   const bool exact = t.precision == MatmulPrecision::kExact;
   for (std::size_t i = 0; i < t.m; ++i) {
@@ -61,7 +72,7 @@ void linear_tile_typed(const LinearTile& t) {
   }
 }
 
-void linear_tile(const LinearTile& t) {
+ZIPMOE_FMA_CLONES void linear_tile(const LinearTile& t) {
   switch (t.w_dtype) {
     case DType::kBF16: return linear_tile_typed<DType::kBF16>(t);
     case DType::kF16: return linear_tile_typed<DType::kF16>(t);
@@ -69,14 +80,14 @@ void linear_tile(const LinearTile& t) {
   }
 }
 
-void rms_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, float eps, float* y) {
+ZIPMOE_FMA_CLONES void rms_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, float eps, float* y) {
   float lanes[kCanonicalLanes] = {};
   for (std::size_t i = 0; i < n; ++i) lanes[i % 16] = std::fma(x[i], x[i], lanes[i % 16]);
   const float inverse_rms = 1.0f / std::sqrt(combine_lanes(lanes) / static_cast<float>(n) + eps);
   for (std::size_t i = 0; i < n; ++i) y[i] = (x[i] * inverse_rms) * element_as_f32(weight, weight_dtype, i);
 }
 
-void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, const void* bias,
+ZIPMOE_FMA_CLONES void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, const void* bias,
                 DType bias_dtype, float eps, float* y) {
   float lanes[kCanonicalLanes] = {};
   for (std::size_t i = 0; i < n; ++i) lanes[i % 16] = lanes[i % 16] + x[i];
@@ -94,7 +105,7 @@ void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_
   }
 }
 
-void softmax(const float* x, std::size_t n, float* y) {
+ZIPMOE_FMA_CLONES void softmax(const float* x, std::size_t n, float* y) {
   float max = -INFINITY;
   for (std::size_t i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
   float lanes[kCanonicalLanes] = {};
@@ -106,11 +117,11 @@ void softmax(const float* x, std::size_t n, float* y) {
   for (std::size_t i = 0; i < n; ++i) y[i] = y[i] / sum;
 }
 
-void silu_mul(const float* gate, const float* up, float* out, std::size_t n) {
+ZIPMOE_FMA_CLONES void silu_mul(const float* gate, const float* up, float* out, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + canonical_exp(0.0f - gate[i])) * up[i];
 }
 
-void swiglu_oai(const float* gate, const float* up, float* out, std::size_t n, float alpha, float limit) {
+ZIPMOE_FMA_CLONES void swiglu_oai(const float* gate, const float* up, float* out, std::size_t n, float alpha, float limit) {
   for (std::size_t i = 0; i < n; ++i) {
     const float g = gate[i] < limit ? gate[i] : limit;
     const float u = up[i] < -limit ? -limit : (up[i] > limit ? limit : up[i]);
@@ -119,7 +130,7 @@ void swiglu_oai(const float* gate, const float* up, float* out, std::size_t n, f
   }
 }
 
-void sigmoid(const float* x, float* out, std::size_t n) {
+ZIPMOE_FMA_CLONES void sigmoid(const float* x, float* out, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) out[i] = canonical_sigmoid(x[i]);
 }
 
@@ -157,7 +168,7 @@ void rope(RopeStyle style, float* x, std::size_t heads, std::size_t head_stride,
 // canonical order (scores as canonical dot products, exp as canonical_exp, the
 // running sum by fma), kFast sums in order with the C library's exp.
 template <DType D, bool kExact>
-void attention_typed(const AttentionTask& t) {
+ZIPMOE_INLINE void attention_typed(const AttentionTask& t) {
   const KvCacheView& c = *t.cache;
   const AttentionParams& p = *t.params;
   const std::size_t value_bytes = dtype_size(D);
@@ -214,7 +225,7 @@ void attention_typed(const AttentionTask& t) {
 }
 
 template <DType D>
-void attention_dtype(const AttentionTask& t) {
+ZIPMOE_INLINE void attention_dtype(const AttentionTask& t) {
   if (t.precision == MatmulPrecision::kExact) {
     attention_typed<D, true>(t);
   } else {
@@ -222,7 +233,7 @@ void attention_dtype(const AttentionTask& t) {
   }
 }
 
-void attention(const AttentionTask& t) {
+ZIPMOE_FMA_CLONES void attention(const AttentionTask& t) {
   switch (t.cache->dtype) {
     case DType::kBF16: return attention_dtype<DType::kBF16>(t);
     case DType::kF16: return attention_dtype<DType::kF16>(t);
