@@ -3,6 +3,7 @@
 //
 //   kernel_bench [--isa all|scalar|avx2|avx512|neon] [--threads 1,2] [--runs R]
 //                [--dtype bf16|f16|f32] [--sections bandwidth,matvec,prefill,attention]
+//                [--precision fast|exact|fast,exact] [--clock wall|cpu]
 //
 // bandwidth  read (sum of every 8-byte word) and memcpy over 384 MiB: the ceiling
 //            for streaming weights.
@@ -14,8 +15,14 @@
 // prefill    M = 128 rows: GFLOP/s (2 M N K per layer) for kExact and kFast.
 // attention  one decode step over a 4096-position cache (32 query heads, 4 kv
 //            heads, dim 128) with F32 and BF16 caches: microseconds and GB/s of KV.
+// --precision picks the MatmulPrecision of matvec and attention (default fast);
+// prefill always shows both. --clock cpu times with the process's CPU time
+// instead of the wall clock: with --threads 1, a measure that other processes
+// on a busy machine disturb less (they still share the caches and memory).
 //
 // Every figure is the median of R runs after a warm-up run.
+#include <time.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -41,15 +48,25 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+bool g_cpu_clock = false;
+
+double now_seconds() {
+  if (g_cpu_clock) {
+    timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 template <typename F>
 double time_median(int runs, F&& f) {
   std::vector<double> t;
   f();  // warm-up
   for (int r = 0; r < runs; ++r) {
-    const auto a = std::chrono::steady_clock::now();
+    const double a = now_seconds();
     f();
-    const auto b = std::chrono::steady_clock::now();
-    t.push_back(std::chrono::duration<double>(b - a).count());
+    t.push_back(now_seconds() - a);
   }
   return median(t);
 }
@@ -112,7 +129,10 @@ struct Options {
   int runs = 7;
   DType dtype = DType::kBF16;
   std::string sections = "bandwidth,matvec,prefill,attention";
+  std::vector<k::MatmulPrecision> precisions{k::MatmulPrecision::kFast};
 };
+
+const char* precision_name(k::MatmulPrecision p) { return p == k::MatmulPrecision::kFast ? "fast" : "exact"; }
 
 bool wants(const Options& o, const char* section) { return o.sections.find(section) != std::string::npos; }
 
@@ -120,7 +140,7 @@ bool wants(const Options& o, const char* section) { return o.sections.find(secti
 
 int main(int argc, char** argv) {
   Options o;
-  std::string isa_s = "all", dtype_s = "bf16", threads_s = "1,2";
+  std::string isa_s = "all", dtype_s = "bf16", threads_s = "1,2", precision_s = "fast";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--isa") isa_s = value;
@@ -128,6 +148,8 @@ int main(int argc, char** argv) {
     else if (key == "--runs") o.runs = std::stoi(value);
     else if (key == "--dtype") dtype_s = value;
     else if (key == "--sections") o.sections = value;
+    else if (key == "--precision") precision_s = value;
+    else if (key == "--clock" && (value == "wall" || value == "cpu")) g_cpu_clock = value == "cpu";
     else {
       std::fprintf(stderr, "unknown option %s\n", key.c_str());
       return 2;
@@ -138,6 +160,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.threads = parse_int_list(threads_s);
+  o.precisions.clear();
+  {
+    std::stringstream ss(precision_s);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (item == "fast") {
+        o.precisions.push_back(k::MatmulPrecision::kFast);
+      } else if (item == "exact") {
+        o.precisions.push_back(k::MatmulPrecision::kExact);
+      } else {
+        std::fprintf(stderr, "bad --precision %s (fast, exact)\n", item.c_str());
+        return 2;
+      }
+    }
+  }
   if (isa_s == "all") {
     o.isas = supported_isas();
   } else {
@@ -148,8 +185,8 @@ int main(int argc, char** argv) {
     }
     o.isas = {isa};
   }
-  std::printf("kernel_bench: dtype %s, runs %d (median), avx512_bf16 %s\n", dtype_name(o.dtype), o.runs,
-              cpu_features().avx512_bf16 ? "yes" : "no");
+  std::printf("kernel_bench: dtype %s, runs %d (median, %s time), avx512_bf16 %s\n", dtype_name(o.dtype), o.runs,
+              g_cpu_clock ? "CPU" : "wall", cpu_features().avx512_bf16 ? "yes" : "no");
 
   // Shapes of Qwen1.5-MoE-A2.7B: hidden 2048, dense/shared intermediate 5632, 60
   // experts of intermediate 1408.
@@ -190,61 +227,65 @@ int main(int argc, char** argv) {
     }
     const std::vector<float> x_hidden = make_activations(hidden, 7), x_dense = make_activations(dense, 8);
     std::vector<float> y(dense * n_experts);
-    std::printf("%-8s %-3s %-22s %-22s %-22s %-22s\n", "isa", "thr", "5632x2048 (up)", "2048x5632 (down)",
-                "60x1408x2048 calls", "60x1408x2048 batch");
+    std::printf("%-8s %-3s %-6s %-22s %-22s %-22s %-22s\n", "isa", "thr", "prec", "5632x2048 (up)",
+                "2048x5632 (down)", "60x1408x2048 calls", "60x1408x2048 batch");
     for (Isa isa : o.isas) {
       for (int t : o.threads) {
-        if (isa == Isa::kScalar && t > 1) continue;
-        ThreadPool pool(t);
-        k::Workspace ws;
-        const int runs = isa == Isa::kScalar ? 3 : o.runs;
-        auto layer = [&](const std::vector<std::uint8_t>& w, std::size_t rows, std::size_t cols, const float* x) {
-          k::LinearJob job;
-          job.x = x;
-          job.weight = {w.data(), o.dtype, rows, cols};
-          job.y = y.data();
-          k::linear(isa, job, &pool, &ws);
-        };
-        const double up_s = time_median(runs, [&] {
-          for (std::size_t c = 0; c < dense_copies; ++c) layer(up[c], dense, hidden, x_hidden.data());
-        });
-        const double down_s = time_median(runs, [&] {
-          for (std::size_t c = 0; c < dense_copies; ++c) layer(down[c], hidden, dense, x_dense.data());
-        });
-        const double calls_s = time_median(runs, [&] {
-          for (std::size_t e = 0; e < n_experts; ++e) {
+        for (k::MatmulPrecision precision : o.precisions) {
+          if (isa == Isa::kScalar && t > 1) continue;
+          ThreadPool pool(t);
+          k::Workspace ws;
+          const int runs = isa == Isa::kScalar ? 3 : o.runs;
+          auto layer = [&](const std::vector<std::uint8_t>& w, std::size_t rows, std::size_t cols, const float* x) {
             k::LinearJob job;
-            job.x = x_hidden.data();
-            job.weight = {experts.data() + e * expert_elements * esize, o.dtype, expert, hidden};
-            job.y = y.data() + e * expert;
-            k::linear(isa, job, &pool, &ws);
+            job.x = x;
+            job.weight = {w.data(), o.dtype, rows, cols};
+            job.y = y.data();
+            k::linear(isa, job, &pool, &ws, precision);
+          };
+          const double up_s = time_median(runs, [&] {
+            for (std::size_t c = 0; c < dense_copies; ++c) layer(up[c], dense, hidden, x_hidden.data());
+          });
+          const double down_s = time_median(runs, [&] {
+            for (std::size_t c = 0; c < dense_copies; ++c) layer(down[c], hidden, dense, x_dense.data());
+          });
+          const double calls_s = time_median(runs, [&] {
+            for (std::size_t e = 0; e < n_experts; ++e) {
+              k::LinearJob job;
+              job.x = x_hidden.data();
+              job.weight = {experts.data() + e * expert_elements * esize, o.dtype, expert, hidden};
+              job.y = y.data() + e * expert;
+              k::linear(isa, job, &pool, &ws, precision);
+            }
+          });
+          std::vector<k::LinearJob> jobs(n_experts);
+          for (std::size_t e = 0; e < n_experts; ++e) {
+            jobs[e].x = x_hidden.data();
+            jobs[e].weight = {experts.data() + e * expert_elements * esize, o.dtype, expert, hidden};
+            jobs[e].y = y.data() + e * expert;
           }
-        });
-        std::vector<k::LinearJob> jobs(n_experts);
-        for (std::size_t e = 0; e < n_experts; ++e) {
-          jobs[e].x = x_hidden.data();
-          jobs[e].weight = {experts.data() + e * expert_elements * esize, o.dtype, expert, hidden};
-          jobs[e].y = y.data() + e * expert;
+          const double batch_s =
+              time_median(runs, [&] { k::linear_batch(isa, jobs.data(), n_experts, &pool, &ws, precision); });
+          const double dense_bytes = double(dense_copies) * dense * hidden * esize;
+          const double expert_bytes = double(n_experts) * expert_elements * esize;
+          auto cell = [&](double bytes, double seconds) {
+            static char buffer[8][64];
+            static int next = 0;
+            char* b = buffer[next++ % 8];
+            const double gbs = bytes / seconds / 1e9;
+            if (read_gbs[t] > 0) {
+              std::snprintf(b, 64, "%6.1f (%.2fx)", gbs, gbs / read_gbs[t]);
+            } else {
+              std::snprintf(b, 64, "%6.1f", gbs);
+            }
+            return b;
+          };
+          std::printf("%-8s %-3d %-6s %-22s %-22s %-22s %-22s\n", isa_name(isa), t, precision_name(precision),
+                      cell(dense_bytes, up_s), cell(dense_bytes, down_s), cell(expert_bytes, calls_s),
+                      cell(expert_bytes, batch_s));
+          std::printf("%-8s %-3s %-6s per call: up %.0f us, down %.0f us, expert %.0f us\n", "", "", "",
+                      up_s / dense_copies * 1e6, down_s / dense_copies * 1e6, calls_s / n_experts * 1e6);
         }
-        const double batch_s = time_median(runs, [&] { k::linear_batch(isa, jobs.data(), n_experts, &pool, &ws); });
-        const double dense_bytes = double(dense_copies) * dense * hidden * esize;
-        const double expert_bytes = double(n_experts) * expert_elements * esize;
-        auto cell = [&](double bytes, double seconds) {
-          static char buffer[8][64];
-          static int next = 0;
-          char* b = buffer[next++ % 8];
-          const double gbs = bytes / seconds / 1e9;
-          if (read_gbs[t] > 0) {
-            std::snprintf(b, 64, "%6.1f (%.2fx)", gbs, gbs / read_gbs[t]);
-          } else {
-            std::snprintf(b, 64, "%6.1f", gbs);
-          }
-          return b;
-        };
-        std::printf("%-8s %-3d %-22s %-22s %-22s %-22s\n", isa_name(isa), t, cell(dense_bytes, up_s),
-                    cell(dense_bytes, down_s), cell(expert_bytes, calls_s), cell(expert_bytes, batch_s));
-        std::printf("%-8s %-3s per call: up %.0f us, down %.0f us, expert %.0f us\n", "", "",
-                    up_s / dense_copies * 1e6, down_s / dense_copies * 1e6, calls_s / n_experts * 1e6);
       }
     }
   }
@@ -308,12 +349,14 @@ int main(int argc, char** argv) {
       params.scale = 1.0f / std::sqrt(static_cast<float>(dim));
       for (Isa isa : o.isas) {
         for (int t : o.threads) {
-          ThreadPool pool(t);
-          const double s = time_median(isa == Isa::kScalar ? 3 : o.runs, [&] {
-            k::attention(isa, q.data(), 1, 0, context - 1, view, params, out.data(), 0, &pool);
-          });
-          std::printf("%-4s cache  %-8s threads %d: %8.1f us, %.1f GB/s of KV\n", dtype_name(cache_dtype),
-                      isa_name(isa), t, s * 1e6, bytes / s / 1e9);
+          for (k::MatmulPrecision precision : o.precisions) {
+            ThreadPool pool(t);
+            const double s = time_median(isa == Isa::kScalar ? 3 : o.runs, [&] {
+              k::attention(isa, q.data(), 1, 0, context - 1, view, params, out.data(), 0, &pool, precision);
+            });
+            std::printf("%-4s cache  %-8s %-6s threads %d: %8.1f us, %.1f GB/s of KV\n", dtype_name(cache_dtype),
+                        isa_name(isa), precision_name(precision), t, s * 1e6, bytes / s / 1e9);
+          }
         }
       }
     }

@@ -31,10 +31,19 @@ struct WeightVector {
   std::size_t size = 0;
 };
 
+// How linear layers and attention sum (the other kernels have one order only).
 enum class MatmulPrecision : std::uint8_t {
-  // F32 activations, F32 products and sums, whatever the weight dtype.
+  // F32 activations, products and sums, in the canonical order of
+  // kernels/canonical.h that every Isa path implements exactly: the same bits on
+  // scalar, AVX2, AVX-512 and NEON, for any thread count and any number of rows
+  // in a call. On AVX-512 this is also the fastest order (one 16-wide accumulator
+  // holds the 16 canonical lanes); AVX2 keeps them in 2 accumulators, NEON in 4,
+  // the scalar path in 16 floats with std::fma.
   kExact = 0,
-  // Like kExact, except that with BF16 weights, M >= 2 and a CPU with AVX512_BF16
+  // F32 activations, products and sums in each path's fastest order (one
+  // accumulator of the path's vector width; the scalar path sums in sequence): the
+  // same bits for any thread count on one path, within rounding of kExact across
+  // paths. In addition, with BF16 weights, M >= 2 and a CPU with AVX512_BF16
   // (Isa::kAvx512 only), x is rounded to BF16 (round-to-nearest-even) and the
   // products are summed by vdpbf16ps (pairs of exact BF16 x BF16 products added in
   // F32; BF16 subnormals in x or W count as zero), about 1.8x faster. Each x
@@ -42,8 +51,8 @@ enum class MatmulPrecision : std::uint8_t {
   // error is at most about 2^-9 * sum |x_k w_k| and typically far less (random
   // signs): over K = 2048 the tests measure at most 1.7e-4 * sum |x_k w_k|.
   // llama.cpp makes the same trade for BF16 weights (it rounds activations to BF16
-  // for its BF16 dot products, M = 1 included). M = 1 (decode) always runs kExact
-  // here: it is memory-bound, so exactness costs nothing.
+  // for its BF16 dot products, M = 1 included). M = 1 (decode) never rounds x:
+  // it is memory-bound, so the F32 products cost nothing.
   kFast = 1,
 };
 

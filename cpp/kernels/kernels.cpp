@@ -169,6 +169,7 @@ std::size_t plans_bytes(std::size_t count) {
 
 struct LinearContext {
   const KernelTable* table;
+  MatmulPrecision precision;
   const LinearJob* jobs;
   const JobPlan* plans;
   std::size_t count;
@@ -245,6 +246,7 @@ void run_item(const LinearContext& c, std::size_t item) {
   t.y = job.y + m0 * ldy + n0;
   t.ldy = ldy;
   t.accumulate = job.accumulate;
+  t.precision = c.precision;
 #if defined(ZIPMOE_ARCH_X86)
   if (p.kind.bf16_dot) {
     avx512bf16::linear_tile(t);
@@ -292,6 +294,7 @@ void linear_batch(Isa isa, const LinearJob* jobs, std::size_t count, ThreadPool*
 
   LinearContext c;
   c.table = &table;
+  c.precision = precision;
   c.jobs = jobs;
   c.plans = plans;
   c.count = count;
@@ -702,7 +705,7 @@ struct AttentionContext {
 
 void attention(Isa isa, const float* q, std::size_t m, std::size_t ldq, std::size_t first_position,
                const KvCacheView& cache, const AttentionParams& params, float* out, std::size_t ldo,
-               ThreadPool* pool) {
+               ThreadPool* pool, MatmulPrecision precision) {
   const KernelTable& table = table_for(isa);
   const char* f = "attention";
   check_cache(f, cache);
@@ -730,6 +733,7 @@ void attention(Isa isa, const float* q, std::size_t m, std::size_t ldq, std::siz
   c.base.first_position = first_position;
   c.base.cache = &cache;
   c.base.params = &params;
+  c.base.precision = precision;
   c.m = m;
   c.heads_per_kv = params.n_heads / cache.n_kv_heads;
   c.head_chunks = (c.heads_per_kv + kAttentionMaxHeadsPerTask - 1) / kAttentionMaxHeadsPerTask;
@@ -752,8 +756,9 @@ void attention(Isa isa, const float* q, std::size_t m, std::size_t ldq, std::siz
 }
 
 void attention(const float* q, std::size_t m, std::size_t ldq, std::size_t first_position, const KvCacheView& cache,
-               const AttentionParams& params, float* out, std::size_t ldo, ThreadPool* pool) {
-  attention(default_isa(), q, m, ldq, first_position, cache, params, out, ldo, pool);
+               const AttentionParams& params, float* out, std::size_t ldo, ThreadPool* pool,
+               MatmulPrecision precision) {
+  attention(default_isa(), q, m, ldq, first_position, cache, params, out, ldo, pool, precision);
 }
 
 }  // namespace zipmoe::kernels

@@ -10,13 +10,20 @@
 //   AVX2 / AVX-512 / NEON variants). The overload without an Isa uses
 //   default_isa() (ZIPMOE_ISA forces one); the explicit-Isa overload is for tests
 //   and benchmarks and throws InvalidArgumentError for a path this CPU lacks.
-//   Variants agree within the tolerances stated per function; element-wise
-//   conversions (convert_to_f32/convert_from_f32, kv_cache_store), RoPE and top_k
-//   are bit-identical across variants.
+// - BIT-IDENTICAL ACROSS Isa VARIANTS (and CPUs, compilers and C libraries): the
+//   norms, softmax, activations, add/scale/add_scaled, conversions,
+//   kv_cache_store, RoPE and top_k always; linear layers and attention with
+//   MatmulPrecision::kExact. Each of them follows one canonical evaluation order
+//   (kernels/canonical.h: 16 interleaved partial sums combined by halving, fma
+//   for every multiply-add, one exp polynomial) that every path implements
+//   exactly. With kFast, linear layers and attention sum in each path's fastest
+//   order and agree with kExact within the tolerances stated below. The
+//   guarantee covers inputs and intermediate results without NaN (where a NaN
+//   appears, the results are NaN or meaningless, and may differ).
 // - Functions taking a ThreadPool* run on it (null: on the caller's thread). Work
 //   is cut into pieces whose bounds depend only on the shapes, and every output
 //   element is computed by one thread in a fixed order, so results are
-//   BIT-IDENTICAL for any number of threads (not across Isa variants).
+//   BIT-IDENTICAL for any number of threads, in either precision.
 // - Nothing is allocated per call except by Workspace when it has to grow (see
 //   below); there is no global mutable state, so concurrent calls on different
 //   outputs are safe (a ThreadPool serializes concurrent parallel_for calls).
@@ -77,11 +84,11 @@ struct LinearJob {
 // gate/up projections of several experts, the down projections of several experts
 // with their own inputs. Jobs that share (x, m, ldx, K) convert their input once.
 // Jobs must not write overlapping outputs (an accumulating job must be the only
-// one writing its y). Tolerance against the scalar reference (kExact): for each
-// output, |y - y_ref| <= (16 sqrt(K) + 4) * 2^-24 * (sum_k |x_k w_k| + |bias| +
-// |y_old|); kFast: see MatmulPrecision. With kExact an output's arithmetic
-// depends only on K and the Isa: a row computed alone (M = 1) has the same bits
-// as that row inside a larger M.
+// one writing its y). kExact: bit-identical on every Isa; an output's arithmetic
+// depends only on K, so a row computed alone (M = 1) has the same bits as that row
+// inside a larger M. kFast: for each output, |y - y_exact| <= (16 sqrt(K) + 4) *
+// 2^-24 * (sum_k |x_k w_k| + |bias| + |y_old|), plus the BF16 rounding of x
+// described at MatmulPrecision where it applies.
 void linear_batch(const LinearJob* jobs, std::size_t count, ThreadPool* pool, Workspace* workspace,
                   MatmulPrecision precision = MatmulPrecision::kFast);
 void linear_batch(Isa isa, const LinearJob* jobs, std::size_t count, ThreadPool* pool, Workspace* workspace,
@@ -98,8 +105,8 @@ std::size_t linear_workspace_bytes(Isa isa, const LinearJob* jobs, std::size_t c
 
 // ---------------------------------------------------------------------------
 // Norms, over each of `rows` rows of `cols` elements (x row r at x + r * ldx, y
-// row r at y + r * ldy; y == x works in place). Single-threaded. Tolerance against
-// the reference: 1e-5 relative per element (the sum of squares is vectorized).
+// row r at y + r * ldy; y == x works in place). Single-threaded. Bit-identical on
+// every Isa (canonical sums); within 1e-5 relative of the exact formula.
 
 // y = x * (1 / sqrt(mean(x^2) + eps)) * weight  (Llama/Qwen/Mixtral RMSNorm, in
 // torch's order: normalize, then multiply by the weight). weight has cols elements.
@@ -117,9 +124,9 @@ void layer_norm(Isa isa, const float* x, std::size_t rows, std::size_t cols, std
 
 // ---------------------------------------------------------------------------
 // Element-wise and row-wise operations (single-threaded; in place when out == in).
-// Tolerance against the reference: bit-identical for add/scale/add_scaled and the
-// conversions; 1e-6 relative for functions using exp (2e-6 for softmax), which
-// the SIMD paths evaluate with a polynomial (exact 0 below -104, inf above 88.7).
+// Bit-identical on every Isa. Functions using exp evaluate canonical.h's
+// polynomial (exactly 0 below -104, inf above 88.7), within 1e-6 relative of the
+// true values (2e-6 for softmax).
 
 // Softmax of each row: y = exp(x - max) / sum(exp(x - max)). -inf entries give 0.
 void softmax(const float* x, std::size_t rows, std::size_t cols, std::size_t ldx, float* y, std::size_t ldy);
@@ -251,14 +258,17 @@ void kv_cache_store(Isa isa, const KvCacheView& cache, std::size_t first_positio
 //   out: query i at out + i * ldo, [n_heads][v_dim] floats (must not overlap q)
 // Query head h reads kv head h / (n_heads / n_kv_heads) (GQA; MHA when equal,
 // MQA when n_kv_heads = 1). Softmax in F32 with a running maximum (one pass over
-// the keys). Threads split (kv head, group of up to 8 query heads, block of 16
-// queries); results do not depend on the thread count. Tolerance against the
-// reference: 1e-5 * max|v| absolute per output element.
+// the keys, in blocks of 64). Threads split (kv head, group of up to 8 query
+// heads, block of 16 queries); results do not depend on the thread count, and a
+// query's result does not depend on the other queries of the call. kExact:
+// bit-identical on every Isa (scores as canonical dot products, canonical exp, the
+// running sum by fma, values by fma in key order). kFast: within 1e-5 * max|v|
+// absolute per output element of the exact result.
 void attention(const float* q, std::size_t m, std::size_t ldq, std::size_t first_position,
                const KvCacheView& cache, const AttentionParams& params, float* out, std::size_t ldo,
-               ThreadPool* pool);
+               ThreadPool* pool, MatmulPrecision precision = MatmulPrecision::kFast);
 void attention(Isa isa, const float* q, std::size_t m, std::size_t ldq, std::size_t first_position,
                const KvCacheView& cache, const AttentionParams& params, float* out, std::size_t ldo,
-               ThreadPool* pool);
+               ThreadPool* pool, MatmulPrecision precision = MatmulPrecision::kFast);
 
 }  // namespace zipmoe::kernels

@@ -4,7 +4,10 @@
 #include <math.h>
 
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
+#include "kernels/canonical.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels_isa.h"
 
@@ -136,6 +139,16 @@ constexpr int kLinearNR = 2;
 // 8 rows for M = 1 (8 accumulators; each widened weight is consumed at once):
 // measured faster than 4 or 6 on Zen 4.
 constexpr int kMatvecNR = 8;
+// kExact keeps each output's 16 canonical lanes in 2 accumulators. The same tiles
+// as kFast, with twice the accumulators (some spill), measured faster than
+// smaller tiles that fit the 16 registers: 3 x 2 outputs for M > 1 (4% more
+// GFLOP/s than 2 x 2), 8 rows for M = 1 (10% more GB/s than 4). Attention keeps
+// 8 heads per pass as well: as fast as kFast, where 4 heads per pass (reading K
+// and V twice) was 30% slower.
+constexpr int kExactLinearMR = 3;
+constexpr int kExactLinearNR = 2;
+constexpr int kExactMatvecNR = 8;
+constexpr int kExactAttentionHeads = 8;
 
 constexpr bool kAttentionWideTiles = false;
 

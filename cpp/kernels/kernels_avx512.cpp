@@ -3,7 +3,10 @@
 #include <math.h>
 
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
+#include "kernels/canonical.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels_isa.h"
 
@@ -147,6 +150,12 @@ constexpr int kLinearMR = 4;
 constexpr int kLinearNR = 4;
 // 8 weight rows streamed at once for M = 1.
 constexpr int kMatvecNR = 8;
+// One 16-wide accumulator holds an output's 16 canonical lanes: kExact and kFast
+// run the same kernels (kFast differs only by vdpbf16ps, avx512bf16).
+constexpr int kExactLinearMR = kLinearMR;
+constexpr int kExactLinearNR = kLinearNR;
+constexpr int kExactMatvecNR = kMatvecNR;
+constexpr int kExactAttentionHeads = 8;
 
 constexpr bool kAttentionWideTiles = true;
 

@@ -38,6 +38,8 @@ struct LinearTile {
   float* y = nullptr;            // y[i][j] at y + i * ldy + j
   std::size_t ldy = 0;
   bool accumulate = false;
+  // kExact: the canonical order (canonical.h); kFast: the path's own order.
+  MatmulPrecision precision = MatmulPrecision::kFast;
 };
 
 // Query heads [head_begin, head_end) (all reading kv head kv_head) of queries
@@ -55,6 +57,8 @@ struct AttentionTask {
   std::size_t head_end = 0;
   const KvCacheView* cache = nullptr;
   const AttentionParams* params = nullptr;
+  // kExact: the canonical order (canonical.h); kFast: the path's own order.
+  MatmulPrecision precision = MatmulPrecision::kFast;
 };
 
 // At most this many query heads per attention task (they share K/V loads).

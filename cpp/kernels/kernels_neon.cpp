@@ -1,10 +1,14 @@
 // AArch64 Advanced SIMD kernels: 4 floats per vector; tails through a
-// zero-padded copy. BF16 widens with a shift-long (SHLL), F16 with FCVTL.
+// zero-padded copy. BF16 widens with a shift-long (SHLL) or, for linear-layer
+// weights, a shift and a mask; F16 with FCVTL.
 #include <arm_neon.h>
 #include <math.h>
 
 #include <cstring>
+#include <type_traits>
+#include <utility>
 
+#include "kernels/canonical.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels_isa.h"
 
@@ -41,12 +45,20 @@ struct V {
   static F fma(F a, F b, F c) { return vfmaq_f32(c, a, b); }
   static F max(F a, F b) { return vmaxq_f32(a, b); }
   static F min(F a, F b) { return vminq_f32(a, b); }
-  // (v0 + v1) + (v2 + v3), spelled out so that hsum4 provably matches it.
+  // (v0 + v2) + (v1 + v3): the halving of canonical.h, as on the x86 paths.
   static float hsum(F v) {
-    const F p = vpaddq_f32(v, v);
-    return vgetq_lane_f32(vpaddq_f32(p, p), 0);
+    const float32x2_t h = vadd_f32(vget_low_f32(v), vget_high_f32(v));
+    return vget_lane_f32(vpadd_f32(h, h), 0);
   }
-  static void hsum4(F a, F b, F c, F d, float* out) { vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d))); }
+  // [a0 + a2, a1 + a3, b0 + b2, b1 + b3]
+  static F halves(F a, F b) {
+    return vaddq_f32(vcombine_f32(vget_low_f32(a), vget_low_f32(b)), vcombine_f32(vget_high_f32(a), vget_high_f32(b)));
+  }
+  // Four hsums through the same additions: the halves of a and b (and of c and d)
+  // are added side by side, then pairwise.
+  static void hsum4(F a, F b, F c, F d, float* out) {
+    vst1q_f32(out, vpaddq_f32(halves(a, b), halves(c, d)));
+  }
   static float hmax(F v) { return vmaxvq_f32(v); }
   static F round(F v) { return vrndnq_f32(v); }
   static F pow2_scale(F p, F n) {
@@ -82,23 +94,22 @@ struct V {
     return load_f32<D>(buffer);
   }
 
-  // 8 weights, in order.
+  // 8 weights: BF16 splits into even/odd elements (a shift and a mask of the
+  // 32-bit pairs, as on x86); F16 and F32 stay in order.
   template <DType D>
   static void load_chunk(const void* p, F& a, F& b) {
     if constexpr (D == DType::kF32) {
       const float* f = static_cast<const float*>(p);
       a = vld1q_f32(f);
       b = vld1q_f32(f + 4);
+    } else if constexpr (D == DType::kBF16) {
+      const uint32x4_t pairs = vld1q_u32(static_cast<const std::uint32_t*>(p));
+      a = vreinterpretq_f32_u32(vshlq_n_u32(pairs, 16));
+      b = vreinterpretq_f32_u32(vandq_u32(pairs, vdupq_n_u32(0xffff0000u)));
     } else {
-      const uint16x8_t h = vld1q_u16(static_cast<const std::uint16_t*>(p));
-      if constexpr (D == DType::kBF16) {
-        a = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
-        b = vreinterpretq_f32_u32(vshll_high_n_u16(h, 16));
-      } else {
-        const float16x8_t f = vreinterpretq_f16_u16(h);
-        a = vcvt_f32_f16(vget_low_f16(f));
-        b = vcvt_high_f32_f16(f);
-      }
+      const float16x8_t f = vreinterpretq_f16_u16(vld1q_u16(static_cast<const std::uint16_t*>(p)));
+      a = vcvt_f32_f16(vget_low_f16(f));
+      b = vcvt_high_f32_f16(f);
     }
   }
   template <DType D>
@@ -108,13 +119,21 @@ struct V {
     load_chunk<D>(buffer, a, b);
   }
 
-  static InputLayout input_layout(DType) { return InputLayout::kF32; }
+  static InputLayout input_layout(DType d) {
+    return d == DType::kBF16 ? InputLayout::kF32EvenOdd : InputLayout::kF32;
+  }
 };
 
 // 32 registers: 4 x 4 outputs take 16 accumulators + 8 widened weights + 2 inputs.
 constexpr int kLinearMR = 4;
 constexpr int kLinearNR = 4;
 constexpr int kMatvecNR = 8;
+// kExact keeps each output's 16 canonical lanes in 4 accumulators: 2 x 2 outputs
+// take 16 of them, M = 1 steps 4 rows, attention 4 heads per pass (16).
+constexpr int kExactLinearMR = 2;
+constexpr int kExactLinearNR = 2;
+constexpr int kExactMatvecNR = 4;
+constexpr int kExactAttentionHeads = 4;
 
 constexpr bool kAttentionWideTiles = true;
 

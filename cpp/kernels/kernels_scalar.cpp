@@ -1,14 +1,28 @@
-// The reference kernels: plain loops, F32 arithmetic in the obvious order, libm's
-// exp. Every SIMD variant is tested against these.
+// The reference kernels: plain loops. The canonical order (canonical.h) is
+// written out here lane by lane with std::fma; every SIMD variant is tested
+// against these, bit for bit where canonical.h applies. kFast's linear layers and
+// attention sum in the obvious sequential order.
 #include <cmath>
 #include <cstring>
 
+#include "kernels/canonical.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels_isa.h"
 
 namespace zipmoe::kernels::scalar {
 
 namespace {
+
+// The functions that use std::fma are also compiled for x86 CPUs with FMA and
+// picked at load time (the same arithmetic: std::fma is exact either way, but
+// without the instruction every call goes to the C library). Their helpers are
+// inlined into each copy.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define ZIPMOE_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define ZIPMOE_FMA_CLONES
+#endif
+#define ZIPMOE_INLINE inline __attribute__((always_inline))
 
 InputLayout input_layout(DType) { return InputLayout::kF32; }
 
@@ -18,18 +32,39 @@ void prepare_input(InputLayout, const float* x, std::size_t k, std::size_t k_pad
   for (std::size_t i = k; i < k_padded; ++i) o[i] = 0.0f;
 }
 
-float dot(const float* x, const void* w, DType dtype, std::size_t k) {
+template <DType D>
+ZIPMOE_INLINE float stored(const void* w, std::size_t i) {
+  return element_as_f32(w, D, i);
+}
+
+// kFast: x . w summed in order.
+template <DType D>
+ZIPMOE_INLINE float sequential_dot(const float* x, const void* w, std::size_t k) {
   float sum = 0.0f;
-  for (std::size_t i = 0; i < k; ++i) sum += x[i] * element_as_f32(w, dtype, i);
+  for (std::size_t i = 0; i < k; ++i) sum += x[i] * stored<D>(w, i);
   return sum;
 }
 
-void linear_tile(const LinearTile& t) {
-  const std::size_t row_bytes = t.k * dtype_size(t.w_dtype);
+// The canonical dot product with lane(i) = i mod 16, or (i mod 32) / 2 for `pairs`.
+template <DType D>
+ZIPMOE_INLINE float canonical_dot(const float* x, const void* w, std::size_t k, bool pairs) {
+  float lanes[kCanonicalLanes] = {};
+  for (std::size_t i = 0; i < k; ++i) {
+    const std::size_t lane = pairs ? (i % 32) / 2 : i % 16;
+    lanes[lane] = std::fma(x[i], stored<D>(w, i), lanes[lane]);
+  }
+  return combine_lanes(lanes);
+}
+
+template <DType D>
+ZIPMOE_INLINE void linear_tile_typed(const LinearTile& t) {
+  const std::size_t row_bytes = t.k * dtype_size(D);
+  const bool exact = t.precision == MatmulPrecision::kExact;
   for (std::size_t i = 0; i < t.m; ++i) {
     const float* x = static_cast<const float*>(t.x) + i * t.x_stride;
     for (std::size_t j = 0; j < t.n; ++j) {
-      float v = dot(x, static_cast<const std::uint8_t*>(t.w) + j * row_bytes, t.w_dtype, t.k);
+      const void* w = static_cast<const std::uint8_t*>(t.w) + j * row_bytes;
+      float v = exact ? canonical_dot<D>(x, w, t.k, D == DType::kBF16) : sequential_dot<D>(x, w, t.k);
       if (t.bias) v += element_as_f32(t.bias, t.bias_dtype, j);
       float* y = t.y + i * t.ldy + j;
       *y = t.accumulate ? *y + v : v;
@@ -37,21 +72,32 @@ void linear_tile(const LinearTile& t) {
   }
 }
 
-void rms_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, float eps, float* y) {
-  float sum_squares = 0.0f;
-  for (std::size_t i = 0; i < n; ++i) sum_squares += x[i] * x[i];
-  const float inverse_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(n) + eps);
+ZIPMOE_FMA_CLONES void linear_tile(const LinearTile& t) {
+  switch (t.w_dtype) {
+    case DType::kBF16: return linear_tile_typed<DType::kBF16>(t);
+    case DType::kF16: return linear_tile_typed<DType::kF16>(t);
+    default: return linear_tile_typed<DType::kF32>(t);
+  }
+}
+
+ZIPMOE_FMA_CLONES void rms_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, float eps, float* y) {
+  float lanes[kCanonicalLanes] = {};
+  for (std::size_t i = 0; i < n; ++i) lanes[i % 16] = std::fma(x[i], x[i], lanes[i % 16]);
+  const float inverse_rms = 1.0f / std::sqrt(combine_lanes(lanes) / static_cast<float>(n) + eps);
   for (std::size_t i = 0; i < n; ++i) y[i] = (x[i] * inverse_rms) * element_as_f32(weight, weight_dtype, i);
 }
 
-void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, const void* bias,
+ZIPMOE_FMA_CLONES void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_dtype, const void* bias,
                 DType bias_dtype, float eps, float* y) {
-  float sum = 0.0f;
-  for (std::size_t i = 0; i < n; ++i) sum += x[i];
-  const float mean = sum / static_cast<float>(n);
-  float sum_squares = 0.0f;
-  for (std::size_t i = 0; i < n; ++i) sum_squares += (x[i] - mean) * (x[i] - mean);
-  const float inverse_std = 1.0f / std::sqrt(sum_squares / static_cast<float>(n) + eps);
+  float lanes[kCanonicalLanes] = {};
+  for (std::size_t i = 0; i < n; ++i) lanes[i % 16] = lanes[i % 16] + x[i];
+  const float mean = combine_lanes(lanes) / static_cast<float>(n);
+  for (float& lane : lanes) lane = 0.0f;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float d = x[i] - mean;
+    lanes[i % 16] = std::fma(d, d, lanes[i % 16]);
+  }
+  const float inverse_std = 1.0f / std::sqrt(combine_lanes(lanes) / static_cast<float>(n) + eps);
   for (std::size_t i = 0; i < n; ++i) {
     float v = ((x[i] - mean) * inverse_std) * element_as_f32(weight, weight_dtype, i);
     if (bias) v += element_as_f32(bias, bias_dtype, i);
@@ -59,32 +105,33 @@ void layer_norm(const float* x, std::size_t n, const void* weight, DType weight_
   }
 }
 
-void softmax(const float* x, std::size_t n, float* y) {
+ZIPMOE_FMA_CLONES void softmax(const float* x, std::size_t n, float* y) {
   float max = -INFINITY;
   for (std::size_t i = 0; i < n; ++i) max = x[i] > max ? x[i] : max;
-  float sum = 0.0f;
+  float lanes[kCanonicalLanes] = {};
   for (std::size_t i = 0; i < n; ++i) {
-    y[i] = std::exp(x[i] - max);
-    sum += y[i];
+    y[i] = canonical_exp(x[i] - max);
+    lanes[i % 16] = lanes[i % 16] + y[i];
   }
+  const float sum = combine_lanes(lanes);
   for (std::size_t i = 0; i < n; ++i) y[i] = y[i] / sum;
 }
 
-void silu_mul(const float* gate, const float* up, float* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+ZIPMOE_FMA_CLONES void silu_mul(const float* gate, const float* up, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + canonical_exp(0.0f - gate[i])) * up[i];
 }
 
-void swiglu_oai(const float* gate, const float* up, float* out, std::size_t n, float alpha, float limit) {
+ZIPMOE_FMA_CLONES void swiglu_oai(const float* gate, const float* up, float* out, std::size_t n, float alpha, float limit) {
   for (std::size_t i = 0; i < n; ++i) {
     const float g = gate[i] < limit ? gate[i] : limit;
     const float u = up[i] < -limit ? -limit : (up[i] > limit ? limit : up[i]);
-    const float glu = g * (1.0f / (1.0f + std::exp(-(g * alpha))));
+    const float glu = g * canonical_sigmoid(g * alpha);
     out[i] = (u + 1.0f) * glu;
   }
 }
 
-void sigmoid(const float* x, float* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = 1.0f / (1.0f + std::exp(-x[i]));
+ZIPMOE_FMA_CLONES void sigmoid(const float* x, float* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = canonical_sigmoid(x[i]);
 }
 
 void add(const float* a, const float* b, float* out, std::size_t n) {
@@ -117,11 +164,15 @@ void rope(RopeStyle style, float* x, std::size_t heads, std::size_t head_stride,
 }
 
 // Online softmax (running maximum and sum, rescaled per block of keys), the
-// same algorithm as the SIMD variants, written plainly.
-void attention(const AttentionTask& t) {
+// same algorithm as the SIMD variants, written plainly; kExact follows the
+// canonical order (scores as canonical dot products, exp as canonical_exp, the
+// running sum by fma), kFast sums in order with the C library's exp.
+template <DType D, bool kExact>
+ZIPMOE_INLINE void attention_typed(const AttentionTask& t) {
   const KvCacheView& c = *t.cache;
   const AttentionParams& p = *t.params;
-  const std::size_t value_bytes = dtype_size(c.dtype);
+  const std::size_t value_bytes = dtype_size(D);
+  auto exp = [](float v) { return kExact ? canonical_exp(v) : std::exp(v); };
   float scores[kAttentionKeyBlock];
   for (std::size_t qi = t.query_begin; qi < t.query_end; ++qi) {
     const std::size_t position = t.first_position + qi;
@@ -141,17 +192,19 @@ void attention(const AttentionTask& t) {
           const std::size_t slot = (block + j) % c.capacity;
           const std::uint8_t* key = static_cast<const std::uint8_t*>(c.k) +
                                     (t.kv_head * c.k_head_stride + slot * c.k_position_stride) * value_bytes;
-          scores[j] = dot(q, key, c.dtype, c.k_dim) * p.scale;
+          const float dot = kExact ? canonical_dot<D>(q, key, c.k_dim, false) : sequential_dot<D>(q, key, c.k_dim);
+          scores[j] = dot * p.scale;
           block_max = scores[j] > block_max ? scores[j] : block_max;
         }
         const float new_max = block_max > running_max ? block_max : running_max;
-        const float correction = std::exp(running_max - new_max);
-        float block_sum = 0.0f;
+        const float correction = exp(running_max - new_max);
+        float lanes[kCanonicalLanes] = {};
         for (std::size_t j = 0; j < count; ++j) {
-          scores[j] = std::exp(scores[j] - new_max);
-          block_sum += scores[j];
+          scores[j] = exp(scores[j] - new_max);
+          lanes[kExact ? j % 16 : 0] += scores[j];
         }
-        running_sum = running_sum * correction + block_sum;
+        const float block_sum = kExact ? combine_lanes(lanes) : lanes[0];
+        running_sum = kExact ? std::fma(running_sum, correction, block_sum) : running_sum * correction + block_sum;
         running_max = new_max;
         for (std::size_t d = 0; d < c.v_dim; ++d) {
           float acc = out[d] * correction;
@@ -159,7 +212,8 @@ void attention(const AttentionTask& t) {
             const std::size_t slot = (block + j) % c.capacity;
             const void* value = static_cast<const std::uint8_t*>(c.v) +
                                 (t.kv_head * c.v_head_stride + slot * c.v_position_stride) * value_bytes;
-            acc += scores[j] * element_as_f32(value, c.dtype, d);
+            const float v = stored<D>(value, d);
+            acc = kExact ? std::fma(scores[j], v, acc) : acc + scores[j] * v;
           }
           out[d] = acc;
         }
@@ -167,6 +221,23 @@ void attention(const AttentionTask& t) {
       const float inverse_sum = 1.0f / running_sum;
       for (std::size_t d = 0; d < c.v_dim; ++d) out[d] *= inverse_sum;
     }
+  }
+}
+
+template <DType D>
+ZIPMOE_INLINE void attention_dtype(const AttentionTask& t) {
+  if (t.precision == MatmulPrecision::kExact) {
+    attention_typed<D, true>(t);
+  } else {
+    attention_typed<D, false>(t);
+  }
+}
+
+ZIPMOE_FMA_CLONES void attention(const AttentionTask& t) {
+  switch (t.cache->dtype) {
+    case DType::kBF16: return attention_dtype<DType::kBF16>(t);
+    case DType::kF16: return attention_dtype<DType::kF16>(t);
+    default: return attention_dtype<DType::kF32>(t);
   }
 }
 

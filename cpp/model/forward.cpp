@@ -387,7 +387,7 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
   attention_params_.sinks = a.sinks;
   const std::size_t keys = std::min(position + n, cache.capacity);
   kernels::attention(isa, q_, n, q_width, position, cache, attention_params_, att_, q_width,
-                     pool_for(n * keys * heads * dim * 2));
+                     pool_for(n * keys * heads * dim * 2), options_.precision);
   // x += att Wo^T + bo                                   [n, hidden]
   const bool direct = c.residual_multiplier == 1.0f;
   const kernels::LinearJob out = job(att_, n, q_width, a.output, a.output_bias, direct ? x_ : delta_, H, direct);
@@ -446,7 +446,7 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
   attention_params_.sliding_window = 0;
   attention_params_.sinks = nullptr;
   kernels::attention(isa, q_latent_, n, heads * row, position, cache, attention_params_, att_latent_, heads * rank,
-                     pool_for(n * (position + n) * heads * (row + rank)));
+                     pool_for(n * (position + n) * heads * (row + rank)), options_.precision);
   // att[:, h] = att_latent[:, h] W_v,h^T                   [n, heads * v]
   jobs_.clear();
   for (std::size_t h = 0; h < heads; ++h) {

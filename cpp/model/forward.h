@@ -21,7 +21,8 @@
 // call, and everything between them is single-threaded or split by rows), for
 // any order in which the provider delivers experts (each expert writes its own
 // rows; the weighted sum runs in a fixed order afterwards), and, with
-// MatmulPrecision::kExact, for any split of a sequence into steps.
+// MatmulPrecision::kExact, for any split of a sequence into steps and on every
+// Isa path (every kernel then follows kernels/canonical.h).
 #pragma once
 
 #include <cstddef>

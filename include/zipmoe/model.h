@@ -9,11 +9,26 @@
 // dtype they are stored in (BF16, F16, F32), bit for bit whichever codec stored
 // them; activations and sums are F32.
 //
-// Results are bit-identical for any thread count. They depend on the ISA path
-// (within the kernels' tolerances) and, with Precision::kFast, on how a sequence
-// is split into eval() calls (a step of several tokens may round activations to
-// BF16 for its matrix products, a single-token step never does); with
-// Precision::kExact, eval() in pieces gives exactly the logits of one call.
+// Reproducibility. With either precision, logits are bit-identical for any
+// thread count, memory budget, cache policy, tier set, codec and I/O mode on one
+// machine and ISA path. Precision::kExact adds two guarantees:
+//   - the same bits on every ISA path (scalar, AVX2, AVX-512, NEON) and every
+//     machine and build: every kernel follows one canonical evaluation order
+//     (cpp/kernels/canonical.h) that each path implements exactly, using neither
+//     the C library's exp nor compiler-chosen fmas;
+//   - a token's logits do not depend on how the sequence is split into eval()
+//     calls (how many tokens share its step).
+// So with kExact a seed samples the same text everywhere. Two caveats, both
+// outside the kernels: the RoPE tables are built at load from the C library's
+// double-precision cos, sin, pow and log, rounded to float (they agree between
+// C libraries unless a value lies within about 2^-29 of a float rounding
+// boundary), and the sampler's exp (zipmoe/sampler.h). Results involving NaN are
+// not covered.
+// Precision::kFast lets each ISA path sum in its own fastest order (the last
+// bits of logits then differ between paths) and, on CPUs with AVX512_BF16, rounds
+// activations to BF16 for the BF16 matrix products of multi-token steps (so a
+// prompt in one call and in pieces differ in the last bits). Either difference can
+// change a sampled token where two candidates are nearly tied.
 // PhiMoE always runs as kExact (its sparsemixer router thresholds logits, which
 // rounded activations would cross).
 //
@@ -46,10 +61,11 @@
 
 namespace zipmoe {
 
-// How matrix products treat activations (see MatmulPrecision in the kernels).
+// How matrix products and attention sum (see the top of this file and
+// MatmulPrecision in the kernels).
 enum class Precision : std::uint8_t {
-  kFast = 0,   // BF16 x BF16 dot products for multi-token steps where the CPU has them (AVX512_BF16)
-  kExact = 1,  // always F32 activations and products
+  kFast = 0,   // each ISA path's fastest order; BF16 dot products for multi-token steps on AVX512_BF16
+  kExact = 1,  // F32 in one canonical order: the same bits on every ISA path and machine
 };
 // "fast", "exact".
 const char* precision_name(Precision precision);

@@ -38,7 +38,8 @@
 // use the C library's exp(), which is not correctly rounded everywhere, so a
 // draw landing within an ulp of a boundary (odds about 1e-15 per token) could
 // differ between C libraries. The logits themselves may differ in the last
-// bits between ISA paths (see zipmoe/model.h).
+// bits between ISA paths with Precision::kFast, never with kExact (see
+// zipmoe/model.h).
 //
 // Errors: invalid options throw InvalidArgumentError from the constructor;
 // logits with a NaN or +inf, or with no finite value, and history ids outside

@@ -12,7 +12,7 @@ import warnings
 
 from . import _checks
 from . import _core
-from ._names import CACHE_POLICIES, CODECS, IO_MODES
+from ._names import CACHE_POLICIES, CODECS, IO_MODES, PRECISIONS
 
 
 def _thread_count(text: str) -> int:
@@ -328,7 +328,8 @@ def _load_for_generation(args: argparse.Namespace):
 
     path = args.model if args.model is not None else default_model_path()
     return load(path, threads=args.threads, max_context=args.max_context, memory_budget=args.memory_budget,
-                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch, batch=args.batch)
+                io=args.io, cache_policy=args.cache_policy, prefetch=not args.no_prefetch, batch=args.batch,
+                precision=args.precision)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -533,6 +534,8 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-policy", choices=CACHE_POLICIES, default="affinity",
                    help="expert cache policy (with --memory-budget)")
     g.add_argument("--no-prefetch", action="store_true", help="no gate-ahead prefetch of the next layer's experts")
+    g.add_argument("--precision", choices=PRECISIONS, default="fast",
+                   help="exact: the same bits (and, with --seed, the same text) on every CPU and ISA path")
     g = p.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true",
                    help="print prompt and generation tokens/s on stderr after each answer")

@@ -21,8 +21,8 @@ Text generation (the tokenizer and chat template come from the container's metad
     model = zipmoe.load()                        # the built-in default model (default_model_path())
 
 The engine is native (cpp/model); calls release the GIL. Results are bit-identical
-for any thread count. See include/zipmoe/model.h for the guarantees on ISA paths
-and precision.
+for any thread count; with precision="exact" also on every ISA path and machine.
+See include/zipmoe/model.h for the guarantees.
 
 One use at a time: a Model holds one sequence (KV cache, token history), so
 logits(), eval(), reset() and generate() each take it for their whole run, a
@@ -772,8 +772,9 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     max_context: positions of the KV cache (None: min(max_position_embeddings, 4096)); beyond
         max_position_embeddings (the length the model was trained for) it warns.
     isa: force a kernel path ("scalar", "avx2", "avx512", "neon"); None: ZIPMOE_ISA or the best.
-    precision: "fast" (BF16 dot products for multi-token steps where the CPU has them) or
-        "exact" (F32 throughout; eval() in pieces then equals one logits() call bit for bit).
+    precision: "fast" (each kernel path's fastest summation order, BF16 dot products for multi-token
+        steps where the CPU has them) or "exact" (F32 in one canonical order: the same bits on every
+        kernel path and machine, and eval() in pieces equals one logits() call bit for bit).
     kv_cache_dtype: "f32", "bf16" or "f16".
     batch: most tokens per forward step when prefilling (None: 256).
     io: how the container is read ("pread", "direct" = O_DIRECT, "mmap"), at load and

@@ -13,6 +13,7 @@
 #include "common/cpu_features.h"
 #include "kernels/float_convert.h"
 #include "kernels/kernels.h"
+#include "golden.h"
 #include "test_framework.h"
 
 using zipmoe::DType;
@@ -791,7 +792,9 @@ struct AttentionData {
   std::vector<float> k_values, v_values;  // [position][kv head][dim], as stored (rounded)
 };
 
-AttentionData make_attention_data(const AttentionCase& c) {
+using FloatSource = std::vector<float> (*)(std::size_t n, std::uint32_t seed, float sigma);
+
+AttentionData make_attention_data(const AttentionCase& c, FloatSource floats = &random_floats) {
   AttentionData d;
   const std::size_t total = c.first_position + c.m;
   const std::size_t element = zipmoe::dtype_size(c.dtype);
@@ -803,8 +806,8 @@ AttentionData make_attention_data(const AttentionCase& c) {
     d.view.v_head_stride = d.view.k_head_stride;
     d.view.v_position_stride = d.view.k_position_stride;
   }
-  const std::vector<float> keys = random_floats(total * c.n_kv_heads * c.k_dim, 21);
-  const std::vector<float> values = random_floats(total * c.n_kv_heads * c.v_dim, 22, 3.0f);
+  const std::vector<float> keys = floats(total * c.n_kv_heads * c.k_dim, 21, 1.0f);
+  const std::vector<float> values = floats(total * c.n_kv_heads * c.v_dim, 22, 3.0f);
   // Store position by position, in chunks the way a model would (prefill then decode).
   for (std::size_t p = 0; p < total; ++p) {
     k::kv_cache_store(Isa::kScalar, d.view, p, 1, keys.data() + p * c.n_kv_heads * c.k_dim, 0,
@@ -825,8 +828,8 @@ AttentionData make_attention_data(const AttentionCase& c) {
       }
     }
   }
-  d.q = random_floats(c.m * c.n_heads * c.k_dim, 23);
-  d.sinks = random_floats(c.n_heads, 24, 2.0f);
+  d.q = floats(c.m * c.n_heads * c.k_dim, 23, 1.0f);
+  d.sinks = floats(c.n_heads, 24, 2.0f);
   return d;
 }
 
@@ -894,15 +897,17 @@ ZTEST(kernels_attention_matches_naive_on_every_isa) {
     for (float v : d.v_values) max_value = larger(max_value, std::fabs(v));
     const k::AttentionParams params = params_for(c, d);
     for (Isa isa : zipmoe::supported_isas()) {
-      std::vector<float> out(c.m * c.n_heads * c.v_dim, NAN);
-      k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, nullptr);
-      double worst = 0;
-      for (std::size_t i = 0; i < out.size(); ++i) worst = larger(worst, std::fabs(out[i] - want[i]));
-      if (!(worst <= 1e-5 * max_value)) {
-        std::fprintf(stderr, "  %s [%s]: max error %.3g (max |v| %.3g)\n", c.name, zipmoe::isa_name(isa), worst,
-                     max_value);
+      for (k::MatmulPrecision precision : {k::MatmulPrecision::kFast, k::MatmulPrecision::kExact}) {
+        std::vector<float> out(c.m * c.n_heads * c.v_dim, NAN);
+        k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, nullptr, precision);
+        double worst = 0;
+        for (std::size_t i = 0; i < out.size(); ++i) worst = larger(worst, std::fabs(out[i] - want[i]));
+        if (!(worst <= 1e-5 * max_value)) {
+          std::fprintf(stderr, "  %s [%s]: max error %.3g (max |v| %.3g)\n", c.name, zipmoe::isa_name(isa), worst,
+                       max_value);
+        }
+        ZCHECK(worst <= 1e-5 * max_value);
       }
-      ZCHECK(worst <= 1e-5 * max_value);
     }
   }
 }
@@ -913,23 +918,25 @@ ZTEST(kernels_attention_is_bit_identical_for_1_2_3_threads_and_per_query) {
     const k::AttentionParams params = params_for(c, d);
     const std::size_t row = c.n_heads * c.v_dim;
     for (Isa isa : zipmoe::supported_isas()) {
-      std::vector<float> first;
-      for (int threads : {1, 2, 3}) {
-        zipmoe::ThreadPool pool(threads);
-        std::vector<float> out(c.m * row);
-        k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, &pool);
-        if (threads == 1) {
-          first = out;
-        } else {
-          ZCHECK(same_bits(first, out));
+      for (k::MatmulPrecision precision : {k::MatmulPrecision::kFast, k::MatmulPrecision::kExact}) {
+        std::vector<float> first;
+        for (int threads : {1, 2, 3}) {
+          zipmoe::ThreadPool pool(threads);
+          std::vector<float> out(c.m * row);
+          k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, &pool, precision);
+          if (threads == 1) {
+            first = out;
+          } else {
+            ZCHECK(same_bits(first, out));
+          }
         }
-      }
-      // A query computed alone (decode) equals the same query in a prefill batch.
-      for (std::size_t i = 0; i < c.m; i += 4) {
-        std::vector<float> one(row);
-        k::attention(isa, d.q.data() + i * c.n_heads * c.k_dim, 1, 0, c.first_position + i, d.view, params,
-                     one.data(), 0, nullptr);
-        ZCHECK(std::memcmp(one.data(), first.data() + i * row, row * sizeof(float)) == 0);
+        // A query computed alone (decode) equals the same query in a prefill batch.
+        for (std::size_t i = 0; i < c.m; i += 4) {
+          std::vector<float> one(row);
+          k::attention(isa, d.q.data() + i * c.n_heads * c.k_dim, 1, 0, c.first_position + i, d.view, params,
+                       one.data(), 0, nullptr, precision);
+          ZCHECK(std::memcmp(one.data(), first.data() + i * row, row * sizeof(float)) == 0);
+        }
       }
     }
   }
@@ -978,4 +985,291 @@ ZTEST(kernels_kv_cache_store_places_and_rounds_values) {
       }
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// MatmulPrecision::kExact and the always-canonical kernels: the same bits on
+// every path (here: every path this machine runs), and the same bits as x86's
+// scalar path (golden values; the aarch64 build runs these under qemu in CI).
+
+namespace {
+
+// Rows with values that probe exp's extremes (underflow to 0, subnormal results,
+// overflow) between ordinary ones.
+std::vector<float> rows_with_extremes(std::size_t n, std::uint32_t seed) {
+  std::vector<float> v = random_floats(n, seed, 3.0f);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i % 7 == 3) v[i] = -86.5f - static_cast<float>(i % 19);  // exp in the subnormal range, then 0
+    if (i % 11 == 5) v[i] = 80.0f + static_cast<float>(i % 10);   // large, some beyond exp's range
+  }
+  return v;
+}
+
+bool report_differs(const char* what, Isa isa, std::size_t n, const std::vector<float>& got,
+                    const std::vector<float>& want) {
+  if (same_bits(got, want)) return false;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+      std::fprintf(stderr, "  %s n=%zu [%s]: element %zu is %.9g, scalar %.9g\n", what, n, zipmoe::isa_name(isa), i,
+                   got[i], want[i]);
+      break;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+ZTEST(kernels_exact_linear_is_bit_identical_on_every_isa_and_any_row_count) {
+  zipmoe::ThreadPool pool(3);
+  k::Workspace ws;
+  const std::size_t ms[] = {1, 2, 3, 5, 13};
+  const std::size_t ns[] = {1, 3, 9, 17};
+  const std::size_t ks[] = {1, 2, 7, 8, 15, 16, 17, 31, 32, 33, 47, 48, 63, 65, 100, 129, 257};
+  int failures = 0;
+  for (DType dtype : kDTypes) {
+    for (std::size_t m : ms) {
+      for (std::size_t n : ns) {
+        for (std::size_t kdim : ks) {
+          const bool bias = (m + n + kdim) % 2 == 1;
+          const LinearCase c{m, n, kdim, dtype, bias, kDTypes[(n + kdim) % 3], m % 2 == 1, kdim % 3, n % 2};
+          const LinearData d = make_linear_data(c, static_cast<std::uint32_t>(m * 7919 + n * 131 + kdim));
+          std::vector<float> want = d.y0;
+          k::linear(Isa::kScalar, make_job(c, d, want.data()), nullptr, &ws, k::MatmulPrecision::kExact);
+          for (Isa isa : zipmoe::supported_isas()) {
+            std::vector<float> y = d.y0;
+            k::linear(isa, make_job(c, d, y.data()), kdim % 2 ? &pool : nullptr, &ws, k::MatmulPrecision::kExact);
+            if (report_differs(zipmoe::dtype_name(dtype), isa, kdim, y, want) && failures++ < 5) {
+              std::fprintf(stderr, "    (linear m=%zu n=%zu k=%zu)\n", m, n, kdim);
+            }
+            // The last row alone gives the bits it has inside the call.
+            LinearCase one = c;
+            one.m = 1;
+            LinearData row = d;
+            row.x.assign(d.x.end() - d.ldx, d.x.end());
+            row.y0.assign(d.y0.end() - d.ldy, d.y0.end());
+            std::vector<float> alone = row.y0;
+            k::linear(isa, make_job(one, row, alone.data()), nullptr, &ws, k::MatmulPrecision::kExact);
+            ZCHECK(std::memcmp(alone.data(), want.data() + (m - 1) * d.ldy, n * sizeof(float)) == 0);
+          }
+        }
+      }
+    }
+  }
+  ZCHECK_EQ(failures, 0);
+}
+
+ZTEST(kernels_exact_linear_blocks_and_threads_give_the_scalar_bits) {
+  // Shapes spanning several work items and register tiles, on 1 to 3 threads.
+  k::Workspace ws;
+  const LinearCase cases[] = {
+      {37, 150, 1000, DType::kBF16, true, DType::kF32, false, 0, 3},
+      {1, 700, 333, DType::kF16, false, DType::kF32, true, 1, 0},
+      {9, 64, 2049, DType::kF32, true, DType::kBF16, false, 0, 0},
+  };
+  for (const LinearCase& c : cases) {
+    const LinearData d = make_linear_data(c, static_cast<std::uint32_t>(c.kdim));
+    std::vector<float> want = d.y0;
+    k::linear(Isa::kScalar, make_job(c, d, want.data()), nullptr, &ws, k::MatmulPrecision::kExact);
+    for (Isa isa : zipmoe::supported_isas()) {
+      for (int threads : {1, 2, 3}) {
+        zipmoe::ThreadPool pool(threads);
+        std::vector<float> y = d.y0;
+        k::linear(isa, make_job(c, d, y.data()), &pool, &ws, k::MatmulPrecision::kExact);
+        ZCHECK(!report_differs(zipmoe::dtype_name(c.dtype), isa, c.kdim, y, want));
+      }
+    }
+  }
+}
+
+ZTEST(kernels_norms_softmax_and_activations_are_bit_identical_on_every_isa) {
+  const std::size_t lengths[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100, 1000, 2049};
+  for (std::size_t n : lengths) {
+    const std::vector<float> a = rows_with_extremes(n, static_cast<std::uint32_t>(n) + 100);
+    const std::vector<float> b = random_floats(n, static_cast<std::uint32_t>(n) + 200, 4.0f);
+    const std::vector<float> x = random_floats(2 * n, static_cast<std::uint32_t>(n) + 300, 2.0f);
+    std::vector<float> logits = a;
+    for (std::size_t i = 1; i < n; i += 9) logits[i] = -INFINITY;
+    const DType dtype = kDTypes[n % 3];
+    const Stored w = store_as(dtype, random_floats(n, 11, 1.0f));
+    const Stored bias = store_as(kDTypes[(n + 1) % 3], random_floats(n, 12, 1.0f));
+    const k::WeightVector wv{w.bytes.data(), dtype, n}, bv{bias.bytes.data(), bias.dtype, n};
+    auto run = [&](Isa isa) {
+      std::vector<std::vector<float>> out(7, std::vector<float>(2 * n));
+      k::rms_norm(isa, x.data(), 2, n, n, wv, 1e-6f, out[0].data(), n);
+      k::layer_norm(isa, x.data(), 2, n, n, wv, n % 2 ? bv : k::WeightVector{}, 1e-5f, out[1].data(), n);
+      k::softmax(isa, logits.data(), 1, n, 0, out[2].data(), 0);
+      k::silu_mul(isa, a.data(), b.data(), out[3].data(), n);
+      k::swiglu_oai(isa, a.data(), b.data(), out[4].data(), n, 1.702f, 7.0f);
+      k::sigmoid(isa, a.data(), out[5].data(), n);
+      out[6] = a;
+      k::softmax(isa, out[6].data(), 1, n, 0, out[6].data(), 0);  // in place
+      return out;
+    };
+    const auto want = run(Isa::kScalar);
+    const char* names[] = {"rms_norm",   "layer_norm", "softmax", "silu_mul",
+                           "swiglu_oai", "sigmoid",    "softmax in place"};
+    for (Isa isa : zipmoe::supported_isas()) {
+      const auto got = run(isa);
+      for (int f = 0; f < 7; ++f) ZCHECK(!report_differs(names[f], isa, n, got[f], want[f]));
+    }
+  }
+}
+
+ZTEST(kernels_exp_is_close_to_libm_over_its_whole_range) {
+  // The canonical exp, probed through public functions: softmax({0, x}) holds
+  // e^x / (1 + e^x) (subnormal results included), sigmoid(-x) = 1 / (1 + e^x).
+  for (float x = -120.0f; x <= 0.0f; x += 0.37f) {
+    const float row[2] = {0.0f, x};
+    float p[2];
+    k::softmax(Isa::kScalar, row, 1, 2, 0, p, 0);
+    const double e = std::exp(double(x));
+    ZCHECK(close_relative(p[1], e / (1.0 + e), 2e-6, 0x1p-149));
+  }
+  for (float x = 0.0f; x <= 85.0f; x += 0.37f) {
+    const float minus = -x;
+    float out;
+    k::sigmoid(Isa::kScalar, &minus, &out, 1);
+    ZCHECK(close_relative(out, 1.0 / (1.0 + std::exp(double(x))), 2e-6));
+  }
+  // Below -104 (and -inf) exactly 0; e^88.5 is finite, e^88.8 overflows.
+  const float row[3] = {0.0f, -104.5f, -INFINITY};
+  float p[3];
+  k::softmax(Isa::kScalar, row, 1, 3, 0, p, 0);
+  ZCHECK_EQ(p[0], 1.0f);
+  ZCHECK_EQ(p[1], 0.0f);
+  ZCHECK_EQ(p[2], 0.0f);
+  const float big[2] = {-88.5f, -88.8f};
+  float s[2];
+  k::sigmoid(Isa::kScalar, big, s, 2);
+  ZCHECK(s[0] > 0.0f);
+  ZCHECK_EQ(s[1], 0.0f);
+}
+
+ZTEST(kernels_exact_attention_is_bit_identical_on_every_isa) {
+  for (const AttentionCase& c : kAttentionCases) {
+    const AttentionData d = make_attention_data(c);
+    const k::AttentionParams params = params_for(c, d);
+    std::vector<float> want(c.m * c.n_heads * c.v_dim);
+    k::attention(Isa::kScalar, d.q.data(), c.m, 0, c.first_position, d.view, params, want.data(), 0, nullptr,
+                 k::MatmulPrecision::kExact);
+    zipmoe::ThreadPool pool(3);
+    for (Isa isa : zipmoe::supported_isas()) {
+      std::vector<float> out(want.size());
+      k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, &pool,
+                   k::MatmulPrecision::kExact);
+      ZCHECK(!report_differs(c.name, isa, c.m, out, want));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Golden values
+
+namespace {
+
+const ztest::GoldenEntry kKernelGolden[] = {
+#include "golden/exact_kernels.inc"
+};
+
+std::vector<float> golden_floats(std::size_t n, std::uint32_t seed, float scale) {
+  return ztest::golden_floats(n, seed, scale);
+}
+
+void golden_linear_cases(Isa isa, ztest::GoldenSet* golden) {
+  struct Shape {
+    std::size_t m, n, k;
+    bool bias, accumulate;
+  };
+  const Shape shapes[] = {{3, 5, 1, false, false},  {2, 7, 31, true, false}, {1, 9, 33, false, true},
+                          {5, 3, 100, true, true},  {1, 4, 257, true, false}, {17, 6, 70, false, false}};
+  zipmoe::ThreadPool pool(2);
+  k::Workspace ws;
+  std::uint32_t seed = 1;
+  for (DType dtype : kDTypes) {
+    for (const Shape& s : shapes) {
+      const Stored w = store_as(dtype, golden_floats(s.n * s.k, seed++, 0.125f));
+      const Stored bias = store_as(DType::kBF16, golden_floats(s.n, seed++, 0.5f));
+      std::vector<float> x = golden_floats(s.m * s.k, seed++, 2.0f);
+      x[0] = 0x1p-140f;  // a subnormal input: no path may flush it
+      std::vector<float> y = golden_floats(s.m * s.n, seed++, 1.0f);
+      k::LinearJob job;
+      job.x = x.data();
+      job.m = s.m;
+      job.weight = {w.bytes.data(), dtype, s.n, s.k};
+      if (s.bias) job.bias = {bias.bytes.data(), DType::kBF16, s.n};
+      job.y = y.data();
+      job.accumulate = s.accumulate;
+      k::linear(isa, job, s.m > 4 ? &pool : nullptr, &ws, k::MatmulPrecision::kExact);
+      golden->check(isa,
+                    std::string("linear ") + zipmoe::dtype_name(dtype) + " " + std::to_string(s.m) + "x" +
+                        std::to_string(s.n) + "x" + std::to_string(s.k),
+                    y);
+    }
+  }
+}
+
+void golden_row_cases(Isa isa, ztest::GoldenSet* golden) {
+  std::uint32_t seed = 100;
+  for (std::size_t n : {1, 17, 100}) {
+    const DType dtype = kDTypes[n % 3];
+    const std::vector<float> x = golden_floats(2 * n, seed++, 4.0f);
+    const Stored w = store_as(dtype, golden_floats(n, seed++, 1.0f));
+    const Stored bias = store_as(DType::kF16, golden_floats(n, seed++, 1.0f));
+    const k::WeightVector wv{w.bytes.data(), dtype, n}, bv{bias.bytes.data(), DType::kF16, n};
+    std::vector<float> y(2 * n);
+    k::rms_norm(isa, x.data(), 2, n, n, wv, 1e-6f, y.data(), n);
+    golden->check(isa, "rms_norm " + std::to_string(n), y);
+    k::layer_norm(isa, x.data(), 2, n, n, wv, bv, 1e-5f, y.data(), n);
+    golden->check(isa, "layer_norm " + std::to_string(n), y);
+  }
+  for (std::size_t n : {3, 17, 100}) {
+    // Differences down to -120: exp results in the subnormal range and exact zeros.
+    std::vector<float> logits = golden_floats(n, seed++, 60.0f);
+    logits[1] = -INFINITY;
+    std::vector<float> p(n);
+    k::softmax(isa, logits.data(), 1, n, 0, p.data(), 0);
+    golden->check(isa, "softmax " + std::to_string(n), p);
+  }
+  const std::size_t n = 45;
+  const std::vector<float> gate = golden_floats(n, seed++, 100.0f), up = golden_floats(n, seed++, 8.0f);
+  std::vector<float> out(n);
+  k::silu_mul(isa, gate.data(), up.data(), out.data(), n);
+  golden->check(isa, "silu_mul", out);
+  k::swiglu_oai(isa, gate.data(), up.data(), out.data(), n, 1.702f, 7.0f);
+  golden->check(isa, "swiglu_oai", out);
+  k::sigmoid(isa, gate.data(), out.data(), n);
+  golden->check(isa, "sigmoid", out);
+  // RoPE on a given cos/sin table (the table itself comes from the C library's
+  // cos/sin in double precision, rounded to float; see rope_cos_sin).
+  for (k::RopeStyle style : {k::RopeStyle::kNeox, k::RopeStyle::kInterleaved}) {
+    std::vector<float> v = golden_floats(2 * 3 * 10, seed++, 2.0f);
+    const std::vector<float> table = golden_floats(2 * 8, seed++, 1.0f);
+    k::rope_apply(isa, style, v.data(), 2, 30, 3, 10, 8, table.data());
+    golden->check(isa, style == k::RopeStyle::kNeox ? "rope neox" : "rope interleaved", v);
+  }
+}
+
+void golden_attention_cases(Isa isa, ztest::GoldenSet* golden) {
+  zipmoe::ThreadPool pool(2);
+  for (const AttentionCase& c : kAttentionCases) {
+    const AttentionData d = make_attention_data(c, &golden_floats);
+    const k::AttentionParams params = params_for(c, d);
+    std::vector<float> out(c.m * c.n_heads * c.v_dim);
+    k::attention(isa, d.q.data(), c.m, 0, c.first_position, d.view, params, out.data(), 0, &pool,
+                 k::MatmulPrecision::kExact);
+    golden->check(isa, std::string("attention ") + c.name, out);
+  }
+}
+
+}  // namespace
+
+ZTEST(golden_exact_kernels_give_the_x86_scalar_bits_on_every_path) {
+  ztest::GoldenSet golden("exact_kernels.inc", kKernelGolden, sizeof(kKernelGolden) / sizeof(kKernelGolden[0]));
+  for (Isa isa : zipmoe::supported_isas()) {
+    golden_linear_cases(isa, &golden);
+    golden_row_cases(isa, &golden);
+    golden_attention_cases(isa, &golden);
+  }
+  golden.finish();
 }

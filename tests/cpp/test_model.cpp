@@ -23,6 +23,7 @@
 #include "common/memory_ledger.h"
 #include "format/container_file.h"
 #include "model/config.h"
+#include "golden.h"
 #include "test_data.h"
 #include "test_framework.h"
 #include "zipmoe/container.h"
@@ -69,14 +70,18 @@ struct ModelSpec {
   std::vector<TensorSpec> tensors;
 };
 
-std::vector<std::uint8_t> random_tensor(const TensorSpec& t, std::uint32_t seed) {
+// Normal values (the C library's log inside std::normal_distribution), or with
+// `golden` uniform ones from an integer generator: the same bits on every platform.
+std::vector<std::uint8_t> random_tensor(const TensorSpec& t, std::uint32_t seed, bool golden) {
   std::size_t n = 1;
   for (std::uint64_t d : t.shape) n *= d;
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
+  ztest::GoldenRandom uniform(seed);
   std::vector<std::uint8_t> out(n * dtype_size(t.dtype));
   for (std::size_t i = 0; i < n; ++i) {
-    const float v = t.norm ? 1.0f + 0.1f * normal(rng) : 0.15f * normal(rng);
+    const float r = golden ? uniform.uniform(1.75f) : normal(rng);
+    const float v = t.norm ? 1.0f + 0.1f * r : 0.15f * r;
     if (t.dtype == DType::kF32) {
       std::memcpy(out.data() + 4 * i, &v, 4);
     } else if (t.dtype == DType::kBF16) {
@@ -105,11 +110,11 @@ std::vector<std::uint8_t> random_tensor(const TensorSpec& t, std::uint32_t seed)
   return out;
 }
 
-void write_model(const ModelSpec& spec, const std::string& path, Codec codec) {
+void write_model(const ModelSpec& spec, const std::string& path, Codec codec, bool golden = false) {
   ContainerWriter writer(path, spec.metadata);
   std::uint32_t seed = 1;
   for (const TensorSpec& t : spec.tensors) {
-    const std::vector<std::uint8_t> data = random_tensor(t, seed++);
+    const std::vector<std::uint8_t> data = random_tensor(t, seed++, golden);
     writer.add_tensor(t.name, data.data(), t.dtype, t.shape, t.role, codec);
   }
   writer.finish();
@@ -445,6 +450,66 @@ ZTEST(model_every_isa_path_agrees_with_scalar) {
     }
     ::unlink(path.c_str());
   }
+}
+
+ZTEST(model_exact_logits_are_bit_identical_on_every_isa_path_and_step_split) {
+  // Precision::kExact: every path gives the scalar path's bits, for any thread
+  // count, and a token's logits do not depend on how many tokens share its step.
+  ModelDir dir;
+  for (const ModelSpec& spec : {qwen3_like(), deepseek_like()}) {
+    const std::string path = dir.file("m.zmoe");
+    write_model(spec, path, Codec::kAuto);
+    const std::vector<std::int32_t> prompt = tokens(19, 4);
+    const std::vector<float> scalar = Model::load(path, options(1, Precision::kExact, Isa::kScalar)).logits(prompt);
+    for (Isa isa : supported_isas()) {
+      for (int threads : {1, 3}) {
+        Model model = Model::load(path, options(threads, Precision::kExact, isa));
+        const std::vector<float> logits = model.logits(prompt);
+        if (logits != scalar) {
+          std::fprintf(stderr, "    %s, %d threads: exact logits differ from scalar (max diff %g)\n", isa_name(isa),
+                       threads, max_diff(logits, scalar));
+        }
+        ZCHECK(logits == scalar);
+        // Token by token: each step holds one token.
+        model.reset();
+        std::vector<float> single;
+        for (std::int32_t token : prompt) {
+          const std::vector<float> out = model.eval({token});
+          single.insert(single.end(), out.begin(), out.end());
+        }
+        ZCHECK(single == scalar);
+      }
+    }
+    ::unlink(path.c_str());
+  }
+}
+
+const ztest::GoldenEntry kModelGolden[] = {
+#include "golden/exact_model.inc"
+};
+
+ZTEST(golden_exact_model_logits_give_the_x86_scalar_bits_on_every_path) {
+  // Whole models (grouped attention with q/k norms and a MoE layer; latent
+  // attention with a shared expert and group-limited routing) with weights that
+  // are the same bits everywhere: their exact-mode logits, against x86's scalar path.
+  ztest::GoldenSet golden("exact_model.inc", kModelGolden, sizeof(kModelGolden) / sizeof(kModelGolden[0]));
+  ModelDir dir;
+  const std::pair<const char*, ModelSpec> specs[] = {{"qwen3_moe", qwen3_like()}, {"deepseek_v2", deepseek_like()}};
+  for (const auto& [name, spec] : specs) {
+    const std::string path = dir.file("golden.zmoe");
+    write_model(spec, path, Codec::kHuffman, true);
+    const std::vector<std::int32_t> prompt = tokens(13, 11);
+    for (Isa isa : supported_isas()) {
+      for (DType kv : {DType::kF32, DType::kBF16}) {
+        ModelOptions o = options(2, Precision::kExact, isa);
+        o.kv_cache_dtype = kv;
+        Model model = Model::load(path, o);
+        golden.check(isa, std::string(name) + " kv " + dtype_name(kv), model.logits(prompt));
+      }
+    }
+    ::unlink(path.c_str());
+  }
+  golden.finish();
 }
 
 ZTEST(model_reports_memory_and_rejects_bad_input) {

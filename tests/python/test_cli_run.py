@@ -101,6 +101,22 @@ def test_load_options_and_stats(model_path):
         assert zipmoe_cli("run", model_path, "-p", "x", "-n", 2, "--io", io, "--cache-policy", "lru").returncode == 0
 
 
+def test_run_precision_exact_gives_the_same_text_on_every_isa_path():
+    # The built-in model with a seed whose text differed between ZIPMOE_ISA=scalar and avx2 before exact mode
+    # was made the same bits on every path.
+    args = ("run", "-p", "KING.\n", "-n", 48, "--temp", 1.0, "--seed", 26, "--threads", 1, "--precision", "exact")
+    outputs = {}
+    for isa in zipmoe.available_isas():
+        result = zipmoe_cli(*args, env_extra={"ZIPMOE_ISA": isa})
+        assert result.returncode == 0, result.stderr
+        outputs[isa] = result.stdout
+    assert len(set(outputs.values())) == 1, outputs
+    expected = zipmoe.load(threads=1, precision="exact").generate("KING.\n", max_new_tokens=48, temperature=1.0,
+                                                                   seed=26)
+    assert outputs["scalar"] == expected + "\n"
+    assert zipmoe_cli("run", "-p", "x", "--precision", "sloppy").returncode == 2
+
+
 def test_chat_over_piped_stdin_answers_each_line_and_exits_on_eof(model_path):
     result = zipmoe_cli("chat", model_path, "-n", 5, "--seed", 2, "--verbose", stdin="hello there\nhow are you\n")
     assert result.returncode == 0, result.stderr

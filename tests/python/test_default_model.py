@@ -2,6 +2,7 @@
 Shakespeare, not noise. The passage scored here is from Twelfth Night, a play held out of its training data
 (tools/train_tiny_moe.py, docs/DEFAULT_MODEL.md)."""
 
+import json
 import math
 import os
 import subprocess
@@ -96,3 +97,37 @@ def test_cli_run_without_a_model():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip()) > 20
+
+
+EXACT_RUN = """
+import hashlib, json, sys
+import zipmoe
+model = zipmoe.load(threads=int(sys.argv[1]), precision="exact")
+ids = model.tokenize("ROMEO.\\nBut soft, what light through yonder window breaks?")
+logits = model.logits(ids)
+# Seeds where, before exact mode was made canonical, scalar, AVX2 and AVX-512 sampled different text.
+texts = [model.generate(prompt, max_new_tokens=48, temperature=1.0, seed=seed)
+         for prompt, seed in (("ROMEO.\\n", 11), ("JULIET.\\n", 20), ("JULIET.\\n", 84), ("KING.\\n", 26),
+                              ("KING.\\n", 1))]
+print(json.dumps({"isa": model.isa, "logits": hashlib.sha256(logits.tobytes()).hexdigest(), "texts": texts}))
+"""
+
+
+def test_exact_precision_gives_the_same_logits_and_text_on_every_isa_path():
+    # Issue: ZIPMOE_ISA=avx2 and ZIPMOE_ISA=scalar sampled different text from the same seed. With
+    # precision="exact" every kernel path computes the same bits, so logits and text agree everywhere (the
+    # aarch64/NEON path is held to the same bits by the C++ golden tests under qemu).
+    results = {}
+    for isa in zipmoe.available_isas():
+        env = dict(os.environ, ZIPMOE_ISA=isa)
+        threads = "1" if isa == "scalar" else "2"
+        done = subprocess.run([sys.executable, "-c", EXACT_RUN, threads], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        results[isa] = json.loads(done.stdout)
+        assert results[isa]["isa"] == isa
+    reference = results["scalar"]
+    assert len(set(reference["texts"])) > 1  # the seeds matter
+    for isa, result in results.items():
+        assert result["texts"] == reference["texts"], f"{isa} text differs from scalar"
+        assert result["logits"] == reference["logits"], f"{isa} logits differ from scalar"

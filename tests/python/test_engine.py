@@ -213,11 +213,17 @@ def test_every_isa_path_agrees_with_scalar(models, name):
     _, path, options = models(name)
     tokens = prompt(seed=5)
     scalar = zipmoe.load(path, threads=2, isa="scalar", **options).logits(tokens)
+    scalar_exact = zipmoe.load(path, threads=1, isa="scalar", precision="exact", **options).logits(tokens)
     for isa in zipmoe.available_isas():
         for precision in ("fast", "exact"):
             model = zipmoe.load(path, threads=2, isa=isa, precision=precision, **options)
             assert model.isa == isa
-            assert_close(model.logits(tokens), scalar, f"{name} {isa} {precision}")
+            logits = model.logits(tokens)
+            assert_close(logits, scalar, f"{name} {isa} {precision}")
+            if precision == "exact":
+                # the same bits on every path
+                assert np.array_equal(logits, scalar_exact), f"{name} {isa}: exact logits differ from scalar"
+                assert logits.tobytes() == scalar_exact.tobytes()
 
 
 def test_zipmoe_isa_environment_variable_selects_the_path(models):
