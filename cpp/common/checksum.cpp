@@ -157,6 +157,12 @@ __attribute__((target("sse4.2"))) inline std::uint64_t hw_step(std::uint64_t crc
 __attribute__((target("sse4.2"))) inline std::uint32_t hw_byte(std::uint32_t crc, unsigned char v) {
   return _mm_crc32_u8(crc, v);
 }
+__attribute__((target("sse4.2"))) inline std::uint32_t hw_half(std::uint32_t crc, std::uint16_t v) {
+  return _mm_crc32_u16(crc, v);
+}
+__attribute__((target("sse4.2"))) inline std::uint32_t hw_word(std::uint32_t crc, std::uint32_t v) {
+  return _mm_crc32_u32(crc, v);
+}
 // a * b * x^33 mod P (see Powers).
 __attribute__((target("sse4.2,pclmul"))) inline std::uint32_t hw_multiply(std::uint32_t a, std::uint32_t b) {
   const __m128i product = _mm_clmulepi64_si128(_mm_cvtsi32_si128(static_cast<int>(a)),
@@ -180,6 +186,12 @@ __attribute__((target("+crc"))) inline std::uint64_t hw_step(std::uint64_t crc, 
 __attribute__((target("+crc"))) inline std::uint32_t hw_byte(std::uint32_t crc, unsigned char v) {
   return __crc32cb(crc, v);
 }
+__attribute__((target("+crc"))) inline std::uint32_t hw_half(std::uint32_t crc, std::uint16_t v) {
+  return __crc32ch(crc, v);
+}
+__attribute__((target("+crc"))) inline std::uint32_t hw_word(std::uint32_t crc, std::uint32_t v) {
+  return __crc32cw(crc, v);
+}
 // a * b * x^33 mod P (see Powers).
 __attribute__((target("+crc+crypto"))) inline std::uint32_t hw_multiply(std::uint32_t a, std::uint32_t b) {
   const poly128_t product = vmull_p64(a, b);
@@ -190,6 +202,24 @@ __attribute__((target("+crc+crypto"))) inline std::uint32_t hw_multiply(std::uin
 #endif
 
 #ifdef ZIPMOE_HW_TARGET
+// The last n < 8 bytes in at most three steps (the bytes in order: little-endian loads).
+ZIPMOE_HW_TARGET inline std::uint32_t hw_tail(std::uint32_t crc, const unsigned char* p, std::size_t n) {
+  if (n & 4) {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    crc = hw_word(crc, v);
+    p += 4;
+  }
+  if (n & 2) {
+    std::uint16_t v;
+    std::memcpy(&v, p, 2);
+    crc = hw_half(crc, v);
+    p += 2;
+  }
+  if (n & 1) crc = hw_byte(crc, *p);
+  return crc;
+}
+
 ZIPMOE_CLMUL_TARGET std::uint32_t shift_hw(std::uint32_t crc, std::uint64_t size) {
   for (unsigned i = 0; i < (size & 7); ++i) crc = hw_byte(crc, 0);
   const Powers& pw = powers();
@@ -209,10 +239,6 @@ constexpr std::size_t kSplitMinBytes = 1024;
 // carry-less multiply is inlined where the CPU has it.
 template <bool kClmul>
 ZIPMOE_CLMUL_TARGET std::uint32_t raw_hw(std::uint32_t crc, const unsigned char* p, std::size_t n) {
-  while (n && (reinterpret_cast<std::uintptr_t>(p) & 7)) {
-    crc = hw_byte(crc, *p++);
-    --n;
-  }
   const Powers& pw = powers();
   const std::uint32_t shift = kClmul ? pw.hardware[kLanePower] : pw.portable[kLanePower];
   while (n >= 3 * kLaneBytes) {
@@ -259,27 +285,36 @@ ZIPMOE_CLMUL_TARGET std::uint32_t raw_hw(std::uint32_t crc, const unsigned char*
     p += 8;
     n -= 8;
   }
-  crc = static_cast<std::uint32_t>(c);
-  while (n--) crc = hw_byte(crc, *p++);
-  return crc;
+  return hw_tail(static_cast<std::uint32_t>(c), p, n);
 }
 #endif
 
 #ifdef ZIPMOE_HW_TARGET
-// Raw registers; the common length interleaved, each rest on its own.
+// Raw registers. The length all four have, interleaved without checks; then the
+// rest of each in whole words, still interleaved, each chain stopping at its end
+// (a branch that changes once per buffer); then the last bytes.
 ZIPMOE_HW_TARGET void raw_hw_x4(const unsigned char* const data[4], const std::size_t size[4], std::uint32_t crc[4]) {
   const std::size_t common = std::min(std::min(size[0], size[1]), std::min(size[2], size[3])) & ~std::size_t(7);
+  const unsigned char *p0 = data[0], *p1 = data[1], *p2 = data[2], *p3 = data[3];
   std::uint64_t c0 = crc[0], c1 = crc[1], c2 = crc[2], c3 = crc[3];
-  for (std::size_t i = 0; i < common; i += 8) {
-    c0 = hw_step(c0, load_u64(data[0] + i));
-    c1 = hw_step(c1, load_u64(data[1] + i));
-    c2 = hw_step(c2, load_u64(data[2] + i));
-    c3 = hw_step(c3, load_u64(data[3] + i));
+  std::size_t i = 0;
+  for (; i < common; i += 8) {
+    c0 = hw_step(c0, load_u64(p0 + i));
+    c1 = hw_step(c1, load_u64(p1 + i));
+    c2 = hw_step(c2, load_u64(p2 + i));
+    c3 = hw_step(c3, load_u64(p3 + i));
+  }
+  for (bool any = true; any; i += 8) {
+    any = false;
+    if (i + 8 <= size[0]) c0 = hw_step(c0, load_u64(p0 + i)), any = true;
+    if (i + 8 <= size[1]) c1 = hw_step(c1, load_u64(p1 + i)), any = true;
+    if (i + 8 <= size[2]) c2 = hw_step(c2, load_u64(p2 + i)), any = true;
+    if (i + 8 <= size[3]) c3 = hw_step(c3, load_u64(p3 + i)), any = true;
   }
   const std::uint64_t c[4] = {c0, c1, c2, c3};
   for (int k = 0; k < 4; ++k) {
-    crc[k] = have_clmul() ? raw_hw<true>(static_cast<std::uint32_t>(c[k]), data[k] + common, size[k] - common)
-                          : raw_hw<false>(static_cast<std::uint32_t>(c[k]), data[k] + common, size[k] - common);
+    const std::size_t whole = size[k] & ~std::size_t(7);
+    crc[k] = hw_tail(static_cast<std::uint32_t>(c[k]), data[k] + whole, size[k] - whole);
   }
 }
 #endif

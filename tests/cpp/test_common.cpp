@@ -69,6 +69,32 @@ ZTEST(crc32c_combine_matches_one_shot_at_every_split) {
   }
 }
 
+// Four CRCs continued at once equal four one-at-a-time CRCs, for every mix of
+// sizes (equal, one empty, each the longest, tails of 1-7 bytes) and offsets.
+ZTEST(crc32c_x4_matches_four_single_crcs) {
+  std::mt19937 rng(13);
+  std::vector<std::uint8_t> data(4 * 5000);
+  for (auto& b : data) b = static_cast<std::uint8_t>(rng());
+  const std::size_t shapes[][4] = {{0, 0, 0, 0},     {1, 2, 3, 4},         {8, 8, 8, 8},       {0, 100, 200, 300},
+                                   {4999, 7, 64, 0}, {1130, 1121, 1139, 1127}, {365, 360, 371, 355}, {17, 4096, 9, 2047}};
+  for (const auto& shape : shapes) {
+    for (std::size_t offset : {0, 3}) {
+      const void* ptr[4];
+      std::size_t size[4];
+      std::uint32_t crc[4], want[4];
+      for (int k = 0; k < 4; ++k) {
+        ptr[k] = data.data() + 5000 * k + offset;
+        size[k] = shape[k];
+        crc[k] = static_cast<std::uint32_t>(rng());  // continuing from earlier bytes
+        want[k] = zipmoe::crc32c(ptr[k], size[k], crc[k]);
+        ZCHECK_EQ(want[k], zipmoe::crc32c_portable(ptr[k], size[k], crc[k]));
+      }
+      zipmoe::crc32c_x4(ptr, size, crc);
+      for (int k = 0; k < 4; ++k) ZCHECK_EQ(crc[k], want[k]);
+    }
+  }
+}
+
 ZTEST(thread_pool_runs_every_index_once) {
   for (int threads : {1, 2, 4}) {
     zipmoe::ThreadPool pool(threads);
