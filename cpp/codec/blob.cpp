@@ -98,7 +98,7 @@ std::vector<std::uint8_t> compress(const void* elements, DType dtype, const std:
 
   std::vector<std::uint8_t> blob;
   blob.reserve(4 + 4 + 8 * shape.size() + 16 + count / 2 + sm_bytes + 4);
-  blob.insert(blob.end(), kBlobMagic, kBlobMagic + 4);
+  for (char c : kBlobMagic) blob.push_back(static_cast<std::uint8_t>(c));
   append_le16(&blob, kBlobVersion);
   blob.push_back(static_cast<std::uint8_t>(dtype));
   blob.push_back(static_cast<std::uint8_t>(shape.size()));
@@ -137,27 +137,41 @@ void decompress(const void* blob, std::size_t size, void* out, std::size_t out_s
   ParsedBlob parsed;
   throw_if_error(parse_blob(blob, size, &parsed));
   const BlobInfo& info = parsed.info;
-  const std::uint32_t stored = load_le32(static_cast<const std::uint8_t*>(blob) + size - 4);
-  const std::uint32_t computed = crc32c(blob, size - 4);
-  if (stored != computed) {
-    throw ChecksumError("blob checksum mismatch (stored " + std::to_string(stored) + ", computed " +
-                        std::to_string(computed) + "): the data is corrupted");
-  }
   const std::uint64_t out_bytes = info.num_elements * dtype_size(info.dtype);
   if (out_size != out_bytes) {
     throw InvalidArgumentError("decompress: output buffer has " + std::to_string(out_size) + " bytes, the blob holds " +
                                std::to_string(out_bytes));
   }
+  const std::uint32_t stored = load_le32(static_cast<const std::uint8_t*>(blob) + size - 4);
+  const auto checksum_error = [&](std::uint32_t computed) {
+    throw ChecksumError("blob checksum mismatch (stored " + std::to_string(stored) + ", computed " +
+                        std::to_string(computed) + "): the data is corrupted");
+  };
+  // The checksum is verified during the decode (see decode_checksummed), so a
+  // malformed plane is found first; it is reported as the corruption it is when
+  // the checksum of the whole blob does not match either.
+  const auto fail = [&](const Status& status) {
+    const std::uint32_t computed = crc32c(blob, size - 4);
+    if (computed != stored) checksum_error(computed);
+    throw_if_error(status);
+  };
   codec::CodedPlane plane;
-  throw_if_error(codec::CodedPlane::parse(parsed.coded_plane, info.coded_plane_bytes, &plane)
-                     .with_context("blob exponent plane"));
+  Status status = codec::CodedPlane::parse(parsed.coded_plane, info.coded_plane_bytes, &plane);
+  if (!status.ok()) fail(status.with_context("blob exponent plane"));
   if (plane.num_symbols() != info.num_elements) {
-    throw FormatError("blob exponent plane holds " + std::to_string(plane.num_symbols()) + " symbols for " +
-                      std::to_string(info.num_elements) + " elements");
+    fail(Status::Format("blob exponent plane holds " + std::to_string(plane.num_symbols()) + " symbols for " +
+                        std::to_string(info.num_elements) + " elements"));
   }
   const codec::MergeTarget target =
       codec::make_merge_target(info.dtype, parsed.sm_plane, static_cast<std::size_t>(info.num_elements), out);
-  throw_if_error(plane.decode(target, pool, path).with_context("blob exponent plane"));
+  codec::CodedPlane::Checksums sums;
+  status = plane.decode_checksummed(target, pool, path, &sums);
+  if (!status.ok()) fail(status.with_context("blob exponent plane"));
+  const std::size_t header_bytes = static_cast<std::size_t>(parsed.coded_plane - static_cast<const std::uint8_t*>(blob));
+  std::uint32_t computed = crc32c(blob, header_bytes);
+  computed = crc32c_combine(computed, sums.coded_plane, info.coded_plane_bytes);
+  computed = crc32c_combine(computed, sums.sm_plane, info.sm_plane_bytes);
+  if (computed != stored) checksum_error(computed);
 }
 
 }  // namespace zipmoe

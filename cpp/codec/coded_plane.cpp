@@ -7,6 +7,7 @@
 
 #include "codec/lz4hc/lz4hc.h"
 #include "common/bytes.h"
+#include "common/checksum.h"
 
 namespace zipmoe::codec {
 
@@ -261,20 +262,43 @@ std::size_t CodedPlane::segment_count(std::size_t s) const {
 }
 
 Status CodedPlane::decode_segment(std::size_t s, const MergeTarget& plane_target, Isa isa) const {
+  return decode_one(s, plane_target, isa, nullptr);
+}
+
+Status CodedPlane::decode_one(std::size_t s, const MergeTarget& plane_target, Isa isa, SegmentSums* sums) const {
   if (s >= num_segments()) return Status::InvalidArgument("segment index out of range");
   const std::size_t begin = s * std::size_t(segment_symbols_);
   const std::size_t count = segment_count(s);
   const MergeTarget target = plane_target.advanced(begin);
   const std::uint8_t* payload = data_ + segment_offsets_[s];
-  const std::size_t payload_size = static_cast<std::size_t>(segment_offsets_[s + 1] - segment_offsets_[s]);
+  const int isa_index = static_cast<int>(isa);
+  const int scalar_index = static_cast<int>(Isa::kScalar);
+  DecodeChecksummedFn checksummed = nullptr;
+  if (sums && coder_) {
+    checksummed = coder_->decode_checksummed[isa_index];
+    if (!checksummed && !coder_->decode[isa_index]) checksummed = coder_->decode_checksummed[scalar_index];
+  }
+  if (sums) {
+    // F32's low words are checksummed in a pass of their own: no decoder reads them
+    // before the merge, and F32 planes are rare.
+    if (target.dtype == DType::kF32) sums->sm_low = crc32c(target.sm_lo, 2 * count);
+    if (!checksummed) {
+      sums->coded.payload = crc32c(payload, payload_size(s));
+      sums->coded.sm_high = crc32c(target.sm_hi, count);
+    }
+  }
   Status st;
   switch (codec_) {
     case Codec::kRaw: st = decode_raw_segment(payload, count, target, isa); break;
     case Codec::kConstant: st = decode_constant_segment(table_[0], count, target, isa); break;
     default: {
-      DecodeSegmentFn fn = coder_->decode[static_cast<int>(isa)];
-      if (!fn) fn = coder_->decode[static_cast<int>(Isa::kScalar)];
-      st = fn(*tables_, payload, payload_size, count, target);
+      if (checksummed) {
+        st = checksummed(*tables_, payload, payload_size(s), count, target, &sums->coded);
+        break;
+      }
+      DecodeSegmentFn fn = coder_->decode[isa_index];
+      if (!fn) fn = coder_->decode[scalar_index];
+      st = fn(*tables_, payload, payload_size(s), count, target);
     }
   }
   return st.with_context(s == 0 && num_segments() == 1 ? std::string(codec_name(codec_)) + " segment 0"
@@ -283,15 +307,41 @@ Status CodedPlane::decode_segment(std::size_t s, const MergeTarget& plane_target
 }
 
 Status CodedPlane::decode(const MergeTarget& plane_target, ThreadPool* pool, Isa isa) const {
+  return decode_all(plane_target, pool, isa, nullptr);
+}
+
+Status CodedPlane::decode_all(const MergeTarget& plane_target, ThreadPool* pool, Isa isa, SegmentSums* sums) const {
   ZIPMOE_RETURN_IF_ERROR(check_isa(isa));
   const std::size_t n = num_segments();
+  auto run = [&](std::size_t s) { return decode_one(s, plane_target, isa, sums ? &sums[s] : nullptr); };
   if (n == 1 || pool == nullptr) {
-    for (std::size_t s = 0; s < n; ++s) ZIPMOE_RETURN_IF_ERROR(decode_segment(s, plane_target, isa));
+    for (std::size_t s = 0; s < n; ++s) ZIPMOE_RETURN_IF_ERROR(run(s));
     return Status::Ok();
   }
   std::vector<Status> statuses(n);
-  parallel_for(pool, n, [&](std::size_t s) { statuses[s] = decode_segment(s, plane_target, isa); });
+  parallel_for(pool, n, [&](std::size_t s) { statuses[s] = run(s); });
   for (const Status& st : statuses) ZIPMOE_RETURN_IF_ERROR(st);
+  return Status::Ok();
+}
+
+Status CodedPlane::decode_checksummed(const MergeTarget& plane_target, ThreadPool* pool, Isa isa,
+                                      Checksums* sums) const {
+  if (!plane_target.merge) return Status::InvalidArgument("decode_checksummed needs a merging target");
+  const std::size_t n = num_segments();
+  std::vector<SegmentSums> pieces(n);
+  ZIPMOE_RETURN_IF_ERROR(decode_all(plane_target, pool, isa, pieces.data()));
+  // The header, code table and size list come before the first payload.
+  std::uint32_t plane = crc32c(data_, n == 0 ? size_ : static_cast<std::size_t>(segment_offsets_[0]));
+  std::uint32_t high = 0, low = 0;  // the checksum of no bytes is 0
+  const bool f32 = plane_target.dtype == DType::kF32;
+  for (std::size_t s = 0; s < n; ++s) {
+    const std::size_t count = segment_count(s);
+    plane = crc32c_combine(plane, pieces[s].coded.payload, payload_size(s));
+    high = crc32c_combine(high, pieces[s].coded.sm_high, count);
+    if (f32) low = crc32c_combine(low, pieces[s].sm_low, 2 * std::uint64_t(count));
+  }
+  sums->coded_plane = plane;
+  sums->sm_plane = f32 ? crc32c_combine(high, low, 2 * num_symbols_) : high;
   return Status::Ok();
 }
 

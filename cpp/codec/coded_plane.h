@@ -81,7 +81,32 @@ class CodedPlane {
   // Decodes every segment, in parallel on `pool` (inline when null).
   Status decode(const MergeTarget& plane_target, ThreadPool* pool, Isa isa) const;
 
+  // CRC-32Cs of the two planes a merging decode reads.
+  struct Checksums {
+    std::uint32_t coded_plane = 0;  // every byte of the coded plane
+    std::uint32_t sm_plane = 0;     // the SM plane: the high bytes, then (F32) the low words
+  };
+  // Decodes like decode() and checksums both planes on the way: the thread that
+  // decodes a segment first checksums that segment's payload and SM bytes, which
+  // also brings them into its cache, and the pieces are combined at the end. So
+  // the checksum costs no pass of its own over memory and runs on every thread.
+  // The target must merge (not bare symbols) and cover the whole plane with its SM
+  // plane laid out as make_merge_target lays it. On error *sums is unspecified.
+  Status decode_checksummed(const MergeTarget& plane_target, ThreadPool* pool, Isa isa, Checksums* sums) const;
+
  private:
+  struct SegmentSums {
+    SegmentChecksums coded;    // payload and SM high bytes
+    std::uint32_t sm_low = 0;  // F32: the SM low words
+  };
+  // decode_segment() with checksums when `sums` is not null.
+  Status decode_one(std::size_t s, const MergeTarget& plane_target, Isa isa, SegmentSums* sums) const;
+  // decode() and decode_checksummed(); `sums` null: no checksums.
+  Status decode_all(const MergeTarget& plane_target, ThreadPool* pool, Isa isa, SegmentSums* sums) const;
+  std::size_t payload_size(std::size_t s) const {
+    return static_cast<std::size_t>(segment_offsets_[s + 1] - segment_offsets_[s]);
+  }
+
   const std::uint8_t* data_ = nullptr;
   std::size_t size_ = 0;
   Codec codec_ = Codec::kRaw;

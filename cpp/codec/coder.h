@@ -38,6 +38,20 @@ class DecoderTables {
 using DecodeSegmentFn = Status (*)(const DecoderTables& tables, const std::uint8_t* payload,
                                    std::size_t payload_size, std::size_t count, const MergeTarget& target);
 
+// The CRC-32Cs of what a checksummed segment decode read: its payload, and the SM
+// high bytes (the first SM plane byte of each element) its symbols merged with.
+struct SegmentChecksums {
+  std::uint32_t payload = 0;
+  std::uint32_t sm_high = 0;
+};
+
+// A DecodeSegmentFn that also fills *checksums (never null; the target merges).
+// Decoders that have one checksum the bytes while they are in cache for the
+// decode anyway, instead of in a pass of their own over memory.
+using DecodeChecksummedFn = Status (*)(const DecoderTables& tables, const std::uint8_t* payload,
+                                       std::size_t payload_size, std::size_t count, const MergeTarget& target,
+                                       SegmentChecksums* checksums);
+
 struct Coder {
   Codec id;
 
@@ -62,6 +76,10 @@ struct Coder {
   // Segment decoders indexed by Isa; nullptr where a coder has no variant for
   // an ISA (the scalar one is used then).
   std::array<DecodeSegmentFn, kNumIsas> decode;
+
+  // Checksumming variants, indexed by Isa; all nullptr where a coder has none
+  // (CodedPlane then checksums in a pass of its own before decoding).
+  std::array<DecodeChecksummedFn, kNumIsas> decode_checksummed;
 };
 
 // The coder registered for `id` (kHuffman, kRans, and kLz4hc in builds with

@@ -7,7 +7,7 @@
 namespace zipmoe::codec::avx2 {
 
 namespace {
-// 16 symbols + 16 SM bytes -> 16 merged 16-bit elements.
+// 16 symbols + 16 SM bytes -> 16 merged 16-bit elements (merge32's high halves).
 inline __m256i merge16_vec(__m128i sym8, __m128i sm8) {
   const __m256i sym = _mm256_cvtepu8_epi16(sym8);
   const __m256i sm = _mm256_cvtepu8_epi16(sm8);
@@ -15,17 +15,31 @@ inline __m256i merge16_vec(__m128i sym8, __m128i sm8) {
   const __m256i mant = _mm256_and_si256(sm, _mm256_set1_epi16(0x7f));
   return _mm256_or_si256(_mm256_or_si256(sign, _mm256_slli_epi16(sym, 7)), mant);
 }
+
+// (a & mask) | (b & ~mask), bit by bit.
+inline __m256i select_bits(__m256i mask, __m256i a, __m256i b) {
+  return _mm256_xor_si256(_mm256_and_si256(_mm256_xor_si256(a, b), mask), b);
+}
 }  // namespace
 
+// Byte-wise: an element's low byte is symbol bit 0 over the 7 mantissa bits, its
+// high byte the sign over symbol bits 7..1; one byte interleave makes the elements.
+// The 16-bit shifts move bits across byte boundaries, but the select keeps only
+// the bits that came from the right byte. AVX2 has no cross-lane byte interleave:
+// pre-permuting the 64-bit quarters makes the in-lane unpacks come out in order.
 void merge16(const std::uint8_t* symbols, const std::uint8_t* sm, std::uint16_t* out, std::size_t n) {
+  const __m256i top_bit = _mm256_set1_epi8(static_cast<char>(0x80));
   std::size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(symbols + i));
     const __m256i m = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sm + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i),
-                        merge16_vec(_mm256_castsi256_si128(s), _mm256_castsi256_si128(m)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i + 16),
-                        merge16_vec(_mm256_extracti128_si256(s, 1), _mm256_extracti128_si256(m, 1)));
+    const __m256i low = select_bits(top_bit, _mm256_slli_epi16(s, 7), m);
+    const __m256i high = select_bits(top_bit, m, _mm256_srli_epi16(s, 1));
+    // Quarters 0, 2, 1, 3: lane 0 holds elements 0-7 and 16-23, lane 1 8-15 and 24-31.
+    const __m256i low_q = _mm256_permute4x64_epi64(low, 0xD8);
+    const __m256i high_q = _mm256_permute4x64_epi64(high, 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_unpacklo_epi8(low_q, high_q));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i + 16), _mm256_unpackhi_epi8(low_q, high_q));
   }
   scalar::merge16(symbols + i, sm + i, out + i, n - i);
 }

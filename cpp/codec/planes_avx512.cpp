@@ -4,6 +4,12 @@
 
 #include "codec/planes.h"
 
+// GCC 12 flags the deliberately undefined pass-through operand inside its own
+// permute and extract intrinsics.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace zipmoe::codec::avx512 {
 
 namespace {
@@ -19,14 +25,24 @@ inline __m512i merge16_vec(__m256i sym8, __m256i sm8) {
 }
 }  // namespace
 
+// Byte-wise, as on AVX2: an element's low byte is symbol bit 0 over the 7 mantissa
+// bits, its high byte the sign over symbol bits 7..1 (one ternary-logic select
+// each); the in-lane byte unpacks come out in element order once the 64-bit
+// quarters are permuted to 0, 4, 1, 5, 2, 6, 3, 7.
 void merge16(const std::uint8_t* symbols, const std::uint8_t* sm, std::uint16_t* out, std::size_t n) {
+  const __m512i top_bit = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i quarters = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
   std::size_t i = 0;
   for (; i + 64 <= n; i += 64) {
     const __m512i s = _mm512_loadu_si512(symbols + i);
     const __m512i m = _mm512_loadu_si512(sm + i);
-    _mm512_storeu_si512(out + i, merge16_vec(_mm512_castsi512_si256(s), _mm512_castsi512_si256(m)));
-    _mm512_storeu_si512(out + i + 32,
-                        merge16_vec(_mm512_extracti64x4_epi64(s, 1), _mm512_extracti64x4_epi64(m, 1)));
+    // 0xE4: bits of the first operand where the mask (third) is set, of the second elsewhere.
+    const __m512i low = _mm512_ternarylogic_epi32(_mm512_slli_epi16(s, 7), m, top_bit, 0xE4);
+    const __m512i high = _mm512_ternarylogic_epi32(m, _mm512_srli_epi16(s, 1), top_bit, 0xE4);
+    const __m512i low_q = _mm512_permutexvar_epi64(quarters, low);
+    const __m512i high_q = _mm512_permutexvar_epi64(quarters, high);
+    _mm512_storeu_si512(out + i, _mm512_unpacklo_epi8(low_q, high_q));
+    _mm512_storeu_si512(out + i + 32, _mm512_unpackhi_epi8(low_q, high_q));
   }
   if (i < n) {
     // Masked tail: same arithmetic, no scalar loop.

@@ -49,8 +49,10 @@ struct BlobInfo {
 BlobInfo read_blob_info(const void* blob, std::size_t size);
 
 // Decodes a blob into `out` (exactly num_elements * dtype_size bytes). Verifies the
-// checksum first: throws ChecksumError on mismatch, FormatError on malformed data,
-// InvalidArgumentError when out_size is wrong. `isa` forces an instruction-set path
+// checksum as it decodes (each piece is checksummed just before it is decoded, on
+// the thread that decodes it): throws ChecksumError on mismatch, FormatError on
+// malformed data, InvalidArgumentError when out_size is wrong. After a throw the
+// contents of `out` are unspecified. `isa` forces an instruction-set path
 // (default: the process default, see ZIPMOE_ISA).
 void decompress(const void* blob, std::size_t size, void* out, std::size_t out_size, ThreadPool* pool = nullptr,
                 std::optional<Isa> isa = std::nullopt);

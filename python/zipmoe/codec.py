@@ -46,8 +46,9 @@ def decompress(blob, threads: int | None = None, isa: str | None = None, out: np
     """Decodes a blob made by :func:`compress` into a new numpy array.
 
     BF16 comes back as uint16 bit patterns, F16 as float16, F32 as float32, in the
-    original shape. The checksum is verified first: corrupted data raises
-    :class:`ChecksumError` (or :class:`FormatError`), never returns wrong values.
+    original shape. The checksum is verified as the data is decoded: corrupted data
+    raises :class:`ChecksumError` (or :class:`FormatError`), never returns wrong
+    values (an ``out`` array passed in holds unspecified values after a raise).
     ``isa`` forces an instruction-set path ("scalar", "avx2", "avx512", "neon").
     ``out``: an existing C-contiguous array of the right dtype and size to decode
     into (avoids allocating; returned reshaped to the blob's shape).

@@ -37,6 +37,65 @@ ZTEST(crc32c_hardware_matches_portable_at_every_length_and_alignment) {
   ZCHECK_EQ(whole, part);
 }
 
+// crc(A||B) from crc(A), crc(B) and |B|, for every split of a buffer that covers the
+// byte-by-byte sizes (0..7), every power of two up to the lane size and odd sizes
+// around them, on the hardware path and the portable one.
+ZTEST(crc32c_combine_matches_one_shot_at_every_split) {
+  std::mt19937 rng(11);
+  std::vector<std::uint8_t> data(5 * 4096 + 77);
+  for (auto& b : data) b = static_cast<std::uint8_t>(rng());
+  std::vector<std::size_t> sizes;
+  for (std::size_t s = 0; s < 64; ++s) sizes.push_back(s);
+  for (std::size_t p = 64; p <= 4 * 4096; p *= 2) {
+    for (std::size_t s : {p - 1, p, p + 1, p + 13}) sizes.push_back(s);
+  }
+  sizes.push_back(data.size());
+  for (std::size_t size_b : sizes) {
+    for (std::size_t size_a : {std::size_t(0), std::size_t(1), std::size_t(37), std::size_t(4096)}) {
+      if (size_a + size_b > data.size()) continue;
+      const std::uint32_t whole = zipmoe::crc32c(data.data(), size_a + size_b);
+      const std::uint32_t a = zipmoe::crc32c(data.data(), size_a);
+      const std::uint32_t b = zipmoe::crc32c(data.data() + size_a, size_b);
+      ZCHECK_EQ(zipmoe::crc32c_combine(a, b, size_b), whole);
+      ZCHECK_EQ(zipmoe::crc32c_combine_portable(a, b, size_b), whole);
+    }
+  }
+  // Sizes far beyond any buffer: the hardware factors agree with the portable ones,
+  // including past 2^60 bytes where the hardware path borrows the portable factors.
+  for (std::uint64_t size : {std::uint64_t(1) << 33, (std::uint64_t(1) << 40) + 12345, ~std::uint64_t(0),
+                             (std::uint64_t(1) << 61) + 8, std::uint64_t(0x5a5a5a5a5a5a5a5aull)}) {
+    for (std::uint32_t a : {0u, 1u, 0x80000000u, 0xdeadbeefu}) {
+      ZCHECK_EQ(zipmoe::crc32c_combine(a, 0x12345678u, size), zipmoe::crc32c_combine_portable(a, 0x12345678u, size));
+    }
+  }
+}
+
+// Four CRCs continued at once equal four one-at-a-time CRCs, for every mix of
+// sizes (equal, one empty, each the longest, tails of 1-7 bytes) and offsets.
+ZTEST(crc32c_x4_matches_four_single_crcs) {
+  std::mt19937 rng(13);
+  std::vector<std::uint8_t> data(4 * 5000);
+  for (auto& b : data) b = static_cast<std::uint8_t>(rng());
+  const std::size_t shapes[][4] = {{0, 0, 0, 0},     {1, 2, 3, 4},         {8, 8, 8, 8},       {0, 100, 200, 300},
+                                   {4999, 7, 64, 0}, {1130, 1121, 1139, 1127}, {365, 360, 371, 355}, {17, 4096, 9, 2047}};
+  for (const auto& shape : shapes) {
+    for (std::size_t offset : {0, 3}) {
+      const void* ptr[4];
+      std::size_t size[4];
+      std::uint32_t crc[4], want[4];
+      for (int k = 0; k < 4; ++k) {
+        ptr[k] = data.data() + 5000 * k + offset;
+        size[k] = shape[k];
+        crc[k] = static_cast<std::uint32_t>(rng());  // continuing from earlier bytes
+        want[k] = zipmoe::crc32c(ptr[k], size[k], crc[k]);
+        ZCHECK_EQ(want[k], zipmoe::crc32c_portable(ptr[k], size[k], crc[k]));
+      }
+      zipmoe::crc32c_x4(ptr, size, crc);
+      for (int k = 0; k < 4; ++k) ZCHECK_EQ(crc[k], want[k]);
+    }
+  }
+}
+
 ZTEST(thread_pool_runs_every_index_once) {
   for (int threads : {1, 2, 4}) {
     zipmoe::ThreadPool pool(threads);

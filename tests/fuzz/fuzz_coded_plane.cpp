@@ -1,5 +1,6 @@
 // Fuzzes the coded-plane parser and every coder's decoder directly (no checksum
-// in front), into bare symbols and into merged BF16/F32 elements, on every ISA.
+// in front), into bare symbols and into merged BF16/F32 elements, on every ISA;
+// merged targets also through the checksumming decoders.
 #include <cstdint>
 #include <vector>
 
@@ -24,6 +25,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                                    n, out.data());
   for (zipmoe::Isa isa : zipmoe::supported_isas()) {
     (void)plane.decode(target, nullptr, isa);
+    if (mode != 0) {
+      zipmoe::codec::CodedPlane::Checksums sums;
+      (void)plane.decode_checksummed(target, nullptr, isa, &sums);
+    }
   }
   return 0;
 }

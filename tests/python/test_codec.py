@@ -141,6 +141,24 @@ def test_bit_flips_anywhere_are_detected(codec):
             zipmoe.decompress(bytes(damaged))
 
 
+@pytest.mark.parametrize("codec", CODECS)
+def test_damage_past_the_blob_header_is_a_checksum_error(codec):
+    # The checksum is verified during the decode; damage that also breaks the coded
+    # plane's framing or its streams must still be reported as the corruption it is.
+    a = make_weights("bf16", (5000,), seed=12)
+    blob = bytearray(zipmoe.compress(a, dtype="bf16", codec=codec, segment_symbols=1500))
+    header = 8 + 8 * 1 + 16  # magic, version, dtype, ndim, one dimension, the two plane sizes
+    rng = np.random.default_rng(13)
+    positions = sorted(set(range(header, header + 120)) | set(rng.integers(header, len(blob), 200).tolist()))
+    for pos in positions:
+        damaged = bytearray(blob)
+        damaged[pos] ^= 1 << int(rng.integers(0, 8))
+        with pytest.raises(zipmoe.ChecksumError):
+            zipmoe.decompress(bytes(damaged))
+        with pytest.raises(zipmoe.ChecksumError):
+            zipmoe.decompress(bytes(damaged), threads=2, isa="scalar")
+
+
 def test_checksum_error_names_the_problem():
     blob = bytearray(zipmoe.compress(make_weights("bf16", (5000,), seed=11), dtype="bf16"))
     blob[-100] ^= 0x10  # inside the sign/mantissa plane: framing stays valid, only the checksum can tell

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/bytes.h"
+#include "common/checksum.h"
 
 namespace zipmoe::codec {
 
@@ -158,7 +159,8 @@ void build_lookup(const std::uint8_t lengths[256], HuffmanLookup* lookup) {
   }
 }
 
-using HuffmanKernel = bool (*)(const HuffmanLookup&, const HuffmanStreams&, const MergeTarget&, HuffmanFailure*);
+using HuffmanKernel = bool (*)(const HuffmanLookup&, const HuffmanStreams&, const MergeTarget&, HuffmanFailure*,
+                               HuffmanChecksums*);
 
 Status split_payload(const std::uint8_t* payload, std::size_t payload_size, std::size_t count,
                      HuffmanStreams* streams) {
@@ -218,7 +220,29 @@ Status decode_segment(const DecoderTables& tables, const std::uint8_t* payload, 
   HuffmanStreams streams;
   ZIPMOE_RETURN_IF_ERROR(split_payload(payload, payload_size, count, &streams));
   HuffmanFailure failure{HuffmanFailureKind::kNone, 0, 0, 0};
-  if (!kernel(lookup, streams, target, &failure)) return failure_status(failure);
+  if (!kernel(lookup, streams, target, &failure, nullptr)) return failure_status(failure);
+  return Status::Ok();
+}
+
+// The streams are back to back after the header, and their elements too: the
+// per-stream checksums combine in stream order.
+template <HuffmanKernel kernel>
+Status decode_segment_checksummed(const DecoderTables& tables, const std::uint8_t* payload, std::size_t payload_size,
+                                  std::size_t count, const MergeTarget& target, SegmentChecksums* checksums) {
+  const HuffmanLookup& lookup = static_cast<const HuffmanDecoderTables&>(tables).lookup;
+  HuffmanStreams streams;
+  ZIPMOE_RETURN_IF_ERROR(split_payload(payload, payload_size, count, &streams));
+  HuffmanFailure failure{HuffmanFailureKind::kNone, 0, 0, 0};
+  HuffmanChecksums parts;
+  if (!kernel(lookup, streams, target, &failure, &parts)) return failure_status(failure);
+  std::uint32_t stream_crc = crc32c(payload, kHuffmanSegmentHeaderBytes);
+  std::uint32_t sm_crc = 0;
+  for (int k = 0; k < kHuffmanStreams; ++k) {
+    stream_crc = crc32c_combine(stream_crc, parts.stream[k], static_cast<std::uint64_t>(streams.end[k] - streams.begin[k]));
+    sm_crc = crc32c_combine(sm_crc, parts.sm_high[k], streams.count[k]);
+  }
+  checksums->payload = stream_crc;
+  checksums->sm_high = sm_crc;
   return Status::Ok();
 }
 
@@ -391,14 +415,18 @@ Status huffman_parse_table(const std::uint8_t* table, std::size_t table_size, st
 
 const Coder& huffman_coder() {
   static const Coder coder = [] {
-    Coder c{Codec::kHuffman, build_table, estimate_payload_bytes, encode_segment, prepare_decoder, {}};
+    Coder c{Codec::kHuffman, build_table, estimate_payload_bytes, encode_segment, prepare_decoder, {}, {}};
     c.decode[static_cast<int>(Isa::kScalar)] = decode_segment<scalar::huffman_decode_streams>;
+    c.decode_checksummed[static_cast<int>(Isa::kScalar)] = decode_segment_checksummed<scalar::huffman_decode_streams>;
 #if defined(ZIPMOE_ARCH_X86)
     c.decode[static_cast<int>(Isa::kAvx2)] = decode_segment<avx2::huffman_decode_streams>;
     c.decode[static_cast<int>(Isa::kAvx512)] = decode_segment<avx512::huffman_decode_streams>;
+    c.decode_checksummed[static_cast<int>(Isa::kAvx2)] = decode_segment_checksummed<avx2::huffman_decode_streams>;
+    c.decode_checksummed[static_cast<int>(Isa::kAvx512)] = decode_segment_checksummed<avx512::huffman_decode_streams>;
 #endif
 #if defined(ZIPMOE_ARCH_ARM64)
     c.decode[static_cast<int>(Isa::kNeon)] = decode_segment<neon::huffman_decode_streams>;
+    c.decode_checksummed[static_cast<int>(Isa::kNeon)] = decode_segment_checksummed<neon::huffman_decode_streams>;
 #endif
     return c;
   }();

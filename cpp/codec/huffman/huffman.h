@@ -102,14 +102,23 @@ struct HuffmanFailure {
   std::uint64_t stream_bytes;  // the stream's size
 };
 
+// The CRC-32Cs of a checksummed decode, one per stream: of the stream's bytes,
+// and of the SM high bytes of the elements the stream's symbols merge with.
+struct HuffmanChecksums {
+  std::uint32_t stream[kHuffmanStreams];
+  std::uint32_t sm_high[kHuffmanStreams];
+};
+
 // Decodes the four streams of one segment and merges them into target
 // (positioned at the segment's first element). Returns false and fills *failure
 // on malformed data. Reads only inside [begin[k], end[k]) and writes only
-// elements [0, sum of counts) of the target.
-#define ZIPMOE_DECLARE_HUFFMAN_KERNEL(ns)                                                            \
-  namespace ns {                                                                                     \
-  bool huffman_decode_streams(const HuffmanLookup& lookup, const HuffmanStreams& streams,           \
-                              const MergeTarget& target, HuffmanFailure* failure);                   \
+// elements [0, sum of counts) of the target. With `checksums` (null: none; the
+// target must merge) it also checksums each block of stream bytes and SM bytes
+// as the block is merged, while they are in L1.
+#define ZIPMOE_DECLARE_HUFFMAN_KERNEL(ns)                                                                      \
+  namespace ns {                                                                                               \
+  bool huffman_decode_streams(const HuffmanLookup& lookup, const HuffmanStreams& streams,                     \
+                              const MergeTarget& target, HuffmanFailure* failure, HuffmanChecksums* checksums); \
   }
 
 ZIPMOE_DECLARE_HUFFMAN_KERNEL(scalar)

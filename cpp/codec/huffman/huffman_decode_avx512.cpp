@@ -1,8 +1,11 @@
 // Huffman segment decoder, avx512 build: the shared kernel (huffman_decode.inc)
 // compiled with this ISA's flags and merged with this ISA's merge_into.
+#include <nmmintrin.h>
+
 #include <cstring>
 
 #include "codec/huffman/huffman.h"
+#include "common/checksum.h"
 
 namespace zipmoe::codec::avx512 {
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "codec/huffman/huffman.h"
+#include "common/checksum.h"
 
 namespace zipmoe::codec::scalar {
 

@@ -165,7 +165,7 @@ Status decode_segment(const DecoderTables&, const std::uint8_t* payload, std::si
 
 const Coder& lz4hc_coder() {
   static const Coder coder = [] {
-    Coder c{Codec::kLz4hc, build_table, estimate_payload_bytes, encode_segment, prepare_decoder, {}};
+    Coder c{Codec::kLz4hc, build_table, estimate_payload_bytes, encode_segment, prepare_decoder, {}, {}};
     c.decode[static_cast<int>(Isa::kScalar)] = decode_segment<Isa::kScalar>;
 #if defined(ZIPMOE_ARCH_X86)
     c.decode[static_cast<int>(Isa::kAvx2)] = decode_segment<Isa::kAvx2>;

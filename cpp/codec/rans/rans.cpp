@@ -470,6 +470,21 @@ const Coder& rans_coder() {
 #else
                                nullptr,
 #endif
+                           },
+                           {
+                               scalar::rans_decode_segment_checksummed,
+#if defined(ZIPMOE_ARCH_X86)
+                               avx2::rans_decode_segment_checksummed,
+                               avx512::rans_decode_segment_checksummed,
+#else
+                               nullptr,
+                               nullptr,
+#endif
+#if defined(ZIPMOE_ARCH_ARM64)
+                               neon::rans_decode_segment_checksummed,
+#else
+                               nullptr,
+#endif
                            }};
   return coder;
 }

@@ -157,6 +157,9 @@ Status rans_finish_segment(const std::uint32_t* slots, std::uint32_t* states, co
   namespace ns {                                                                                         \
   Status rans_decode_segment(const DecoderTables& tables, const std::uint8_t* payload,                   \
                              std::size_t payload_size, std::size_t count, const MergeTarget& target);    \
+  Status rans_decode_segment_checksummed(const DecoderTables& tables, const std::uint8_t* payload,       \
+                                         std::size_t payload_size, std::size_t count,                    \
+                                         const MergeTarget& target, SegmentChecksums* checksums);        \
   }
 
 ZIPMOE_DECLARE_RANS_DECODER(scalar)

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "codec/rans/rans.h"
+#include "common/checksum.h"
 
 namespace zipmoe::codec::avx2 {
 
@@ -102,10 +103,24 @@ class GatherLanes {
 
 #include "codec/rans/rans_decode_driver.inc"
 
+namespace {
+
+Status decode_segment(const DecoderTables& tables, const std::uint8_t* payload, std::size_t payload_size,
+                      std::size_t count, const MergeTarget& target, SegmentChecksums* checksums) {
+  return decode_lanes<GatherLanes>(static_cast<const RansDecoderTables&>(tables), payload, payload_size, count, target, checksums);
+}
+
+}  // namespace
+
 Status rans_decode_segment(const DecoderTables& tables, const std::uint8_t* payload, std::size_t payload_size,
                            std::size_t count, const MergeTarget& target) {
-  return decode_lanes<GatherLanes>(static_cast<const RansDecoderTables&>(tables), payload, payload_size, count,
-                                   target);
+  return decode_segment(tables, payload, payload_size, count, target, nullptr);
+}
+
+Status rans_decode_segment_checksummed(const DecoderTables& tables, const std::uint8_t* payload,
+                                       std::size_t payload_size, std::size_t count, const MergeTarget& target,
+                                       SegmentChecksums* checksums) {
+  return decode_segment(tables, payload, payload_size, count, target, checksums);
 }
 
 }  // namespace zipmoe::codec::avx2

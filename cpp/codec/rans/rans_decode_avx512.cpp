@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "codec/rans/rans.h"
+#include "common/checksum.h"
 
 // GCC 12 flags the deliberately undefined pass-through operand inside its own
 // gather and down-convert intrinsics.
@@ -154,14 +155,29 @@ class BucketLanes {
 
 #include "codec/rans/rans_decode_driver.inc"
 
+namespace {
+
+Status decode_segment(const DecoderTables& tables, const std::uint8_t* payload, std::size_t payload_size,
+                      std::size_t count, const MergeTarget& target, SegmentChecksums* checksums) {
+  const auto& rans = static_cast<const RansDecoderTables&>(tables);
+  if (rans.escape_frequency == 0) return decode_lanes<BucketLanes<false>>(rans, payload, payload_size, count, target, checksums);
+  if (rans.escape_frequency <= kBucketEscapeLimit) {
+    return decode_lanes<BucketLanes<true>>(rans, payload, payload_size, count, target, checksums);
+  }
+  return decode_lanes<GatherLanes>(rans, payload, payload_size, count, target, checksums);
+}
+
+}  // namespace
+
 Status rans_decode_segment(const DecoderTables& tables, const std::uint8_t* payload, std::size_t payload_size,
                            std::size_t count, const MergeTarget& target) {
-  const auto& rans = static_cast<const RansDecoderTables&>(tables);
-  if (rans.escape_frequency == 0) return decode_lanes<BucketLanes<false>>(rans, payload, payload_size, count, target);
-  if (rans.escape_frequency <= kBucketEscapeLimit) {
-    return decode_lanes<BucketLanes<true>>(rans, payload, payload_size, count, target);
-  }
-  return decode_lanes<GatherLanes>(rans, payload, payload_size, count, target);
+  return decode_segment(tables, payload, payload_size, count, target, nullptr);
+}
+
+Status rans_decode_segment_checksummed(const DecoderTables& tables, const std::uint8_t* payload,
+                                       std::size_t payload_size, std::size_t count, const MergeTarget& target,
+                                       SegmentChecksums* checksums) {
+  return decode_segment(tables, payload, payload_size, count, target, checksums);
 }
 
 }  // namespace zipmoe::codec::avx512
