@@ -164,6 +164,14 @@ void decompress(const void* blob, std::size_t size, void* out, std::size_t out_s
   }
   const codec::MergeTarget target =
       codec::make_merge_target(info.dtype, parsed.sm_plane, static_cast<std::size_t>(info.num_elements), out);
+  if (!target.merge) {
+    // Raw bytes (U8: no sign/mantissa plane to merge) are rare, small tensors of
+    // --generic containers: checked in one pass, then decoded.
+    const std::uint32_t computed = crc32c(blob, size - 4);
+    if (computed != stored) checksum_error(computed);
+    throw_if_error(plane.decode(target, pool, path).with_context("blob exponent plane"));
+    return;
+  }
   codec::CodedPlane::Checksums sums;
   status = plane.decode_checksummed(target, pool, path, &sums);
   if (!status.ok()) fail(status.with_context("blob exponent plane"));
