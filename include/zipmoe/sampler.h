@@ -54,7 +54,9 @@
 #include <vector>
 
 #include "zipmoe/error.h"
+#include "zipmoe/export.h"
 
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // xoshiro256** (Blackman and Vigna, 2018), a 64-bit generator with 256 bits
@@ -119,3 +121,4 @@ class Sampler {
 };
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END
