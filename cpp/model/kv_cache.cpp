@@ -18,7 +18,7 @@ Status KvCache::allocate(const ModelConfig& config, std::size_t capacity, std::s
   views_.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     std::size_t layer_capacity = capacity;
-    const std::size_t window = config.layers[i].sliding_window;
+    const std::size_t window = config.layers[i].attention_span();
     if (window && window + batch - 1 < layer_capacity) layer_capacity = window + batch - 1;
     const std::size_t es = dtype_size(dtype);
     if (latent) {

@@ -63,10 +63,10 @@ std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
       add(p + "attn_k.bias", {kv_rows}, false);
       add(p + "attn_v.bias", {kv_rows}, false);
       add(p + "attn_output.bias", {H}, false);
-      if (f.qk_norm == QkNormKind::kPerHead) {
+      if (c.qk_norm == QkNormKind::kPerHead || c.qk_norm == QkNormKind::kPerHeadAfterRope) {
         add(p + "attn_q_norm.weight", {c.head_dim});
         add(p + "attn_k_norm.weight", {c.head_dim});
-      } else if (f.qk_norm == QkNormKind::kWholeProjection) {
+      } else if (c.qk_norm == QkNormKind::kWholeProjection) {
         add(p + "attn_q_norm.weight", {q_rows});
         add(p + "attn_k_norm.weight", {kv_rows});
       }
@@ -220,6 +220,15 @@ Status DenseWeightStore::make_views(const ModelConfig& config, MemoryLedger* led
   w->output = find("output.weight") ? matrix("output.weight") : w->embedding;
   w->output_bias = vector("output.bias");
   ZIPMOE_RETURN_IF_ERROR(widened("rope_freqs.weight", ledger, &w->rope_factors));
+  if (config.qk_norm == QkNormKind::kUnitPerHeadAfterRope) {
+    // A weightless RMSNorm is one with unit weights (times 1 is exact).
+    derived_.emplace_back();
+    ZIPMOE_RETURN_IF_ERROR(derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, config.head_dim * 4));
+    bytes_ += config.head_dim * 4;
+    float* ones = derived_.back().as<float>();
+    std::fill(ones, ones + config.head_dim, 1.0f);
+    w->unit_head_norm = {ones, DType::kF32, config.head_dim};
+  }
   w->layers.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";

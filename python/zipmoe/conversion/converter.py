@@ -143,7 +143,7 @@ def _prepare_hf(src: str, generic: bool):
             f"{src}: unsupported architecture {architecture!r} (config.json model_type); supported: "
             f"{registry.supported_list()}. --generic compresses any checkpoint losslessly without expert roles")
     plan = build_plan(folder.source.tensors, architecture, config,
-                      lambda t: registry.hf_pieces(architecture, t.name, t.shape), src, generic)
+                      lambda t: registry.hf_pieces(architecture, t.name, t.shape, config), src, generic)
     auxiliary = []
     for entry in folder.auxiliary:
         if entry["name"] == "tokenizer.json" and "text" in entry:
