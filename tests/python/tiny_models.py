@@ -59,7 +59,9 @@ TINY_CONFIGS = {
     "dots1": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
                   first_k_dense_replace=1),
     "minimax_m2": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=16, head_dim=8, rotary_dim=4),
-    "hunyuan_v1_moe": dict(num_experts=4, moe_topk=2, intermediate_size=16, head_dim=8),
+    # per-layer lists, as the published configs write them
+    "hunyuan_v1_moe": dict(num_experts=4, moe_topk=[2, 2], intermediate_size=16, moe_intermediate_size=[16, 16],
+                           num_shared_expert=[1, 1], use_qk_norm=True, use_cla=False, head_dim=8),
     "ernie4_5_moe": dict(moe_num_experts=4, moe_k=2, moe_intermediate_size=16, moe_num_shared_experts=1),
     "dbrx": dict(ffn_config={"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2},
                  attn_config={"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0}),

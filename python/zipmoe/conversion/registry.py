@@ -32,7 +32,9 @@ _CORRECTION_BIAS = ("deepseek_v3", "glm4_moe", "dots1", "minimax_m2", "ernie4_5_
 # GGUF general.architecture -> HF model_type (llama and deepseek2 are refined from the file's contents).
 GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe",
                       "olmoe": "olmoe", "deepseek2": "deepseek_v2", "gpt-oss": "gpt_oss", "granitemoe": "granitemoe",
-                      "phimoe": "phimoe"}
+                      "phimoe": "phimoe", "glm4moe": "glm4_moe", "dots1": "dots1", "minimax-m2": "minimax_m2",
+                      "hunyuan-moe": "hunyuan_v1_moe", "ernie4_5-moe": "ernie4_5_moe", "dbrx": "dbrx",
+                      "llama4": "llama4_text"}
 # GGUF architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.permute); undone on import.
 GGUF_PERMUTED_QK = ("llama", "granitemoe")
 
@@ -269,7 +271,7 @@ def expected_tensors(metadata_or_architecture, config: dict | None = None) -> di
         add("output_norm.bias", H)
         if config.get("lm_head_bias"):
             add("output.bias", V)
-    if a == "llama":
+    if a in ("llama", "llama4_text"):
         add("rope_freqs.weight", d.head_dim // 2, required=False)
     attention_bias = bool(config.get("attention_bias", False))
     qkv_bias = a == "qwen2" or (a == "qwen2_moe" and config.get("qkv_bias", True))
@@ -624,7 +626,12 @@ _GGUF_GATE_UP = re.compile(r"blk\.(\d+)\.ffn_gate_up_exps\.weight")
 _GGUF_OLD_EXPERT = re.compile(r"blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight")
 _GGUF_QK = re.compile(r"blk\.(\d+)\.attn_(q|k)\.(weight|bias)")
 _GGUF_MLA_SPLIT = re.compile(r"blk\.(\d+)\.attn_(k|v)_b\.weight")
-_GGUF_POST_ATTENTION_NORM = re.compile(r"blk\.(\d+)\.post_attention_norm\.weight")
+_GGUF_POST_ATTENTION_NORM = re.compile(r"blk\.(\d+)\.(post_attention_norm|attn_output_norm)\.weight")
+_GGUF_FUSED_QKV = re.compile(r"blk\.(\d+)\.attn_qkv\.weight")
+_GGUF_CORRECTION_BIAS = re.compile(r"blk\.(\d+)\.exp_probs_b\.bias")
+# GGUF architectures whose pre-FFN norm llama.cpp names after HF's post_attention_layernorm (or DBRX's norm_2)
+_GGUF_FFN_NORM_RENAMED = {"gpt-oss": "post_attention_norm", "glm4moe": "post_attention_norm",
+                          "dbrx": "attn_output_norm"}
 
 
 def gguf_pieces(gguf_architecture: str, name: str, shape, shapes: dict, heads: int, kv_heads: int) -> list:
@@ -658,9 +665,25 @@ def gguf_pieces(gguf_architecture: str, name: str, shape, shapes: dict, heads: i
                                           views.transpose(0, 2, 1)], shape)]
         return [Piece(canonical, [], [whole, views.index(slice(None), slice(nope, nope + v_dim, None))], shape)]
     m = _GGUF_POST_ATTENTION_NORM.fullmatch(name)
-    if m and gguf_architecture == "gpt-oss":
-        # llama.cpp names gpt-oss's pre-FFN norm after HF's post_attention_layernorm
+    if m and _GGUF_FFN_NORM_RENAMED.get(gguf_architecture) == m.group(2):
         return [Piece(f"blk.{m.group(1)}.ffn_norm.weight", [], [])]
+    m = _GGUF_FUSED_QKV.fullmatch(name)
+    if m and gguf_architecture == "dbrx":
+        # DBRX's Wqkv, kept fused by llama.cpp: q rows, then k, then v
+        rows = shape[0]
+        if heads <= 0 or kv_heads <= 0 or len(shape) != 2 or rows % (heads + 2 * kv_heads):
+            raise mismatch(f"tensor {name}: {list(shape)} cannot hold the q, k and v rows of {heads} heads and "
+                           f"{kv_heads} key/value heads")
+        q_rows = rows // (heads + 2 * kv_heads) * heads
+        kv_rows = (rows - q_rows) // 2
+        layer = int(m.group(1))
+        return [Piece(f"blk.{layer}.attn_q.weight", [views.index(slice(0, q_rows, None))], []),
+                Piece(f"blk.{layer}.attn_k.weight", [views.index(slice(q_rows, q_rows + kv_rows, None))], []),
+                Piece(f"blk.{layer}.attn_v.weight", [views.index(slice(q_rows + kv_rows, None, None))], [])]
+    m = _GGUF_CORRECTION_BIAS.fullmatch(name)
+    if m and len(shape) == 2 and shape[0] == 1:
+        # ERNIE 4.5's [1, experts]
+        return [Piece(name, [views.reshape(shape[1])], [])]
     m = _GGUF_QK.fullmatch(name)
     if m and gguf_architecture in GGUF_PERMUTED_QK:
         groups = heads if m.group(2) == "q" else kv_heads
