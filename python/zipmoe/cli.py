@@ -445,7 +445,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 prefetch=not args.no_prefetch).native_arguments()
     model_name = args.model_name or server.default_model_name(path)
     options = server.ServerOptions(model_name=model_name, api_key=api_key, max_sequences=args.max_sequences,
-                                   max_queue=args.max_queue,
+                                   max_queue=args.max_queue, prompt_cache=not args.no_prompt_cache,
                                    memory_budget=parse_size(args.memory_budget) if args.memory_budget else 0)
     args.model = path
     return server.serve(lambda: _load_for_generation(args), options, host=args.host, port=args.port,
@@ -718,6 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shutdown-timeout", type=float, default=3.0, metavar="SECONDS",
                    help="after Ctrl-C or SIGTERM, running requests may finish for this long, then are cancelled "
                         "(default 3)")
+    g.add_argument("--no-prompt-cache", action="store_true",
+                   help="evaluate every prompt whole, even the part the KV cache holds (a baseline for measurements)")
     g.add_argument("-v", "--verbose", action="store_true", help="log every request")
     _add_loading_arguments(p)
     p.set_defaults(func=_cmd_serve)

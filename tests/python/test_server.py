@@ -148,6 +148,18 @@ def test_health_and_models(server, client, model):
         client.models.retrieve("gpt-4")
 
 
+def test_small_answers_are_not_held_back(server):
+    """TCP_NODELAY on the connections: without it a keep-alive answer waits for a delayed ACK (about 40 ms)."""
+    with httpx.Client(trust_env=False) as http:
+        http.get(server.url + "/health")
+        times = []
+        for _ in range(11):
+            started = time.perf_counter()
+            assert http.get(server.url + "/health").status_code == 200
+            times.append(time.perf_counter() - started)
+    assert sorted(times)[5] < 0.025, times
+
+
 @pytest.mark.parametrize("arguments", [
     dict(temperature=0.0),                                   # greedy
     dict(seed=7),                                            # the model's sampling defaults, seeded
@@ -472,8 +484,9 @@ def test_load_of_hundreds_of_requests_from_16_clients(server, model):
 
 # ---- servers of their own --------------------------------------------------------------------------------------
 
-def test_health_is_503_while_the_model_loads():
-    process = ServerProcess("--threads", "1", env_extra={"ZIPMOE_SERVE_TEST_LOAD_DELAY": "3"}, wait_ready=False)
+def test_health_is_503_while_the_model_loads_and_prompt_caching_can_be_off(model):
+    process = ServerProcess("--threads", "1", "--precision", "exact", "--no-prompt-cache",
+                            env_extra={"ZIPMOE_SERVE_TEST_LOAD_DELAY": "3"}, wait_ready=False)
     try:
         loading = process.get("/health")
         assert loading.status_code == 503 and loading.json() == {"status": "loading"}
@@ -482,6 +495,15 @@ def test_health_is_503_while_the_model_loads():
         assert error_of(early, 503)["code"] == "model_loading"
         process.wait_ready()
         assert process.get("/health").json() == {"status": "ok"}
+        # the next turn of a chat is evaluated whole, and answered as with the cache
+        first = chat("Who goes there?")
+        client = process.client()
+        answer = client.chat.completions.create(model=MODEL_NAME, messages=first, max_tokens=24, temperature=0)
+        second = first + [{"role": "assistant", "content": answer.choices[0].message.content},
+                          {"role": "user", "content": "Stand and unfold yourself."}]
+        again = client.chat.completions.create(model=MODEL_NAME, messages=second, max_tokens=24, temperature=0)
+        assert again.usage.prompt_tokens_details.cached_tokens == 0
+        assert again.choices[0].message.content == model.generate(second, max_new_tokens=24, temperature=0)
     finally:
         assert process.stop(signal.SIGINT) == 0, process.stderr
 

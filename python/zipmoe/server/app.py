@@ -49,6 +49,7 @@ class ServerOptions:
     max_sequences: int = 1
     max_queue: int = 64
     memory_budget: int = 0  # bytes, for /metrics (0: none)
+    prompt_cache: bool = True
 
 
 class ServerApp:
@@ -104,7 +105,8 @@ class ServerApp:
             # what every request needs, read once (the tokenizer also proves the model can generate text)
             tokenizer = model.tokenizer
             eos_ids = model.eos_token_ids
-            engine = Engine(model, max_sequences=self.options.max_sequences, max_queue=self.options.max_queue)
+            engine = Engine(model, max_sequences=self.options.max_sequences, max_queue=self.options.max_queue,
+                            prompt_cache=self.options.prompt_cache)
         except BaseException as error:  # noqa: BLE001 - reported, and the server stops
             self.load_error = error
             if self._on_load_failure is not None:

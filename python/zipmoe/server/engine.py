@@ -135,12 +135,13 @@ class _Request:
 class Engine:
     """Runs generation requests on one model (see the module's docstring for the contract)."""
 
-    def __init__(self, model, max_sequences: int = 1, max_queue: int = 64):
+    def __init__(self, model, max_sequences: int = 1, max_queue: int = 64, prompt_cache: bool = True):
         if max_sequences < 1 or max_queue < 1:
             raise _core.InvalidArgumentError("max_sequences and max_queue must be >= 1")
         self._model = model
         self.max_sequences = max_sequences
         self.max_queue = max_queue
+        self.prompt_cache = prompt_cache  # False: every prompt is evaluated whole (a baseline for measurements)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -237,6 +238,8 @@ class Engine:
         delivered = 0
         pieces = None
         try:
+            if not self.prompt_cache:
+                self._model.reset()
             pieces = self._model.generate(
                 request.prompt_ids, max_new_tokens=params.max_tokens, temperature=params.temperature,
                 top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
