@@ -38,7 +38,8 @@ What changes when the batch scheduler lands (nothing outside this module needs t
   4. Prompt caching: the scheduler keeps the KV of finished conversations in idle contexts, counted against the
      memory budget and dropped least recently used first; a new request takes the context holding the longest
      prefix of its prompt and reports the reused tokens as cached_tokens. ``cache_key`` (OpenAI's
-     prompt_cache_key, else the user field) is the hint of which conversation a request continues.
+     prompt_cache_key, else the user field) is the hint of which conversation a request continues. With
+     ``prompt_cache=False`` every request starts from an empty context (as ``_generate`` resets the model today).
   5. ``stats``: running is the scheduler's running count; ``drain`` cancels through the scheduler.
 """
 
