@@ -575,8 +575,9 @@ def test_graceful_shutdown_finishes_or_cancels_and_exits_0():
 
 def test_shutdown_cancels_what_outlasts_the_timeout():
     process = ServerProcess("--threads", "1", "--shutdown-timeout", "0.3")
-    # 1000 tokens each (no EOS within them): the first runs past the timeout, the second waits behind it
-    body = {"model": MODEL_NAME, "prompt": PROMPTS[5], "max_tokens": 1000, "temperature": 1.5, "seed": 3,
+    # 1000 tokens each (seed 6 meets no EOS within them; seed 3 did after 392, too soon on a quiet machine): the first
+    # runs past the timeout, the second waits behind it
+    body = {"model": MODEL_NAME, "prompt": PROMPTS[5], "max_tokens": 1000, "temperature": 1.5, "seed": 6,
             "stream": True}
     events = {0: [], 1: []}
 
@@ -602,7 +603,7 @@ def test_shutdown_cancels_what_outlasts_the_timeout():
     assert time.monotonic() - started < 5
     for index in (0, 1):
         assert events[index][-1] == "data: [DONE]"
-        assert json.loads(events[index][-2][6:])["error"]["code"] == "shutting_down"
+        assert json.loads(events[index][-2][6:]).get("error", {}).get("code") == "shutting_down", events[index][-2]
     assert "Traceback" not in process.stderr
 
 
