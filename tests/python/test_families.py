@@ -212,6 +212,44 @@ def test_fused_experts_are_split_exactly(models):
                 assert np.array_equal(np.concatenate(parts), qkv)
 
 
+def test_glm_multi_token_prediction_layer_is_stored_and_not_run(models, tmp_path):
+    """GLM-4.5's checkpoints end with num_nextn_predict_layers extra layers (a full MoE layer plus the MTP head's
+    projection and norms), which transformers does not build: kept with expert roles, exported back, not run."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder, path = models("glm4_moe")
+    mtp = tmp_path / "glm4_moe_mtp"
+    shutil.copytree(folder, mtp)
+    config = json.loads((mtp / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    config["num_nextn_predict_layers"] = 1
+    (mtp / "config.json").write_text(json.dumps(config))
+    (shard,) = mtp.glob("*.safetensors")
+    tensors = load_file(str(shard))
+    last, extra = f"model.layers.{layers - 1}.", f"model.layers.{layers}."
+    tensors.update({extra + k[len(last):]: v.clone() for k, v in tensors.items() if k.startswith(last)})
+    hidden = config["hidden_size"]
+    generator = torch.Generator().manual_seed(0)
+    tensors[extra + "eh_proj.weight"] = torch.randn(hidden, 2 * hidden, generator=generator).to(torch.bfloat16)
+    for norm in ("enorm", "hnorm", "shared_head.norm"):
+        tensors[f"{extra}{norm}.weight"] = torch.ones(hidden, dtype=torch.bfloat16)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+
+    out = tmp_path / "mtp.zmoe"
+    zipmoe.convert(mtp, out, threads=2)
+    with zipmoe.open_container(out) as c:
+        assert c.info(f"blk.{layers}.nextn.eh_proj.weight").role == "dense"
+        assert c.info(f"blk.{layers}.ffn_gate_exps.3.weight").role == "expert"
+    tokens = prompt(seed=3)
+    assert np.array_equal(zipmoe.load(out, threads=2).logits(tokens), zipmoe.load(path, threads=2).logits(tokens))
+    zipmoe.export(out, "safetensors", tmp_path / "back")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "back").iterdir()} == \
+        {p.name: p.read_bytes() for p in mtp.iterdir()}
+
+
 # -------------------------------------------------------------------------------------- refusals
 
 
