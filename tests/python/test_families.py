@@ -25,7 +25,7 @@ import zipmoe
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from test_cache import minimum_budget  # noqa: E402
+from test_cache import check_stats, minimum_budget, run  # noqa: E402
 from test_engine import GREEDY_TOKENS, assert_close, prompt, reference_logits, reference_model  # noqa: E402
 from tiny_models import FAMILY_ARCHITECTURES, make_tiny_model  # noqa: E402
 from zipmoe.conversion import registry  # noqa: E402
@@ -130,6 +130,30 @@ def test_codecs_threads_and_budgets_give_bit_identical_logits(models, tmp_path, 
         streamed = zipmoe.load(path, threads=2, precision=precision, max_context=64, memory_budget=minimum)
         assert np.array_equal(streamed.logits(tokens), baseline), precision
         assert streamed.stats()["streaming"] and streamed.memory()["peak"] <= minimum
+
+
+@pytest.mark.parametrize("name", FAMILY_ARCHITECTURES)
+def test_cache_budgets_tiers_prefetch_and_io_modes_keep_the_bits(models, name):
+    # a prompt, then one token per step: the expert cache from its minimum budget to
+    # everything, with gate-ahead prefetch across dense layers (GLM, dots.llm1, ERNIE:
+    # leading ones; Llama 4: interleaved), every I/O mode and the paper's tier set
+    _, path = models(name)
+    tokens = prompt(20, seed=6)
+    options = dict(precision="exact", max_context=64, batch=8)
+    expected = run(zipmoe.load(path, threads=2, **options), tokens, 8)
+    minimum = minimum_budget(path, threads=2, **options)
+    everything = zipmoe.load(path, threads=1, **options).memory()["total"] + (1 << 20)
+    combos = [dict(memory_budget=minimum, threads=1, io="pread", prefetch=True),
+              dict(memory_budget=(minimum + everything) // 2, threads=2, io="direct", prefetch=True,
+                   cache_policy="lfu"),
+              dict(memory_budget=(2 * minimum + everything) // 3, threads=2, io="mmap", prefetch=False,
+                   tiers=zipmoe.model.PAPER_TIERS),
+              dict(memory_budget=everything, threads=2, io="pread", prefetch=True, cache_policy="lru")]
+    for combo in combos:
+        model = zipmoe.load(path, **options, **combo)
+        assert np.array_equal(run(model, tokens, 8), expected), combo
+        check_stats(model)
+        assert model.memory()["peak"] <= combo["memory_budget"]
 
 
 @pytest.mark.parametrize("name", ["llama4_text", "llama4_text_top2", "ernie4_5_moe", "dbrx", "hunyuan_v1_moe"])
