@@ -122,11 +122,7 @@ Status Model::Impl::load(const std::string& model_path, const ModelOptions& opti
 
 // The container and its config.
 Status Model::Impl::open(const ModelOptions& options) {
-  // Streaming in mmap mode maps the file in the cache (pages dropped after each
-  // read); the dense weights are read once at load, through pread.
-  const bool streaming = options.memory_budget > 0;
-  const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
-  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, load_mode, &reader));
+  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, options.io_mode, &reader));
   ZIPMOE_RETURN_IF_ERROR(model::parse_model_config(reader->metadata(), &config).with_context(path));
   for (const TensorInfo& t : reader->tensors()) {
     if (!is_float_dtype(t.dtype)) {
