@@ -579,3 +579,25 @@ ZTEST(model_load_rejects_inconsistent_containers) {
   write_model(spec, dir.file("generic.zmoe"), Codec::kAuto);
   ZCHECK_THROWS(Model::load(dir.file("generic.zmoe"), options(1)), UnsupportedModelError);
 }
+
+// A context of a million positions costs KV cache (allocated, untouched), not
+// scratch: RoPE angles are computed per step, for the step's positions (a table
+// of every position was written at load, 32 MB here), to the same bits.
+ZTEST(scratch_does_not_grow_with_the_context) {
+  ModelDir dir;
+  for (const ModelSpec& spec : {qwen3_like(), deepseek_like()}) {
+    const std::string path = dir.file("m.zmoe");
+    write_model(spec, path, Codec::kAuto);
+    ModelOptions o = options(1);
+    o.max_context = 16;
+    Model small = Model::load(path, o);
+    o.max_context = std::size_t(1) << 20;
+    Model large = Model::load(path, o);
+    ZCHECK_EQ(small.memory().scratch, large.memory().scratch);
+    const std::vector<std::int32_t> prompt = tokens(12, 5);
+    std::vector<float> a(12 * 64), b(12 * 64);
+    small.eval(prompt.data(), prompt.size(), a.data());
+    large.eval(prompt.data(), prompt.size(), b.data());
+    ZCHECK(a == b);
+  }
+}
