@@ -698,3 +698,33 @@ ZTEST(check_memory_refuses_a_budget_or_machine_below_the_minimum) {
   ZCHECK_EQ(plan.minimum(), ~std::uint64_t(0));
   ZCHECK(model::check_memory(plan, 0, plenty, "m.zmoe").code() == StatusCode::kBudget);
 }
+
+// DeepSeek-V3's multi-token-prediction layers (blk.<num_layers>.*, experts
+// included) are kept in the container for export and never computed: carried,
+// as many as num_nextn_predict_layers says, and refused beyond that.
+ZTEST(model_load_carries_deepseek_v3_prediction_layers_its_config_counts) {
+  ModelDir dir;
+  for (int counted : {1, 0}) {
+    ModelSpec spec = deepseek_like();
+    const std::string v2 = R"("architecture": "deepseek_v2", "config": {)";
+    spec.metadata.replace(spec.metadata.find(v2), v2.size(),
+                          R"("architecture": "deepseek_v3", "config": {"num_nextn_predict_layers": )" +
+                              std::to_string(counted) + ", ");
+    add(&spec, "blk.1.exp_probs_b.bias", {4}, DType::kF32);
+    add(&spec, "blk.2.nextn.enorm.weight", {32}, DType::kBF16, true);
+    add(&spec, "blk.2.attn_norm.weight", {32}, DType::kBF16, true);
+    add_experts(&spec, 2, 4, 16, 32);
+    write_model(spec, dir.file("v3.zmoe"), Codec::kAuto);
+    if (counted) {
+      ZCHECK_EQ(Model::load(dir.file("v3.zmoe"), options(1)).info().num_layers, std::size_t(2));
+      continue;
+    }
+    try {
+      Model::load(dir.file("v3.zmoe"), options(1));
+      ZCHECK(false);
+    } catch (const FormatError& e) {
+      ZCHECK(std::string(e.what()).find("14 tensors are not part of a deepseek_v3 model") != std::string::npos);
+      ZCHECK(std::string(e.what()).find("blk.2.nextn.enorm.weight") != std::string::npos);
+    }
+  }
+}
