@@ -21,7 +21,7 @@ constexpr FamilySpec kFamilies[] = {
   {Family::kMixtral,    "mixtral",     true,  N::kRms,       A::kGrouped, Q::kNone,             R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
   {Family::kOlmoe,      "olmoe",       true,  N::kRms,       A::kGrouped, Q::kWholeProjection,  R::kSoftmaxTopK,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
   {Family::kDeepseekV2, "deepseek_v2", true,  N::kRms,       A::kLatent,  Q::kNone,             R::kDeepseekV2,   F::kSiluMul,   S::kPlain,        false, false, false, false, false, false},
-  {Family::kDeepseekV3, "deepseek_v3", true,  N::kRms,       A::kLatent,  Q::kNone,             R::kDeepseekV3,   F::kSiluMul,   S::kPlain,        false, false, false, true,  false, false},
+  {Family::kDeepseekV3, "deepseek_v3", true,  N::kRms,       A::kLatent,  Q::kNone,             R::kDeepseekV3,   F::kSiluMul,   S::kPlain,        false, false, false, true,  false, false, /*mtp_layers=*/true},
   {Family::kGptOss,     "gpt_oss",     true,  N::kRms,       A::kGrouped, Q::kNone,             R::kTopKSoftmax,  F::kSwigluOai, S::kNone,         true,  true,  true,  false, false, false},
   {Family::kGraniteMoe, "granitemoe",  true,  N::kRms,       A::kGrouped, Q::kNone,             R::kTopKSoftmax,  F::kSiluMul,   S::kNone,         false, false, false, false, false, false},
   {Family::kPhiMoe,     "phimoe",      true,  N::kLayerNorm, A::kGrouped, Q::kNone,             R::kSparseMixer,  F::kSiluMul,   S::kNone,         false, false, false, false, true, true },

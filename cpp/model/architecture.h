@@ -17,6 +17,13 @@
 //                  ffn_{gate,up,down}_shexp (+ ffn_gate_inp_shexp, qwen2_moe),
 //                  and the routed experts through the ExpertProvider
 //   layer norms    .bias of every norm (phimoe), output.bias (phimoe lm_head_bias)
+// Carried but unused (kept in the container, so that export gives them back,
+// never computed):
+//   MTP layers     blk.{num_layers + j}.* for j < num_nextn_predict_layers
+//                  (deepseek_v3's multi-token-prediction layers; `mtp_layers`)
+// A container holding any other tensor, or lacking a required one, is refused
+// at load (model/load_plan.h): a container relabelled to another architecture
+// would otherwise compute with some of its tensors ignored.
 #pragma once
 
 #include <cstddef>
@@ -97,6 +104,9 @@ struct FamilySpec {
   // of the best one, a discontinuity that BF16-rounded activations cross often
   // enough to change the logits by more than the engine's tolerance.
   bool exact_matmuls;
+  // Carries multi-token-prediction layers after its decoder layers (the config's
+  // num_nextn_predict_layers of them), which the engine does not compute.
+  bool mtp_layers = false;
 };
 
 // The row of `name` (an HF model_type), or nullptr when the engine cannot run it.
