@@ -17,6 +17,13 @@
 //                  ffn_{gate,up,down}_shexp (+ ffn_gate_inp_shexp, qwen2_moe),
 //                  and the routed experts through the ExpertProvider
 //   layer norms    .bias of every norm (phimoe), output.bias (phimoe lm_head_bias)
+// Carried but unused (kept in the container, so that export gives them back,
+// never computed):
+//   MTP layers     blk.{num_layers + j}.* for j < num_nextn_predict_layers
+//                  (deepseek_v3's and glm4_moe's multi-token-prediction layers; `mtp_layers`)
+// A container holding any other tensor, or lacking a required one, is refused
+// at load (model/load_plan.h): a container relabelled to another architecture
+// would otherwise compute with some of its tensors ignored.
 #pragma once
 
 #include <cstddef>
@@ -115,6 +122,10 @@ struct FamilySpec {
   // The routing weight multiplies an expert's input rather than its output
   // (Llama 4: the expert sees x * sigmoid(logit)).
   bool weight_expert_input;
+  // Carries multi-token-prediction layers after its decoder layers (the config's
+  // num_nextn_predict_layers of them), which the engine does not compute
+  // (DeepSeek-V3, GLM-4.5).
+  bool mtp_layers = false;
 };
 
 // The row of `name` (an HF model_type), or nullptr when the engine cannot run it.

@@ -396,6 +396,10 @@ Status parse_layers(const ConfigReader& c, ModelConfig* m) {
   if (m->family->moe && m->num_experts > 0) ZIPMOE_RETURN_IF_ERROR(parse_moe_layers(c, m));
   if (f == Family::kLlama4Text) return parse_llama4_attention_layers(c, m);
 
+  if (m->family->mtp_layers) {
+    ZIPMOE_RETURN_IF_ERROR(c.integer_or("num_nextn_predict_layers", 0, 0, kMaxLayers, &m->mtp_layers));
+  }
+
   // Sliding-window attention.
   std::size_t window = 0;
   if (c.has("sliding_window")) ZIPMOE_RETURN_IF_ERROR(c.integer("sliding_window", 0, kMaxPositions, &window));

@@ -92,6 +92,9 @@ struct ModelConfig {
 
   RopeSettings rope;
   std::vector<LayerPlan> layers;  // num_layers entries
+  // Multi-token-prediction layers the container carries after the decoder
+  // layers, unused (num_nextn_predict_layers; families with mtp_layers only).
+  std::size_t mtp_layers = 0;
 
   // Sizes of one query / key / value head and of the per-position KV cache row.
   std::size_t query_head_size() const {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "common/memory_ledger.h"
@@ -25,6 +26,10 @@ class KvCache {
   // forward steps of at most `batch` tokens.
   Status allocate(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype,
                   MemoryLedger* ledger);
+
+  // The bytes allocate() charges to the ledger for these arguments, without
+  // allocating anything (saturating at UINT64_MAX for absurd sizes).
+  static std::uint64_t bytes_for(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype);
 
   const kernels::KvCacheView& layer(std::size_t i) const { return views_[i]; }
   std::size_t capacity() const { return capacity_; }
