@@ -374,28 +374,27 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
                                      job(xn_, n, H, a.k, a.k_bias, k_, kv_width),
                                      job(xn_, n, H, a.v, a.v_bias, v_, kv_width)};
   linear(qkv, 3);
-  // q/k norms: per head over head_dim (Qwen3-MoE) or over the whole projection (OLMoE)
-  if (c.family->qk_norm == QkNormKind::kPerHead) {
-    kernels::rms_norm(isa, q_, n * heads, dim, dim, a.q_norm, c.norm_eps, q_, dim);
-    kernels::rms_norm(isa, k_, n * kv_heads, dim, dim, a.k_norm, c.norm_eps, k_, dim);
-  } else if (c.family->qk_norm == QkNormKind::kWholeProjection) {
-    kernels::rms_norm(isa, q_, n, q_width, q_width, a.q_norm, c.norm_eps, q_, q_width);
-    kernels::rms_norm(isa, k_, n, kv_width, kv_width, a.k_norm, c.norm_eps, k_, kv_width);
-  }
+  normalize_queries_and_keys(layer, n, /*after_rope=*/false);
   if (c.clip_qkv > 0) {
     clamp_values(q_, n * q_width, c.clip_qkv);
     clamp_values(k_, n * kv_width, c.clip_qkv);
     clamp_values(v_, n * kv_width, c.clip_qkv);
   }
-  // rotate the first `rotary` dims of every q and k head by its position
-  kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, rope_rows_);
-  kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, rope_rows_);
+  if (c.layers[layer].rope) {
+    // rotate the first `rotary` dims of every q and k head by its position
+    kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, rope_rows_);
+    kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, rope_rows_);
+  } else if (c.attention_temperature_tuning) {
+    scale_queries_by_position(n, position);
+  }
+  normalize_queries_and_keys(layer, n, /*after_rope=*/true);
   // append k, v to the cache; att = softmax(q k^T * scale) v over positions [0, position + n)
   const kernels::KvCacheView& cache = cache_->layer(layer);
   kernels::kv_cache_store(isa, cache, position, n, k_, kv_width, v_, kv_width);
   attention_params_.n_heads = heads;
   attention_params_.scale = c.attention_scale;
   attention_params_.sliding_window = c.layers[layer].sliding_window;
+  attention_params_.chunk_size = c.layers[layer].attention_chunk;
   attention_params_.sinks = a.sinks;
   const std::size_t keys = std::min(position + n, cache.capacity);
   kernels::attention(isa, q_, n, q_width, position, cache, attention_params_, att_, q_width,
@@ -405,6 +404,58 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
   const kernels::LinearJob out = job(att_, n, q_width, a.output, a.output_bias, direct ? x_ : delta_, H, direct);
   linear(&out, 1);
   if (!direct) add_residual(delta_, n);
+}
+
+void Forward::normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope) {
+  // q/k norms: per head over head_dim (Qwen3-MoE), over the whole projection
+  // (OLMoE), per head after RoPE (Hunyuan), or weightless per head after RoPE on
+  // the RoPE layers (Llama 4)
+  const ModelConfig& c = *config_;
+  const AttentionWeights& a = weights_->layers[layer].attention;
+  const Isa isa = options_.isa;
+  const std::size_t heads = c.num_heads, kv_heads = c.num_kv_heads, dim = c.head_dim;
+  const std::size_t q_width = heads * dim, kv_width = kv_heads * dim;
+  kernels::WeightVector q_norm = a.q_norm, k_norm = a.k_norm;
+  bool per_head = true;
+  switch (c.qk_norm) {
+    case QkNormKind::kNone:
+      return;
+    case QkNormKind::kPerHead:
+      if (after_rope) return;
+      break;
+    case QkNormKind::kWholeProjection:
+      if (after_rope) return;
+      per_head = false;
+      break;
+    case QkNormKind::kPerHeadAfterRope:
+      if (!after_rope) return;
+      break;
+    case QkNormKind::kUnitPerHeadAfterRope:
+      if (!after_rope || !c.layers[layer].rope) return;
+      q_norm = k_norm = weights_->unit_head_norm;
+      break;
+  }
+  if (per_head) {
+    kernels::rms_norm(isa, q_, n * heads, dim, dim, q_norm, c.norm_eps, q_, dim);
+    kernels::rms_norm(isa, k_, n * kv_heads, dim, dim, k_norm, c.norm_eps, k_, dim);
+  } else {
+    kernels::rms_norm(isa, q_, n, q_width, q_width, q_norm, c.norm_eps, q_, q_width);
+    kernels::rms_norm(isa, k_, n, kv_width, kv_width, k_norm, c.norm_eps, k_, kv_width);
+  }
+}
+
+void Forward::scale_queries_by_position(std::size_t n, std::size_t position) {
+  // Llama 4's NoPE layers: q[t] *= log1p(floor((p + 1) / floor_scale)) * attn_scale + 1
+  // at position p, in transformers' float32 steps (exactly 1 below floor_scale).
+  const ModelConfig& c = *config_;
+  const std::size_t q_width = c.num_heads * c.head_dim;
+  const float floor_scale = static_cast<float>(c.attention_floor_scale);
+  const float strength = static_cast<float>(c.attention_temperature_scale);
+  for (std::size_t t = 0; t < n; ++t) {
+    const float steps = std::floor((static_cast<float>(position + t) + 1.0f) / floor_scale);
+    const float factor = static_cast<float>(std::log1p(static_cast<double>(steps))) * strength + 1.0f;
+    if (factor != 1.0f) kernels::scale(options_.isa, q_ + t * q_width, factor, q_ + t * q_width, q_width);
+  }
 }
 
 void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t position) {
@@ -455,6 +506,7 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
   attention_params_.n_heads = heads;
   attention_params_.scale = c.attention_scale;
   attention_params_.sliding_window = 0;
+  attention_params_.chunk_size = 0;
   attention_params_.sinks = nullptr;
   kernels::attention(isa, q_latent_, n, heads * row, position, cache, attention_params_, att_latent_, heads * rank,
                      pool_for(n * (position + n) * heads * (row + rank)), options_.precision);
@@ -497,10 +549,33 @@ void Forward::route_token(const FfnWeights& f, const float* logits, std::int32_t
       kernels::softmax(isa, logits, 1, E, E, scores, E);
       kernels::top_k(scores, E, K, experts, weights);
       if (c.norm_topk_prob) {
+        // divided by their sum, or by their 2-norm (DBRX's moe_normalize_expert_weights = 2)
         float sum = 0.0f;
-        for (std::size_t j = 0; j < K; ++j) sum += weights[j];
+        for (std::size_t j = 0; j < K; ++j) sum += c.norm_topk_p == 2.0 ? weights[j] * weights[j] : weights[j];
+        if (c.norm_topk_p == 2.0) sum = std::sqrt(sum);
         for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
       }
+      return;
+    }
+    case RouterKind::kSoftmaxBiasedTopK: {
+      // ERNIE 4.5: the choice adds the correction bias to the softmax, the weights
+      // do not; weights / max(sum, moe_norm_min)
+      kernels::softmax(isa, logits, 1, E, E, scores, E);
+      for (std::size_t e = 0; e < E; ++e) choice[e] = scores[e] + (f.score_correction ? f.score_correction[e] : 0.0f);
+      kernels::top_k(choice, E, K, experts, nullptr);
+      float sum = 0.0f;
+      for (std::size_t j = 0; j < K; ++j) {
+        weights[j] = scores[experts[j]];
+        sum += weights[j];
+      }
+      sum = std::max(sum, c.norm_topk_min);
+      for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
+      return;
+    }
+    case RouterKind::kSigmoidTopK: {
+      // Llama 4: the k largest logits, each weighted by its own sigmoid
+      kernels::top_k(logits, E, K, experts, weights);
+      kernels::sigmoid(isa, weights, weights, K);
       return;
     }
     case RouterKind::kTopKSoftmax: {
@@ -677,12 +752,19 @@ class ReleaseOnExit {
 
 Status Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
   const std::size_t H = config_->hidden_size, K = config_->experts_per_token;
-  // One token routed to distinct experts reads xn directly; otherwise rows are gathered.
-  const bool gathered = !(n == 1 && request_.experts.size() == K);
+  // One token routed to distinct experts reads xn directly; otherwise rows are
+  // gathered (and weighted, where the routing weight scales an expert's input).
+  const bool weighted_input = config_->family->weight_expert_input;
+  const bool gathered = weighted_input || !(n == 1 && request_.experts.size() == K);
   if (gathered) {
     for_rows(n * K, H, [&](std::size_t first, std::size_t count) {
       for (std::size_t i = first; i < first + count; ++i) {
-        std::memcpy(moe_in_ + selected_row_[i] * H, xn_ + (i / K) * H, H * sizeof(float));
+        float* row = moe_in_ + selected_row_[i] * H;
+        if (weighted_input) {
+          kernels::scale(options_.isa, xn_ + (i / K) * H, selected_weight_[i], row, H);
+        } else {
+          std::memcpy(row, xn_ + (i / K) * H, H * sizeof(float));
+        }
       }
     });
   }
@@ -760,13 +842,16 @@ Status Forward::ffn_moe(std::size_t layer, std::size_t n) {
   ZIPMOE_RETURN_IF_ERROR(run_experts(layer, f, n));
   // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
   const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
+  const bool weighted_input = c.family->weight_expert_input;
   if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
   for_rows(n, K * H, [&](std::size_t first, std::size_t count) {
     for (std::size_t t = first; t < first + count; ++t) {
       float* d = delta_ + t * H;
       std::fill(d, d + H, 0.0f);
       for (std::size_t j = 0; j < K; ++j) {
-        kernels::add_scaled(isa, moe_out_ + selected_row_[t * K + j] * H, selected_weight_[t * K + j], d, H);
+        // (an expert whose input was weighted adds its output as it is: 1 * x is exact)
+        const float weight = weighted_input ? 1.0f : selected_weight_[t * K + j];
+        kernels::add_scaled(isa, moe_out_ + selected_row_[t * K + j] * H, weight, d, H);
       }
       if (gated) {
         kernels::add_scaled(isa, shared_out_ + t * H, shared_logit_[t], d, H);

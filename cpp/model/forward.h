@@ -104,6 +104,8 @@ class Forward {
   void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);
   void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
   void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
+  void normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope);
+  void scale_queries_by_position(std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
   Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);

@@ -9,10 +9,10 @@ namespace zipmoe::model {
 
 namespace {
 
-// Positions layer `layer` holds: sliding-window layers need only the window and
-// the tokens of one step.
+// Positions layer `layer` holds: sliding-window and chunked layers need only the
+// window (chunk) and the tokens of one step.
 std::size_t layer_capacity(const ModelConfig& config, std::size_t layer, std::size_t capacity, std::size_t batch) {
-  const std::size_t window = config.layers[layer].sliding_window;
+  const std::size_t window = config.layers[layer].attention_span();
   return window && window + batch - 1 < capacity ? window + batch - 1 : capacity;
 }
 

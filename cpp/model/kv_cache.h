@@ -4,7 +4,7 @@
 // (the kernels' default head-major layout). Latent attention (DeepSeek MLA)
 // keeps one row per position, [kv_lora_rank normalized latent | rope key], and
 // reads the values as the first kv_lora_rank components of the same rows.
-// Sliding-window layers hold only window + batch - 1 positions (the kernels
+// Sliding-window and chunked layers hold only window (chunk) + batch - 1 positions (the kernels
 // index positions modulo the capacity). Elements are F32, BF16 or F16 (rounded
 // to nearest-even when stored). The memory is charged to the ledger as kKvCache.
 #pragma once

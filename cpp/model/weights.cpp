@@ -32,6 +32,9 @@ bool widened_to_f32(const std::string& name) {
 // Bytes a buffer of `bytes` is charged (an empty tensor still gets one byte).
 std::uint64_t charged(std::uint64_t bytes) { return bytes ? bytes : 1; }
 
+// The F32 ones make_views() gives a weightless q/k norm (Llama 4).
+std::uint64_t unit_head_norm_bytes(const ModelConfig& config) { return charged(config.head_dim * sizeof(float)); }
+
 // Every dense tensor the forward pass may read, with the shape the config implies.
 std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
   std::vector<WantedTensor> out;
@@ -77,10 +80,10 @@ std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
       add(p + "attn_k.bias", {kv_rows}, false);
       add(p + "attn_v.bias", {kv_rows}, false);
       add(p + "attn_output.bias", {H}, false);
-      if (f.qk_norm == QkNormKind::kPerHead) {
+      if (c.qk_norm == QkNormKind::kPerHead || c.qk_norm == QkNormKind::kPerHeadAfterRope) {
         add(p + "attn_q_norm.weight", {c.head_dim});
         add(p + "attn_k_norm.weight", {c.head_dim});
-      } else if (f.qk_norm == QkNormKind::kWholeProjection) {
+      } else if (c.qk_norm == QkNormKind::kWholeProjection) {
         add(p + "attn_q_norm.weight", {q_rows});
         add(p + "attn_k_norm.weight", {kv_rows});
       }
@@ -175,6 +178,8 @@ Status DenseWeightStore::plan(const format::ContainerFile& reader, const ModelCo
     plan.ledger_bytes += charged(t->decoded_bytes());
     if (widened_to_f32(t->name)) plan.ledger_bytes += charged(t->num_elements) * sizeof(float);
   }
+  // make_views' unit weights of a weightless q/k norm
+  if (config.qk_norm == QkNormKind::kUnitPerHeadAfterRope) plan.ledger_bytes += unit_head_norm_bytes(config);
   *out = std::move(plan);
   return Status::Ok();
 }
@@ -237,6 +242,16 @@ Status DenseWeightStore::make_views(const ModelConfig& config, MemoryLedger* led
   w->output = find("output.weight") ? matrix("output.weight") : w->embedding;
   w->output_bias = vector("output.bias");
   ZIPMOE_RETURN_IF_ERROR(widened("rope_freqs.weight", ledger, &w->rope_factors));
+  if (config.qk_norm == QkNormKind::kUnitPerHeadAfterRope) {
+    // A weightless RMSNorm is one with unit weights (times 1 is exact).
+    derived_.emplace_back();
+    ZIPMOE_RETURN_IF_ERROR(
+        derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, unit_head_norm_bytes(config)));
+    bytes_ += config.head_dim * 4;
+    float* ones = derived_.back().as<float>();
+    std::fill(ones, ones + config.head_dim, 1.0f);
+    w->unit_head_norm = {ones, DType::kF32, config.head_dim};
+  }
   w->layers.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";

@@ -77,6 +77,7 @@ struct ModelWeights {
   kernels::WeightMatrix output;     // [vocab, hidden]; the embedding when tied
   kernels::WeightVector output_bias;
   const float* rope_factors = nullptr;  // [rotary_dim / 2], F32: GGUF llama 3 rope_freqs, or null
+  kernels::WeightVector unit_head_norm;  // [head_dim] ones, F32: the weight of a weightless q/k norm (Llama 4)
   std::vector<LayerWeights> layers;
 };
 
