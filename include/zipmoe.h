@@ -408,6 +408,7 @@ typedef struct {
   float min_p;              /* [0, 1]; 0: off */
   float repetition_penalty; /* > 0; 1: off */
   float presence_penalty;   /* any finite value; 0 (default): off */
+  float frequency_penalty;  /* any finite value, times the token's occurrences; 0 (default): off */
   int32_t penalty_last_n;   /* tokens the penalties look back at; 0 (default): prompt and output */
   uint64_t seed;            /* ZIPMOE_SEED_RANDOM (default): a random seed */
   /* Stop strings: the text ends before the first one generated (it is not

@@ -152,6 +152,7 @@ zipmoe_sampling_params zipmoe_sampling_default_params(void) {
   params.min_p = -1.0f;
   params.repetition_penalty = -1.0f;
   params.presence_penalty = 0.0f;
+  params.frequency_penalty = 0.0f;
   params.penalty_last_n = 0;
   params.seed = ZIPMOE_SEED_RANDOM;
   params.stop = nullptr;

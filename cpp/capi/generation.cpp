@@ -123,6 +123,7 @@ GenerationRequest resolve_request(const ModelState& model, const zipmoe_sampling
                              ? static_cast<float>(model.sampling_default(Sampling::kRepetitionPenalty))
                              : p.repetition_penalty;
   o.presence_penalty = p.presence_penalty;
+  o.frequency_penalty = p.frequency_penalty;
   if (p.penalty_last_n < 0) {
     throw InvalidArgumentError("penalty_last_n must be >= 0 (0: all), not " + std::to_string(p.penalty_last_n));
   }

@@ -48,7 +48,8 @@ class ChatParams(ctypes.Structure):
 class SamplingParams(ctypes.Structure):
     _fields_ = [("max_new_tokens", ctypes.c_int32), ("temperature", ctypes.c_float), ("top_k", ctypes.c_int32),
                 ("top_p", ctypes.c_float), ("min_p", ctypes.c_float), ("repetition_penalty", ctypes.c_float),
-                ("presence_penalty", ctypes.c_float), ("penalty_last_n", ctypes.c_int32),
+                ("presence_penalty", ctypes.c_float), ("frequency_penalty", ctypes.c_float),
+                ("penalty_last_n", ctypes.c_int32),
                 ("seed", ctypes.c_uint64), ("stop", ctypes.POINTER(ctypes.c_char_p)), ("n_stop", ctypes.c_int32),
                 ("add_special", ctypes.c_bool), ("skip_special", ctypes.c_bool)]
 

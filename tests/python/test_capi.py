@@ -124,6 +124,7 @@ GENERATIONS = [
     dict(temperature=0.9, top_k=30, top_p=0.9, seed=7, max_new_tokens=40),
     dict(temperature=1.2, min_p=0.05, repetition_penalty=1.3, presence_penalty=0.5, penalty_last_n=16, seed=3,
          max_new_tokens=30),
+    dict(temperature=0.8, frequency_penalty=0.7, penalty_last_n=0, seed=5, max_new_tokens=30),
     dict(seed=11, max_new_tokens=25),  # the model's generation_config defaults
     dict(temperature=0.0, max_new_tokens=60, stop=["\n\n", "the"]),
     dict(temperature=0.0, max_new_tokens=0),
