@@ -25,6 +25,8 @@ class KvCache {
   // forward steps of at most `batch` tokens.
   Status allocate(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype,
                   MemoryLedger* ledger);
+  // The bytes allocate() charges for the same arguments.
+  static std::uint64_t bytes_needed(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype);
 
   const kernels::KvCacheView& layer(std::size_t i) const { return views_[i]; }
   std::size_t capacity() const { return capacity_; }

@@ -331,8 +331,8 @@ class _InterruptingNative:
     def __init__(self, native, after):
         self._native, self._after, self.calls = native, after, 0
 
-    def eval(self, tokens, last_only=False):
-        out = self._native.eval(tokens, last_only)
+    def eval(self, tokens, last_only=False, sequence=0):
+        out = self._native.eval(tokens, last_only, sequence)
         if len(tokens) == 1:
             self.calls += 1
             if self.calls == self._after:
@@ -345,13 +345,14 @@ class _InterruptingNative:
 
 def test_interruption_leaves_the_model_usable(model):
     expected = model.generate("hello there", max_new_tokens=10, temperature=0)
-    native = model._native
-    model._native = _InterruptingNative(native, after=3)
+    context = model.default_context
+    native = context._native
+    context._native = _InterruptingNative(native, after=3)
     try:
         with pytest.raises(KeyboardInterrupt):
             model.generate("hello there", max_new_tokens=10, temperature=0)
     finally:
-        model._native = native
+        context._native = native
     assert model.last_generation_stats["finish_reason"] == "interrupted"
     assert model.position == 0
     assert model.generate("hello there", max_new_tokens=10, temperature=0) == expected
