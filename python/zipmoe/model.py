@@ -61,8 +61,8 @@ DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
 FALLBACK_SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.0}
 DEFAULT_MAX_NEW_TOKENS = 256
 GENERATE_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                    "presence_penalty", "penalty_last_n", "seed", "stop", "stream", "add_special_tokens",
-                    "skip_special_tokens")
+                    "presence_penalty", "frequency_penalty", "penalty_last_n", "seed", "stop", "stream",
+                    "add_special_tokens", "skip_special_tokens", "logprobs")
 
 
 def default_model_path() -> str:
@@ -296,6 +296,8 @@ class Context:
             while finish is None:
                 token = int(sampler.sample(logits))
                 sampler.accept(token)
+                if request.logprobs is not None:
+                    stats["logprobs"].append(_core.token_logprobs(logits, token, request.logprobs))
                 generated.append(token)
                 stats["generated_tokens"] = len(generated)
                 elapsed = time.perf_counter() - prompt_done
@@ -368,11 +370,13 @@ class _GenerationRequest:
     stops: list
     stream: bool
     skip_special_tokens: bool
+    logprobs: int | None = None  # alternatives reported per token (None: no log-probabilities)
 
     def new_stats(self) -> dict:
         return {"prompt_tokens": len(self.prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
                 "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
-                "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": self.seed, "token_ids": []}
+                "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": self.seed, "token_ids": [],
+                "logprobs": None if self.logprobs is None else []}
 
 
 class Model:
@@ -583,14 +587,15 @@ class Model:
         generation_seconds, generation_tokens_per_second, finish_reason ("eos", "stop" (a stop
         string), "length" (max_new_tokens), "context" (the KV cache is full), "interrupted" (Ctrl-C, or
         a stream closed early), "error"),
-        seed, and token_ids (the sampled ids, an ending EOS included). A streaming generate()
-        updates it as it goes."""
+        seed, token_ids (the sampled ids, an ending EOS included), and logprobs (None unless
+        generate() was given logprobs=N: per sampled id, (its log-probability, [(id, log-probability)
+        of the N likeliest])). A streaming generate() updates it as it goes."""
         return None if self._last_generation_stats is None else dict(self._last_generation_stats)
 
     def generate(self, prompt, max_new_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
                  repetition_penalty=None, presence_penalty=None, seed=None, stop=None, stream: bool = False,
                  add_special_tokens=None, skip_special_tokens: bool = True, penalty_last_n: int = 0,
-                 **unknown):
+                 frequency_penalty=None, logprobs=None, **unknown):
         """Continues ``prompt`` and returns the new text (or, with stream=True, a generator of text pieces
         that join to it; every piece is whole UTF-8 characters).
 
@@ -602,7 +607,8 @@ class Model:
             generation also ends at an EOS id (eos_token_ids), at a stop string, or when the KV
             cache (max_context) is full.
         temperature (0: greedy), top_k (0: off), top_p (1: off), min_p (0: off),
-        repetition_penalty (1: off), presence_penalty (0: off), penalty_last_n (tokens the
+        repetition_penalty (1: off), presence_penalty (0: off), frequency_penalty (0: off; times the
+            token's occurrences), penalty_last_n (tokens the
             penalties look back at; 0: prompt and output, as transformers): see
             include/zipmoe/sampler.h for their exact semantics and order (transformers' order).
             Defaults: generation_config.json as transformers reads it (do_sample false or absent:
@@ -614,6 +620,9 @@ class Model:
             not included), and streaming never emits part of one.
         skip_special_tokens: leave special (control) tokens such as chat markers out of the text, as
             transformers' text-generation pipeline does (default); False shows them.
+        logprobs: None (off) or N >= 0: record each sampled token's log-probability under the model's
+            distribution (the softmax of the raw logits, before penalties and temperature) and the N
+            likeliest alternatives' in last_generation_stats["logprobs"].
 
         The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
         between tokens stops the generation and leaves the model usable (its sequence is reset).
@@ -628,7 +637,8 @@ class Model:
         options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                        min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                        seed=seed, stop=stop, stream=stream, add_special_tokens=add_special_tokens,
-                       skip_special_tokens=skip_special_tokens, penalty_last_n=penalty_last_n, **unknown)
+                       skip_special_tokens=skip_special_tokens, penalty_last_n=penalty_last_n,
+                       frequency_penalty=frequency_penalty, logprobs=logprobs, **unknown)
         request = self._generation_request(prompt, options)
         stats = request.new_stats()
         self._last_generation_stats = stats
@@ -662,7 +672,9 @@ class Model:
         get = options.get
         sampling = self._sampling_options(get("temperature"), get("top_k"), get("top_p"), get("min_p"),
                                           get("repetition_penalty"), get("presence_penalty"),
-                                          get("penalty_last_n", 0))
+                                          get("penalty_last_n", 0), get("frequency_penalty"))
+        logprobs = _checks.integer("logprobs (alternatives reported per token)", get("logprobs"), 0,
+                                   _checks.INT32_MAX, none_means="off")
         seed = get("seed")
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
@@ -686,10 +698,10 @@ class Model:
             raise _core.InvalidArgumentError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
         return _GenerationRequest(prompt_ids=prompt_ids, sampling=sampling, seed=int(seed),
                                   max_new_tokens=int(max_new_tokens), stops=stops, stream=stream,
-                                  skip_special_tokens=skip_special_tokens)
+                                  skip_special_tokens=skip_special_tokens, logprobs=logprobs)
 
     def _sampling_options(self, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
-                          penalty_last_n) -> dict:
+                          penalty_last_n, frequency_penalty=None) -> dict:
         config = self.generation_config
         if config:
             sampling = bool(config.get("do_sample"))
@@ -715,6 +727,8 @@ class Model:
                     f"generate() ({_SAMPLING_FLAGS[name]} on the command line) to override it") from None
         options["presence_penalty"] = _checks.number("presence_penalty", 0.0 if presence_penalty is None
                                                      else presence_penalty)
+        options["frequency_penalty"] = _checks.number("frequency_penalty", 0.0 if frequency_penalty is None
+                                                      else frequency_penalty)
         options["penalty_last_n"] = _checks.integer("penalty_last_n (0: all)", penalty_last_n, 0, _checks.INT64_MAX)
         return options
 
