@@ -45,7 +45,6 @@ import dataclasses
 import json
 import os
 import threading
-import time
 import warnings
 from typing import Sequence
 
@@ -163,6 +162,8 @@ class Context:
         self._use_lock = threading.Lock()
         self._user: str | None = None
         self._last_generation_stats = None
+        # Asked once per generated token (None: only Ctrl-C is checked); returning False cancels the generation.
+        self._keep_going = None
 
     # ---- sequences -----------------------------------------------------------------------------
     def logits(self, token_ids, sequence: int = 0) -> np.ndarray:
@@ -260,96 +261,42 @@ class Context:
         with self._use(_generation_user(request)):
             yield from self._generation(request, stats)
 
-    def _prefill(self, prompt_ids: list):
-        """Logits after the prompt, evaluating only what the KV cache does not hold already; returns
-        (logits row, tokens reused)."""
-        known = self._native.tokens(0)
-        reused = 0
-        if known and len(known) < len(prompt_ids) and prompt_ids[:len(known)] == known:
-            reused = len(known)
-        else:
-            self._native.reset(0)
-        logits = self._native.eval(np.asarray(prompt_ids[reused:], dtype=np.int64), True, 0)
-        return logits, reused
-
     def _generation(self, request, stats):
-        prompt_ids, max_new_tokens, stops = request.prompt_ids, request.max_new_tokens, request.stops
-        sampler = _core.Sampler(seed=request.seed, **request.sampling)
-        decoder = self._model.tokenizer.stream_decoder(skip_special_tokens=request.skip_special_tokens,
-                                                       at_start=False)
-        eos_ids = set(self._model.eos_token_ids)
-        text, sent = "", 0  # text decoded so far; text[:sent] has been yielded
-        longest_stop = max((len(s) for s in stops), default=0)
+        """The pieces of one generation, run by the native loop (cpp/runtime/generate.cpp) on sequence 0: the GIL
+        is released while it runs, taken back once per token to let Python's Ctrl-C handler run (and to ask
+        ``_keep_going``, when set). An interrupted or failed generation leaves the sequence empty."""
+        native = _core.Generation(self._native, np.asarray(request.prompt_ids, dtype=np.int64), seed=request.seed,
+                                  max_new_tokens=request.max_new_tokens, stop=request.stops,
+                                  skip_special_tokens=request.skip_special_tokens, logprobs=request.logprobs,
+                                  sequence=0, **request.sampling)
         try:
-            if max_new_tokens == 0:
-                stats["finish_reason"] = "length"
-                return
-            start = time.perf_counter()
-            logits, stats["reused_prompt_tokens"] = self._prefill(prompt_ids)
-            prompt_done = time.perf_counter()
-            evaluated = len(prompt_ids) - stats["reused_prompt_tokens"]
-            stats["prompt_seconds"] = prompt_done - start
-            stats["prompt_tokens_per_second"] = evaluated / max(prompt_done - start, 1e-9)
-            sampler.set_history(np.asarray(prompt_ids, dtype=np.int64))
-            generated = stats["token_ids"]
-            finish = None
-            while finish is None:
-                token = int(sampler.sample(logits))
-                sampler.accept(token)
-                if request.logprobs is not None:
-                    stats["logprobs"].append(_core.token_logprobs(logits, token, request.logprobs))
-                generated.append(token)
-                stats["generated_tokens"] = len(generated)
-                elapsed = time.perf_counter() - prompt_done
-                stats["generation_seconds"] = elapsed
-                stats["generation_tokens_per_second"] = len(generated) / max(elapsed, 1e-9)
-                if token in eos_ids:
-                    finish = "eos"
-                    break
-                text += decoder.feed(token)
-                if stops:
-                    end, hit = _find_stop(text, sent, stops, longest_stop)
-                    if hit:
-                        text = text[:end]
-                        finish = "stop"
-                    if end > sent:
-                        yield text[sent:end]
-                        sent = end
-                    if hit:
-                        break
-                elif len(text) > sent:
-                    yield text[sent:]
-                    sent = len(text)
-                if len(generated) >= max_new_tokens:
-                    finish = "length"
-                elif len(prompt_ids) + len(generated) >= self.max_context:
-                    finish = "context"
-                else:
-                    logits = self._native.eval(np.asarray([token], dtype=np.int64), True, 0)
-            if finish != "stop":
-                text += decoder.flush()
-                end = len(text)
-                if stops:
-                    found, hit = _find_stop(text, sent, stops, 0)
-                    if hit:
-                        end, finish = found, "stop"
-                if end > sent:
-                    yield text[sent:end]
-            stats["finish_reason"] = finish
-            stats["generation_seconds"] = time.perf_counter() - prompt_done
-            stats["generation_tokens_per_second"] = len(generated) / max(stats["generation_seconds"], 1e-9)
+            if request.stream:
+                while (piece := native.next(self._keep_going)) is not None:
+                    _update_stats(stats, native.stats, request)
+                    yield piece
+            else:
+                text = native.run(self._keep_going)
+                _update_stats(stats, native.stats, request)
+                if text:
+                    yield text
+            _update_stats(stats, native.stats, request)
         except BaseException as error:
-            # Ctrl-C, a closed stream or an error: the sequence may hold any prefix of the work, so start over.
+            _update_stats(stats, native.stats, request)
             stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
-            try:
-                self._native.reset(0)
-            except BaseException:  # noqa: BLE001 - the original exception matters more
-                pass
             raise
+        finally:
+            native.close()
 
     def __repr__(self) -> str:
         return (f"zipmoe.Context(max_context={self.max_context}, max_sequences={self.max_sequences}, "
                 f"model={self._model.path!r})")
+
+
+def _update_stats(stats: dict, native: dict, request) -> None:
+    """A generation's statistics from the native loop's (logprobs only when asked for)."""
+    stats.update(native)
+    if request.logprobs is None:
+        stats["logprobs"] = None
 
 
 def _generation_user(request) -> str:
@@ -624,8 +571,9 @@ class Model:
             distribution (the softmax of the raw logits, before penalties and temperature) and the N
             likeliest alternatives' in last_generation_stats["logprobs"].
 
-        The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
-        between tokens stops the generation and leaves the model usable (its sequence is reset).
+        The generation loop runs in the core (include/zipmoe/generate.h) with the GIL released; Ctrl-C
+        (KeyboardInterrupt) between tokens stops the generation and leaves the model usable (its
+        sequence is reset).
         The KV cache keeps the sequence, so a following prompt that extends it (the next chat turn)
         only evaluates the new tokens.
         One use of the model at a time: a streamed generation holds the model from its first piece
@@ -812,28 +760,6 @@ def _stop_strings(stop) -> list:
         except UnicodeEncodeError as error:
             raise _core.InvalidArgumentError(f"the stop string {s!r} has no UTF-8 form: {error.reason}") from None
     return list(stop)
-
-
-def _find_stop(text: str, sent: int, stops: list, hold: int):
-    """(end, hit): hit when a stop string occurs in text[sent:] (end: where the first one starts);
-    otherwise end leaves out the longest tail of text that could begin a stop string (hold > 0).
-    Nothing before ``sent`` can begin one: it would have been held back."""
-    first = -1
-    for s in stops:
-        at = text.find(s, sent)
-        if at >= 0 and (first < 0 or at < first):
-            first = at
-    if first >= 0:
-        return first, True
-    if hold <= 0:
-        return len(text), False
-    keep = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text) - sent), keep, -1):
-            if text.endswith(s[:k]):
-                keep = k
-                break
-    return len(text) - keep, False
 
 
 @dataclasses.dataclass(frozen=True)

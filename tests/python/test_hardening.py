@@ -179,6 +179,10 @@ def test_reset_from_another_thread_mid_stream_is_refused(model):
     assert "".join(pieces + list(stream)) == expected
 
 
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
+
+
 def test_sequential_use_keeps_working(model):
     expected = alone(model)
     # a stream closed early, one dropped unfinished, one ended by an error in the consumer
@@ -211,10 +215,14 @@ def test_sequential_use_keeps_working(model):
         def __getattr__(self, name):
             return getattr(native, name)
 
-    context._native = Interrupting()
+    context._keep_going = _raise_keyboard_interrupt
     try:
         with pytest.raises(KeyboardInterrupt):
             alone(model)
+    finally:
+        context._keep_going = None
+    context._native = Interrupting()
+    try:
         with pytest.raises(KeyboardInterrupt):
             model.eval([1])
     finally:
