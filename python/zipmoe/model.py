@@ -79,6 +79,9 @@ def default_model_path() -> str:
 MAX_IO_THREADS = 64
 # Sequences of one context at most (zipmoe::kMaxSequences).
 MAX_SEQUENCES = _core.MAX_SEQUENCES
+# Sequences Model.generate() runs at once for a list of prompts (the rest queued); a context of its own with
+# more (Model.new_context(max_sequences=...).generate(prompts)) runs more.
+DEFAULT_BATCH_SEQUENCES = 16
 KV_CACHE_DTYPES = FLOAT_DTYPES  # the KV cache may hold any float element type
 # The ZipMoE paper's configuration: decoded experts and sign/mantissa planes only.
 PAPER_TIERS = ("full", "sm")
@@ -243,10 +246,24 @@ class Context:
     @property
     def last_generation_stats(self):
         """What the last generate() on this context did (see Model.last_generation_stats)."""
-        return None if self._last_generation_stats is None else dict(self._last_generation_stats)
+        return _copy_stats(self._last_generation_stats)
 
     def generate(self, prompt, **options):
-        """Model.generate() on this context (its sequence 0), with the same options: see there."""
+        """Model.generate() on this context, with the same options: see there. One prompt runs on sequence 0; a
+        list of prompts runs as a batch over the context's sequences (max_sequences at once, the rest queued)."""
+        prompts = _batch_prompts(prompt)
+        if prompts is not None:
+            requests = [self._model._generation_request(p, options) for p in prompts]
+            _same_seed(requests)
+            stats = [r.new_stats() for r in requests]
+            self._last_generation_stats = stats
+            pieces = self._batch_pieces(requests, stats)
+            if requests[0].stream:
+                return pieces
+            texts = [""] * len(requests)
+            for index, piece in pieces:
+                texts[index] += piece
+            return texts
         request = self._model._generation_request(prompt, options)
         stats = request.new_stats()
         self._last_generation_stats = stats
@@ -254,6 +271,32 @@ class Context:
         if request.stream:
             return pieces
         return "".join(pieces)
+
+    def _batch_pieces(self, requests, stats):
+        """(index, piece) pairs of a batch, stepped by the native scheduler (cpp/runtime/generate.cpp); holds the
+        context throughout. Python's Ctrl-C handler runs between steps; an interrupted batch cancels the rest."""
+        with self._use(_generation_user(requests[0])):
+            batch = _core.BatchScheduler(self._native)
+            try:
+                for r in requests:
+                    batch.add(np.asarray(r.prompt_ids, dtype=np.int64), seed=r.seed, max_new_tokens=r.max_new_tokens,
+                              stop=r.stops, skip_special_tokens=r.skip_special_tokens, logprobs=r.logprobs,
+                              **r.sampling)
+                while (pieces := batch.step()) is not None:
+                    yield from pieces
+                    if self._keep_going is not None and not self._keep_going():
+                        break
+            except BaseException as error:
+                reason = "error" if isinstance(error, Exception) else "interrupted"
+                batch.close()
+                for i, (r, s) in enumerate(zip(requests, stats)):
+                    _update_stats(s, batch.stats(i), r)
+                    if s["finish_reason"] in (None, "cancelled"):
+                        s["finish_reason"] = reason
+                raise
+            batch.close()
+            for i, (r, s) in enumerate(zip(requests, stats)):
+                _update_stats(s, batch.stats(i), r)
 
     def _generate_pieces(self, request, stats):
         """The text pieces of one generation, holding the context from the first piece to the last (or until the
@@ -292,11 +335,45 @@ class Context:
                 f"model={self._model.path!r})")
 
 
+def _copy_stats(stats):
+    """A copy of last_generation_stats: None, one dict, or a list of dicts (a batch)."""
+    if stats is None:
+        return None
+    if isinstance(stats, list):
+        return [dict(s) for s in stats]
+    return dict(stats)
+
+
 def _update_stats(stats: dict, native: dict, request) -> None:
     """A generation's statistics from the native loop's (logprobs only when asked for)."""
     stats.update(native)
     if request.logprobs is None:
         stats["logprobs"] = None
+
+
+def _batch_prompts(prompt):
+    """The prompts of a batch (a list whose elements are strings, lists of chat messages or lists of token ids),
+    or None for a single prompt (a string, a list of messages, a list of ids). InvalidArgumentError for an empty
+    list and for a list mixing prompts with ids or messages."""
+    if isinstance(prompt, np.ndarray) or not isinstance(prompt, (list, tuple)):
+        return None
+    if not prompt:
+        raise _core.InvalidArgumentError("the prompt is an empty list: give a string, a list of messages, a list of "
+                                         "token ids, or a non-empty list of prompts")
+    nested = [isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt]
+    if not any(nested):
+        return None
+    if not all(nested):
+        raise _core.InvalidArgumentError("a list of prompts may hold only prompts (strings, lists of messages, lists "
+                                         "of token ids), not token ids or messages beside them")
+    return list(prompt)
+
+
+def _same_seed(requests) -> None:
+    """Every prompt of a batch with the seed of the first (drawn at random when none was given), so that each
+    gives the text it gives alone with that seed."""
+    for r in requests[1:]:
+        r.seed = requests[0].seed
 
 
 def _generation_user(request) -> str:
@@ -536,8 +613,9 @@ class Model:
         a stream closed early), "error"),
         seed, token_ids (the sampled ids, an ending EOS included), and logprobs (None unless
         generate() was given logprobs=N: per sampled id, (its log-probability, [(id, log-probability)
-        of the N likeliest])). A streaming generate() updates it as it goes."""
-        return None if self._last_generation_stats is None else dict(self._last_generation_stats)
+        of the N likeliest])). A streaming generate() updates it as it goes. After a list of prompts,
+        a list of such dicts in the prompts' order (filled in when the batch ends)."""
+        return _copy_stats(self._last_generation_stats)
 
     def generate(self, prompt, max_new_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
                  repetition_penalty=None, presence_penalty=None, seed=None, stop=None, stream: bool = False,
@@ -587,6 +665,15 @@ class Model:
                        seed=seed, stop=stop, stream=stream, add_special_tokens=add_special_tokens,
                        skip_special_tokens=skip_special_tokens, penalty_last_n=penalty_last_n,
                        frequency_penalty=frequency_penalty, logprobs=logprobs, **unknown)
+        prompts = _batch_prompts(prompt)
+        if prompts is not None:
+            requests = [self._generation_request(p, options) for p in prompts]
+            reach = max(len(r.prompt_ids) + max(r.max_new_tokens, 1) for r in requests)
+            context = self.new_context(max_context=min(self.max_context, reach),
+                                       max_sequences=min(len(requests), DEFAULT_BATCH_SEQUENCES))
+            out = context.generate(prompts, **options)
+            self._last_generation_stats = context._last_generation_stats
+            return out
         request = self._generation_request(prompt, options)
         stats = request.new_stats()
         self._last_generation_stats = stats
