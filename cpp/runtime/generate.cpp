@@ -339,15 +339,33 @@ struct BatchScheduler::Impl {
 
   void admit();
   void end(std::size_t id);
+  // Which of free_sequences a prompt takes: the one holding the longest proper
+  // prefix of it (a conversation going on: only the rest is evaluated), else the
+  // lowest free one.
+  std::size_t pick_sequence(const std::vector<std::int32_t>& prompt) const;
 };
+
+std::size_t BatchScheduler::Impl::pick_sequence(const std::vector<std::int32_t>& prompt) const {
+  std::size_t best = free_sequences.size() - 1, best_length = 0;  // the stack's top: the lowest free sequence
+  for (std::size_t i = 0; i < free_sequences.size(); ++i) {
+    const std::vector<std::int32_t> held = context->tokens(free_sequences[i]);
+    if (held.size() > best_length && held.size() < prompt.size() &&
+        std::equal(held.begin(), held.end(), prompt.begin())) {
+      best = i;
+      best_length = held.size();
+    }
+  }
+  return best;
+}
 
 void BatchScheduler::Impl::admit() {
   while (!queued.empty() && !free_sequences.empty()) {
     const std::size_t id = queued.front();
     queued.pop_front();
     Entry& e = entries[id];
-    e.sequence = free_sequences.back();
-    free_sequences.pop_back();
+    const auto chosen = free_sequences.begin() + static_cast<std::ptrdiff_t>(pick_sequence(e.prompt));
+    e.sequence = *chosen;
+    free_sequences.erase(chosen);
     e.options.sequence = e.sequence;
     e.generation.reset(new Generation(*owner, std::move(e.prompt), e.options, false));
     running_ids.insert(std::upper_bound(running_ids.begin(), running_ids.end(), id), id);

@@ -171,7 +171,10 @@ struct BatchOptions {
 // (Context::decode: attention per sequence, each routed expert acquired once
 // for the whole step). A generation gives the same ids and text as alone
 // (with Precision::kExact the same bits of every logit; zipmoe/model.h).
-// Requests beyond max_sequences wait in order for a sequence to come free.
+// Requests beyond max_sequences wait in order for a sequence to come free. A
+// request takes the free sequence that holds the longest proper prefix of its
+// prompt (what an earlier generation on it left: the previous turn of a chat),
+// so only the rest is evaluated (GenerationStats::reused_prompt_tokens).
 //
 // The scheduler holds its context (Context::Impl::acquire) for its lifetime:
 // other uses of the context throw BusyError meanwhile. Used by one thread at

@@ -268,3 +268,33 @@ ZTEST(batch_scheduler_cancels_queued_and_running_generations) {
   ZCHECK(!batch.step(&pieces));
   ZCHECK_THROWS(batch.cancel(2), InvalidArgumentError);
 }
+
+ZTEST(batch_scheduler_gives_a_conversation_the_sequence_holding_its_prefix) {
+  Model model = load_builtin();
+  ContextOptions c;
+  c.max_sequences = 3;
+  Context context = model.new_context(c);
+  const std::vector<std::int32_t> first = prompt_tokens(model, "ROMEO.");
+  const std::vector<std::int32_t> other = prompt_tokens(model, "JULIET.");
+  std::vector<std::int32_t> turn;
+  {
+    BatchScheduler batch(context);
+    batch.add(other, sampled(1, 4));
+    batch.add(first, sampled(2, 4));
+    std::vector<BatchScheduler::Piece> pieces;
+    while (batch.step(&pieces)) {
+    }
+    ZCHECK(batch.stats(1).finish_reason == FinishReason::kLength);
+    turn = context.tokens(1);  // the second request ran on sequence 1
+    ZCHECK_EQ(turn.size(), first.size() + 3);
+  }
+  turn.push_back(7);  // the next turn: the whole history and more
+  BatchScheduler batch(context);
+  batch.add(turn, sampled(3, 2));
+  std::vector<BatchScheduler::Piece> pieces;
+  while (batch.step(&pieces)) {
+  }
+  ZCHECK_EQ(batch.stats(0).reused_prompt_tokens, turn.size() - 1);
+  Context fresh = model.new_context();
+  ZCHECK(generate(fresh, turn, sampled(3, 2)).token_ids == batch.stats(0).token_ids);
+}
