@@ -185,7 +185,10 @@ class PyBatch {
   std::vector<GenerationStats> stats_;  // once closed
 };
 
-py::dict stats_dict(const GenerationStats& s) {
+// The statistics as a dict; token_ids and logprobs from index `first` on (a
+// stream asks for what is new since its last look, so a long generation costs
+// no more than its tokens).
+py::dict stats_dict(const GenerationStats& s, std::size_t first = 0) {
   py::dict d;
   d["prompt_tokens"] = s.prompt_tokens;
   d["reused_prompt_tokens"] = s.reused_prompt_tokens;
@@ -197,10 +200,13 @@ py::dict stats_dict(const GenerationStats& s) {
   d["finish_reason"] = s.finish_reason == FinishReason::kNone ? py::object(py::none())
                                                                : py::object(py::str(finish_reason_name(s.finish_reason)));
   d["seed"] = s.seed;
-  d["token_ids"] = s.token_ids;
+  py::list ids;
+  for (std::size_t i = first; i < s.token_ids.size(); ++i) ids.append(s.token_ids[i]);
+  d["token_ids"] = ids;
   // as zipmoe._core.token_logprobs gives them: (logprob, [(id, logprob) of the likeliest]) per sampled id
   py::list logprobs;
-  for (const TokenLogprobs& entry : s.logprobs) {
+  for (std::size_t i = first; i < s.logprobs.size(); ++i) {
+    const TokenLogprobs& entry = s.logprobs[i];
     py::list top;
     for (const TokenLogprob& t : entry.top) top.append(py::make_tuple(t.token, t.logprob));
     logprobs.append(py::make_tuple(entry.chosen.logprob, top));
@@ -236,7 +242,10 @@ void register_generate(py::module_& m) {
       .def("run", &PyGeneration::run, py::arg("keep_going") = py::none())
       .def("cancel", &PyGeneration::cancel)
       .def("close", &PyGeneration::close)
-      .def_property_readonly("stats", [](const PyGeneration& g) { return stats_dict(g.stats()); });
+      .def_property_readonly("stats", [](const PyGeneration& g) { return stats_dict(g.stats()); })
+      .def(
+          "stats_since", [](const PyGeneration& g, std::size_t first) { return stats_dict(g.stats(), first); },
+          py::arg("first"), "The statistics with token_ids and logprobs from index `first` on.");
 
   py::class_<PyBatch>(m, "BatchScheduler",
                       "Generations stepped together on one context (include/zipmoe/generate.h); "

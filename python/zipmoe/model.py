@@ -315,16 +315,16 @@ class Context:
         try:
             if request.stream:
                 while (piece := native.next(self._keep_going)) is not None:
-                    _update_stats(stats, native.stats, request)
+                    _add_progress(stats, native, request)
                     yield piece
             else:
                 text = native.run(self._keep_going)
-                _update_stats(stats, native.stats, request)
+                _add_progress(stats, native, request)
                 if text:
                     yield text
-            _update_stats(stats, native.stats, request)
+            _add_progress(stats, native, request)
         except BaseException as error:
-            _update_stats(stats, native.stats, request)
+            _add_progress(stats, native, request)
             stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
             raise
         finally:
@@ -342,6 +342,16 @@ def _copy_stats(stats):
     if isinstance(stats, list):
         return [dict(s) for s in stats]
     return dict(stats)
+
+
+def _add_progress(stats: dict, generation, request) -> None:
+    """A running generation's statistics: the counters, and the ids (and logprobs) sampled since the last look."""
+    native = generation.stats_since(len(stats["token_ids"]))
+    stats["token_ids"].extend(native.pop("token_ids"))
+    new_logprobs = native.pop("logprobs")
+    stats.update(native)
+    if request.logprobs is not None:
+        stats["logprobs"].extend(new_logprobs)
 
 
 def _update_stats(stats: dict, native: dict, request) -> None:

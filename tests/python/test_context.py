@@ -171,3 +171,19 @@ def test_a_context_within_the_budget_takes_room_from_the_expert_cache(budgeted, 
     assert budgeted.memory()["kv_cache"] == before["kv_cache"]
     assert (budgeted.logits(ids) == expected).all()
     assert budgeted.memory()["total"] <= budget
+
+
+def test_a_stream_keeps_its_statistics_current(model):
+    kwargs = dict(max_new_tokens=12, temperature=0.9, seed=9, logprobs=2)
+    whole = model.new_context()
+    whole.generate("ROMEO.", **kwargs)
+    expected = whole.last_generation_stats
+    context = model.new_context()
+    seen = []
+    for _ in context.generate("ROMEO.", stream=True, **kwargs):
+        stats = context.last_generation_stats
+        assert len(stats["logprobs"]) == len(stats["token_ids"]) == stats["generated_tokens"]
+        seen.append(list(stats["token_ids"]))
+    final = context.last_generation_stats
+    assert final["token_ids"] == expected["token_ids"] and final["logprobs"] == expected["logprobs"]
+    assert all(final["token_ids"][:len(s)] == s for s in seen) and len(seen[0]) < len(final["token_ids"])
