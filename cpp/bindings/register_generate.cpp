@@ -277,6 +277,10 @@ void register_generate(py::module_& m) {
       .def("cancel", [](PyBatch& batch, std::size_t id) { batch.open().cancel(id); }, py::arg("id"))
       .def("done", [](PyBatch& batch, std::size_t id) { return batch.open().done(id); }, py::arg("id"))
       .def("stats", [](const PyBatch& batch, std::size_t id) { return stats_dict(batch.stats(id)); }, py::arg("id"))
+      .def(
+          "stats_since",
+          [](const PyBatch& batch, std::size_t id, std::size_t first) { return stats_dict(batch.stats(id), first); },
+          py::arg("id"), py::arg("first"), "A generation's statistics with token_ids and logprobs from `first` on.")
       .def_property_readonly("running", [](PyBatch& batch) { return batch.open().running(); })
       .def_property_readonly("steps", [](PyBatch& batch) { return batch.open().steps(); })
       .def("close", &PyBatch::close);

@@ -282,21 +282,23 @@ class Context:
                     batch.add(np.asarray(r.prompt_ids, dtype=np.int64), seed=r.seed, max_new_tokens=r.max_new_tokens,
                               stop=r.stops, skip_special_tokens=r.skip_special_tokens, logprobs=r.logprobs,
                               **r.sampling)
+                stream = requests[0].stream
                 while (pieces := batch.step()) is not None:
+                    if stream:  # a stream's statistics stay current (a joined batch's are filled in at its end)
+                        _add_batch_progress(batch, requests, stats)
                     yield from pieces
                     if self._keep_going is not None and not self._keep_going():
                         break
             except BaseException as error:
                 reason = "error" if isinstance(error, Exception) else "interrupted"
                 batch.close()
-                for i, (r, s) in enumerate(zip(requests, stats)):
-                    _update_stats(s, batch.stats(i), r)
+                _add_batch_progress(batch, requests, stats)
+                for s in stats:
                     if s["finish_reason"] in (None, "cancelled"):
                         s["finish_reason"] = reason
                 raise
             batch.close()
-            for i, (r, s) in enumerate(zip(requests, stats)):
-                _update_stats(s, batch.stats(i), r)
+            _add_batch_progress(batch, requests, stats)
 
     def _generate_pieces(self, request, stats):
         """The text pieces of one generation, holding the context from the first piece to the last (or until the
@@ -315,16 +317,16 @@ class Context:
         try:
             if request.stream:
                 while (piece := native.next(self._keep_going)) is not None:
-                    _add_progress(stats, native, request)
+                    _add_progress(stats, native.stats_since, request)
                     yield piece
             else:
                 text = native.run(self._keep_going)
-                _add_progress(stats, native, request)
+                _add_progress(stats, native.stats_since, request)
                 if text:
                     yield text
-            _add_progress(stats, native, request)
+            _add_progress(stats, native.stats_since, request)
         except BaseException as error:
-            _add_progress(stats, native, request)
+            _add_progress(stats, native.stats_since, request)
             stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
             raise
         finally:
@@ -344,21 +346,21 @@ def _copy_stats(stats):
     return dict(stats)
 
 
-def _add_progress(stats: dict, generation, request) -> None:
-    """A running generation's statistics: the counters, and the ids (and logprobs) sampled since the last look."""
-    native = generation.stats_since(len(stats["token_ids"]))
+def _add_batch_progress(batch, requests, stats) -> None:
+    """_add_progress for every generation of a batch."""
+    for i, (request, s) in enumerate(zip(requests, stats)):
+        _add_progress(s, lambda first, i=i: batch.stats_since(i, first), request)
+
+
+def _add_progress(stats: dict, since, request) -> None:
+    """A running generation's statistics: the counters, and the ids (and logprobs) sampled since the last look
+    (``since(first)``: the native statistics with those from index ``first`` on)."""
+    native = since(len(stats["token_ids"]))
     stats["token_ids"].extend(native.pop("token_ids"))
     new_logprobs = native.pop("logprobs")
     stats.update(native)
     if request.logprobs is not None:
         stats["logprobs"].extend(new_logprobs)
-
-
-def _update_stats(stats: dict, native: dict, request) -> None:
-    """A generation's statistics from the native loop's (logprobs only when asked for)."""
-    stats.update(native)
-    if request.logprobs is None:
-        stats["logprobs"] = None
 
 
 def _batch_prompts(prompt):

@@ -44,13 +44,19 @@ def test_more_prompts_than_sequences_are_queued_in_order(model):
 
 
 def test_streaming_a_list_yields_index_and_piece(model):
-    kwargs = dict(max_new_tokens=10, temperature=0.8, seed=4)
+    kwargs = dict(max_new_tokens=10, temperature=0.8, seed=4, logprobs=1)
     expected = model.generate(PROMPTS[:3], **kwargs)
+    expected_stats = model.last_generation_stats
     joined = ["", "", ""]
     for index, piece in model.generate(PROMPTS[:3], stream=True, **kwargs):
         assert piece
         joined[index] += piece
+        current = model.last_generation_stats[index]  # kept current while the batch streams
+        assert 0 < len(current["token_ids"]) == len(current["logprobs"])
     assert joined == expected
+    final = model.last_generation_stats
+    assert [s["token_ids"] for s in final] == [s["token_ids"] for s in expected_stats]
+    assert [s["logprobs"] for s in final] == [s["logprobs"] for s in expected_stats]
 
 
 def test_a_sequence_that_fills_its_context_ends_while_the_others_go_on(model):
