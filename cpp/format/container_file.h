@@ -69,7 +69,8 @@ class ContainerFile {
                        const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size, ThreadPool* pool,
                        Isa isa) const;
   // Reads both chunks (verifying checksums) and decodes the tensor into `out`
-  // (exactly decoded_bytes()). In kMmap mode the chunks are decoded in place.
+  // (exactly decoded_bytes()). In kMmap mode the chunks are decoded in place,
+  // from mappings of their pages made for the call and removed after it.
   Status decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool, Isa isa) const;
 
  private:
@@ -82,12 +83,12 @@ class ContainerFile {
   std::string where(const TensorInfo& tensor, const ChunkInfo& chunk) const;
   Status verify_crc(const ChunkInfo& chunk, const std::uint8_t* bytes) const;
   Status read_chunk_bytes(const ChunkInfo& chunk, std::uint8_t* buffer, std::size_t buffer_size) const;
+  Status map_chunk(const ChunkInfo& chunk, MappedRange* out) const;  // kMmap
   Status check_tensor(const TensorInfo& tensor, const char* call) const;
 
   std::string path_;
   IoMode mode_ = IoMode::kPread;
   std::unique_ptr<File> file_;
-  const std::uint8_t* mapping_ = nullptr;  // kMmap only
   Header header_;
   std::string metadata_;
   std::vector<TensorInfo> tensors_;

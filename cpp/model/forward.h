@@ -52,7 +52,7 @@ struct ForwardOptions {
   Isa isa = Isa::kScalar;
   kernels::MatmulPrecision precision = kernels::MatmulPrecision::kFast;
   std::size_t batch = 256;  // most tokens per step
-  std::size_t max_positions = 0;  // the highest position + 1 a sequence may reach (the RoPE table's length)
+  std::size_t max_positions = 0;  // the highest position + 1 a sequence may reach (longrope picks its factors by it)
   // Gate-ahead: after routing a MoE layer, apply the next MoE layer's router to
   // this layer's hidden state and hand the experts it picks to the provider's
   // prefetch() (a guess: nothing computed depends on it).
@@ -88,6 +88,12 @@ class Forward {
   Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts,
               ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
 
+  // The bytes init() charges to the ledger as kScratch for `config` and
+  // `options` (activations for options.batch tokens and the matrix products'
+  // workspace), without allocating anything. It does not depend on the context
+  // length: RoPE angles are computed for each step's positions.
+  static std::uint64_t scratch_bytes(const ModelConfig& config, const ForwardOptions& options);
+
   // Runs the segments' tokens (n >= 1 each, ids < vocab, at most batch() in all,
   // each segment within its state's capacity and max_positions; a state appears
   // in at most one segment) and writes the rows of logits they want, in segment
@@ -108,9 +114,18 @@ class Forward {
   void set_routing_profile(cache::RoutingProfile* profile) { routing_ = profile; }
 
  private:
+  // Where each activation buffer lies in the scratch block, in floats.
+  struct ScratchLayout {
+    std::vector<std::pair<float* Forward::*, std::size_t>> offsets;
+    std::size_t floats = 0;
+  };
+  static ScratchLayout lay_out_scratch(const ModelConfig& config, const ForwardOptions& options);
+  // Bytes of matrix-product workspace the largest pass of a step needs.
+  static std::size_t workspace_bytes(const ModelConfig& config, const ForwardOptions& options);
+
   // Steps of init().
   Status allocate_scratch();
-  Status fill_rope_table();
+  Status prepare_rope();
   void size_routing();
   Status reserve_workspace();
 
@@ -121,6 +136,9 @@ class Forward {
   void attention_latent(std::size_t layer, const StepSegment* segments, std::size_t count, std::size_t n);
   // Moves the rows whose logits are wanted to the front of x_; returns how many.
   std::size_t keep_wanted_rows(const StepSegment* segments, std::size_t count);
+  void normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope);
+  // Llama 4's NoPE layers: rows [first_row, first_row + n) of q at positions [position, position + n).
+  void scale_queries_by_position(std::size_t first_row, std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
   Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);
@@ -177,8 +195,9 @@ class Forward {
   float* moe_out_ = nullptr;    // [n * k, hidden]
   float* ahead_xn_ = nullptr;   // [n, hidden]       gate-ahead: x normalized for the next MoE layer
   float* ahead_logits_ = nullptr;  // [n, experts]   gate-ahead: the next MoE layer's router logits
-  float* rope_table_ = nullptr; // [max_positions, rotary_dim]  cos | sin per position
+  float* rope_rows_ = nullptr;  // [n, rotary_dim]  cos | sin of each position of the step
   float* inv_freq_ = nullptr;   // [rotary_dim / 2]
+  float rope_attention_factor_ = 1.0f;  // multiplies cos and sin (YaRN, longrope)
 
   // Routing of the step: token t's j-th expert and weight at [t * k + j], and the
   // row of its output in moe_out_ (rows grouped by expert, in expert id order).

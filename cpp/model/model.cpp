@@ -11,7 +11,9 @@
 
 #include "cache/resident_experts.h"
 #include "common/cpu_features.h"
+#include "common/system_memory.h"
 #include "model/context_impl.h"
+#include "model/load_plan.h"
 #include "model/model_impl.h"
 
 namespace zipmoe {
@@ -20,19 +22,6 @@ namespace {
 constexpr std::size_t kDefaultContext = 4096;
 constexpr std::size_t kDefaultBatch = 256;
 constexpr std::size_t kMaxContext = std::size_t(1) << 24;
-
-std::string human_bytes(std::uint64_t bytes) {
-  char text[64];
-  const double b = double(bytes);
-  if (b >= 1e9) {
-    std::snprintf(text, sizeof(text), "%.2f GB", b / 1e9);
-  } else if (b >= 1e6) {
-    std::snprintf(text, sizeof(text), "%.1f MB", b / 1e6);
-  } else {
-    std::snprintf(text, sizeof(text), "%.1f kB", b / 1e3);
-  }
-  return std::string(text) + " (" + std::to_string(bytes) + " bytes)";
-}
 
 // Checks the options that do not depend on the container.
 Status check_options(const ModelOptions& options) {
@@ -75,6 +64,7 @@ Status Model::Impl::load(const std::string& model_path, const ModelOptions& mode
   const std::size_t context =
       options.max_context ? options.max_context : std::min(config.max_position_embeddings, kDefaultContext);
   batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
+  ZIPMOE_RETURN_IF_ERROR(plan(context));
   pool = std::make_unique<ThreadPool>(options.threads);
   ZIPMOE_RETURN_IF_ERROR(load_weights());
   describe(context);
@@ -83,11 +73,7 @@ Status Model::Impl::load(const std::string& model_path, const ModelOptions& mode
 
 // The container and its config.
 Status Model::Impl::open() {
-  // Streaming in mmap mode maps the file in the cache (pages dropped after each
-  // read); the dense weights are read once at load, through pread.
-  const bool streaming = options.memory_budget > 0;
-  const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
-  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, load_mode, &reader));
+  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, options.io_mode, &reader));
   ZIPMOE_RETURN_IF_ERROR(model::parse_model_config(reader->metadata(), &config).with_context(path));
   for (const TensorInfo& t : reader->tensors()) {
     if (!is_float_dtype(t.dtype)) {
@@ -110,12 +96,23 @@ Status Model::Impl::load_routing_profiles() {
   return prior->check_compatible(c.num_layers, moe_layers, c.num_experts).with_context(options.routing_profile);
 }
 
+// Before anything is read or allocated: the container's tensors are those of its
+// architecture, and what the load will hold fits the budget and the machine.
+Status Model::Impl::plan(std::size_t context) {
+  ZIPMOE_RETURN_IF_ERROR(model::bind_tensors(*reader, config));
+  model::MemoryPlan memory;
+  ZIPMOE_RETURN_IF_ERROR(model::plan_memory(*reader, config, context, options.kv_cache_dtype,
+                                            forward_options(context), streams_experts(), &memory));
+  memory.scratch += std::uint64_t(config.vocab_size) * sizeof(float);  // the default context's logits row
+  return model::check_memory(memory, options.memory_budget, available_memory(), path);
+}
+
 // Dense weights, decoded; routed experts decoded too, or a cache to stream them.
 Status Model::Impl::load_weights() {
   ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
   if (config.num_moe_layers() == 0 || config.num_experts == 0) return Status::Ok();
   const cache::ExpertShapes shapes = model::expert_shapes(config);
-  if (options.memory_budget > 0) {
+  if (streams_experts()) {
     std::unique_ptr<cache::ExpertCache> streamed;
     ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));
     expert_cache = streamed.get();
@@ -131,37 +128,19 @@ Status Model::Impl::load_weights() {
 
 // The forward pass's buffers (shared by every context: steps take turns).
 Status Model::Impl::init_forward(std::size_t context) {
-  model::ForwardOptions forward_options;
-  forward_options.isa = isa;
-  const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
-  forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
-  forward_options.batch = batch;
-  forward_options.max_positions = context;
-  forward_options.gate_ahead = options.prefetch && expert_cache != nullptr;
-  ZIPMOE_RETURN_IF_ERROR(forward.init(config, weights, experts.get(), pool.get(), &ledger, forward_options));
+  ZIPMOE_RETURN_IF_ERROR(forward.init(config, weights, experts.get(), pool.get(), &ledger, forward_options(context)));
   forward.set_routing_profile(routing.get());
   return Status::Ok();
 }
 
 // Everything but the experts is allocated now (the default context included):
-// what is left of the budget goes to the expert cache, which needs at least its minimum.
+// what is left of the budget goes to the expert cache, which needs at least its
+// minimum (plan() checked that from the container; checked again from the
+// ledger, which must agree).
 Status Model::Impl::start_streaming(std::size_t context) {
   const std::uint64_t held = ledger.total();
-  const std::uint64_t expert_minimum = expert_cache ? expert_cache->minimum_bytes() : 0;
-  const std::uint64_t minimum = held + expert_minimum;
-  if (options.memory_budget < minimum) {
-    std::string what = "dense weights " + human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) + ", KV cache " +
-                       human_bytes(ledger.bytes(MemoryCategory::kKvCache)) + " for " + std::to_string(context) +
-                       " positions, scratch " + human_bytes(ledger.bytes(MemoryCategory::kScratch)) +
-                       " for steps of " + std::to_string(batch) + " tokens";
-    if (expert_cache) {
-      what += ", and the expert cache's working set " + human_bytes(expert_minimum) + " (" +
-              std::to_string(config.experts_per_token) + " decoded experts and one fetch buffer)";
-    }
-    return Status::Budget("memory_budget of " + human_bytes(options.memory_budget) + " is too small for " + path +
-                          ": the minimum is " + human_bytes(minimum) + ": " + what +
-                          " (a smaller max_context or batch lowers it)");
-  }
+  ZIPMOE_RETURN_IF_ERROR(
+      model::check_memory(held_memory(context), options.memory_budget, AvailableMemory(), path));
   ledger.set_limit(options.memory_budget);
   if (!expert_cache) return Status::Ok();
   cache::CacheOptions cache_options;
@@ -176,6 +155,32 @@ Status Model::Impl::start_streaming(std::size_t context) {
   cache_options.reorder_fetches = options.reorder_fetches;
   cache_options.io_threads = options.io_threads > 0 ? options.io_threads : 2;
   return expert_cache->start(cache_options);
+}
+
+// What the ledger holds before the expert cache starts, with the cache's minimum.
+model::MemoryPlan Model::Impl::held_memory(std::size_t context) const {
+  model::MemoryPlan held;
+  held.dense_weights = ledger.bytes(MemoryCategory::kDenseWeights);
+  held.kv_cache = ledger.bytes(MemoryCategory::kKvCache);
+  held.scratch = ledger.bytes(MemoryCategory::kScratch);
+  held.experts = expert_cache ? expert_cache->minimum_bytes() : 0;
+  held.streamed = true;
+  held.experts_per_token = config.experts_per_token;
+  held.context = context;
+  held.batch = batch;
+  return held;
+}
+
+model::ForwardOptions Model::Impl::forward_options(std::size_t context) const {
+  model::ForwardOptions forward_options;
+  forward_options.isa = isa;
+  const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
+  forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
+  forward_options.batch = batch;
+  forward_options.max_positions = context;
+  const bool streamed_experts = streams_experts() && config.num_moe_layers() > 0 && config.num_experts > 0;
+  forward_options.gate_ahead = options.prefetch && streamed_experts;
+  return forward_options;
 }
 
 void Model::Impl::describe(std::size_t context) {
@@ -227,13 +232,13 @@ Status Model::Impl::make_room(std::uint64_t bytes, const std::string& what) {
   const std::uint64_t outside = bytes_outside_cache();
   const std::uint64_t floor = expert_cache ? expert_cache->working_set_bytes() : 0;
   if (outside + floor > budget || bytes > budget - outside - floor) {
-    std::string held = "dense weights " + human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) +
-                       ", KV caches of the contexts " + human_bytes(ledger.bytes(MemoryCategory::kKvCache)) +
-                       ", scratch " + human_bytes(ledger.bytes(MemoryCategory::kScratch));
-    if (expert_cache) held += ", the expert cache's working set " + human_bytes(floor);
+    std::string held = "dense weights " + model::human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) +
+                       ", KV caches of the contexts " + model::human_bytes(ledger.bytes(MemoryCategory::kKvCache)) +
+                       ", scratch " + model::human_bytes(ledger.bytes(MemoryCategory::kScratch));
+    if (expert_cache) held += ", the expert cache's working set " + model::human_bytes(floor);
     const std::uint64_t left = outside + floor > budget ? 0 : budget - outside - floor;
-    return Status::Budget(path + ": " + what + " needs " + human_bytes(bytes) + ", but the memory_budget of " +
-                          human_bytes(budget) + " has " + human_bytes(left) + " left beyond " + held +
+    return Status::Budget(path + ": " + what + " needs " + model::human_bytes(bytes) + ", but the memory_budget of " +
+                          model::human_bytes(budget) + " has " + model::human_bytes(left) + " left beyond " + held +
                           " (a smaller max_context or max_sequences, fewer contexts, or a larger memory_budget)");
   }
   if (expert_cache) return expert_cache->set_budget(budget - outside - bytes);

@@ -26,6 +26,7 @@
 #include "format/container_file.h"
 #include "model/config.h"
 #include "model/forward.h"
+#include "model/load_plan.h"
 #include "model/weights.h"
 #include "text/tokenizer.h"
 #include "zipmoe/model.h"
@@ -60,10 +61,20 @@ struct Model::Impl {
   Status load(const std::string& path, const ModelOptions& options);
   Status open();
   Status load_routing_profiles();
+  // Before anything is read or allocated: the container's tensors are those of
+  // its architecture, and what the load holds fits the budget and the machine.
+  Status plan(std::size_t context);
   Status load_weights();
   Status init_forward(std::size_t context);
   Status start_streaming(std::size_t context);
   void describe(std::size_t context);
+
+  // Experts come through the expert cache (a memory budget was given) or are all decoded at load.
+  bool streams_experts() const { return options.memory_budget > 0; }
+  // What the forward pass is built with (the same when planned and when allocated).
+  model::ForwardOptions forward_options(std::size_t context) const;
+  // What the ledger holds before the expert cache starts, with the cache's minimum.
+  model::MemoryPlan held_memory(std::size_t context) const;
 
   // ---- contexts ----
   // The context's max_context for options.max_context (0: the model's), or InvalidArgument.

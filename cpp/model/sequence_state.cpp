@@ -4,7 +4,7 @@ namespace zipmoe::model {
 
 std::uint64_t SequenceState::bytes_needed(const ModelConfig& config, std::size_t capacity, std::size_t batch,
                                           DType dtype) {
-  return KvCache::bytes_needed(config, capacity, batch, dtype);
+  return KvCache::bytes_for(config, capacity, batch, dtype);
 }
 
 Status SequenceState::allocate(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype,
@@ -12,7 +12,7 @@ Status SequenceState::allocate(const ModelConfig& config, std::size_t capacity, 
   tokens_.clear();
   tokens_.reserve(capacity);
   sliding_ = false;
-  for (const LayerPlan& layer : config.layers) sliding_ |= layer.sliding_window != 0;
+  for (const LayerPlan& layer : config.layers) sliding_ |= layer.attention_span() != 0;
   return kv_.allocate(config, capacity, batch, dtype, ledger);
 }
 

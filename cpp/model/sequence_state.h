@@ -40,7 +40,7 @@ class SequenceState {
   // Forgets every position from `position` on (position <= position()); see can_truncate_to().
   void truncate(std::size_t position) { tokens_.resize(position); }
   // Whether truncate(position) leaves a state the next step can continue from:
-  // always for full attention; a sliding-window layer's ring of positions has
+  // always for full attention; a sliding-window (or chunked) layer's ring of positions has
   // overwritten older ones, so there only the whole sequence (or none) can continue.
   bool can_truncate_to(std::size_t position) const {
     return position == 0 || position == this->position() || !sliding_;
