@@ -48,6 +48,7 @@ PUBLIC_HEADERS = {
     "zipmoe/cache.h": "cache",
     "zipmoe/model.h": "model",
     "zipmoe/sampler.h": "runtime",
+    "zipmoe/generate.h": "runtime",
     "zipmoe.h": "capi",
 }
 

@@ -17,6 +17,7 @@ void register_codec(py::module_& m);
 void register_format(py::module_& m);
 void register_tools(py::module_& m);
 void register_model(py::module_& m);
+void register_generate(py::module_& m);  // after register_model (it takes a Context)
 void register_cuda(py::module_& m);  // always present; GPU paths only with ZIPMOE_HAVE_CUDA
 void register_text(py::module_& m);
 void register_names(py::module_& m);  // register_names.cpp: the core's name tables

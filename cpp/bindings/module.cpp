@@ -13,6 +13,7 @@ PYBIND11_MODULE(_core, m) {
   zipmoe::bindings::register_format(m);
   zipmoe::bindings::register_tools(m);
   zipmoe::bindings::register_model(m);
+  zipmoe::bindings::register_generate(m);
   zipmoe::bindings::register_cuda(m);
   zipmoe::bindings::register_text(m);
   zipmoe::bindings::register_names(m);

@@ -6,12 +6,15 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bindings/arguments.h"
 #include "bindings/bindings.h"
 #include "common/cpu_features.h"
 #include "model/config.h"
+#include "model/context_impl.h"
+#include "model/model_impl.h"
 #include "zipmoe/model.h"
 #include "zipmoe/sampler.h"
 
@@ -162,6 +165,93 @@ py::dict memory_dict(const MemoryUse& use) {
   return d;
 }
 
+py::array_t<float> logits_array(std::size_t rows, std::size_t vocab) {
+  return py::array_t<float>({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(vocab)});
+}
+
+LogitRows logit_rows_argument(const std::string& name) {
+  if (name == "none") return LogitRows::kNone;
+  if (name == "last") return LogitRows::kLast;
+  if (name == "all") return LogitRows::kAll;
+  throw InvalidArgumentError("logits must be 'none', 'last' or 'all', not '" + name + "'");
+}
+
+void register_context_class(py::module_& m) {
+  py::class_<Context, std::shared_ptr<Context>>(m, "Context",
+                                                "Sequences over a model's weights (use zipmoe.Model.new_context).")
+      .def(
+          "logits",
+          [](Context& context, const TokenArray& tokens, std::size_t sequence) {
+            const std::size_t vocab = context.impl().model->config.vocab_size;
+            const std::vector<std::int32_t> ids = token_ids(tokens, vocab);
+            py::array_t<float> out = logits_array(ids.size(), vocab);
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              context.logits(ids.data(), ids.size(), data, sequence);
+            }
+            return out;
+          },
+          py::arg("tokens"), py::arg("sequence") = 0)
+      .def(
+          "eval",
+          [](Context& context, const TokenArray& tokens, bool last_only, std::size_t sequence) {
+            const std::size_t vocab = context.impl().model->config.vocab_size;
+            const std::vector<std::int32_t> ids = token_ids(tokens, vocab);
+            py::array_t<float> out = logits_array(last_only ? 1 : ids.size(), vocab);
+            float* data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              context.eval(ids.data(), ids.size(), data, last_only, sequence);
+            }
+            return out;
+          },
+          py::arg("tokens"), py::arg("last_only") = false, py::arg("sequence") = 0)
+      .def(
+          "decode",
+          [](Context& context, const std::vector<std::tuple<std::size_t, TokenArray, std::string>>& batch) {
+            // [(sequence, token ids, "none" | "last" | "all")] -> logits rows [rows, vocab]
+            const std::size_t vocab = context.impl().model->config.vocab_size;
+            std::vector<std::vector<std::int32_t>> ids;
+            std::vector<SequenceTokens> entries;
+            std::size_t rows = 0;
+            for (const auto& [sequence, tokens, wanted] : batch) {
+              ids.push_back(token_ids(tokens, vocab));
+              SequenceTokens e;
+              e.sequence = sequence;
+              e.count = ids.back().size();
+              e.logits = logit_rows_argument(wanted);
+              rows += e.logits == LogitRows::kAll ? e.count : e.logits == LogitRows::kLast ? 1 : 0;
+              entries.push_back(e);
+            }
+            for (std::size_t i = 0; i < entries.size(); ++i) entries[i].tokens = ids[i].data();
+            py::array_t<float> out = logits_array(rows, vocab);
+            float* data = rows ? out.mutable_data() : nullptr;
+            {
+              py::gil_scoped_release release;
+              context.decode(entries.data(), entries.size(), data);
+            }
+            return out;
+          },
+          py::arg("batch"))
+      .def(
+          "reset",
+          [](Context& context, std::optional<std::size_t> sequence) {
+            if (sequence) {
+              context.reset(*sequence);
+            } else {
+              context.reset();
+            }
+          },
+          py::arg("sequence") = py::none())
+      .def("truncate", &Context::truncate, py::arg("sequence"), py::arg("position"))
+      .def("position", &Context::position, py::arg("sequence") = 0)
+      .def("tokens", &Context::tokens, py::arg("sequence") = 0)
+      .def_property_readonly("max_context", &Context::max_context)
+      .def_property_readonly("max_sequences", &Context::max_sequences)
+      .def_property_readonly("memory_bytes", &Context::memory_bytes);
+}
+
 void register_model_class(py::module_& m) {
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "Native inference engine (use zipmoe.load).")
       .def(py::init([](const std::string& path, int threads, std::size_t max_context,
@@ -227,6 +317,28 @@ void register_model_class(py::module_& m) {
           py::arg("tokens"), py::arg("last_only") = false)
       .def("reset", &Model::reset)
       .def_property_readonly("position", &Model::position)
+      .def(
+          "new_context",
+          [](Model& model, std::size_t max_context, std::size_t max_sequences) {
+            ContextOptions options;
+            options.max_context = max_context;
+            options.max_sequences = max_sequences;
+            py::gil_scoped_release release;
+            return std::make_shared<Context>(model.new_context(options));
+          },
+          py::arg("max_context") = 0, py::arg("max_sequences") = 1)
+      .def_property_readonly("default_context",
+                             [](const std::shared_ptr<Model>& model) {
+                               // shares the model's ownership: the model lives while the context is referenced
+                               return std::shared_ptr<Context>(model, &model->default_context());
+                             })
+      .def_property_readonly("tokenizer",
+                             [](const Model& model) {
+                               std::shared_ptr<const text::Tokenizer> t;
+                               throw_if_error(model.impl().tokenizer(&t));
+                               return std::const_pointer_cast<text::Tokenizer>(t);
+                             })
+      .def_property_readonly("eos_token_ids", &Model::eos_token_ids)
       .def_property_readonly("info", [](const Model& model) { return info_dict(model.info()); })
       .def_property_readonly("config_json", [](const Model& model) { return model.info().config_json; })
       .def("memory", [](const Model& model) { return memory_dict(model.memory()); })
@@ -323,6 +435,8 @@ void register_sampler_class(py::module_& m) {
 }  // namespace
 
 void register_model(py::module_& m) {
+  m.attr("MAX_SEQUENCES") = kMaxSequences;
+  register_context_class(m);
   register_model_class(m);
   register_sampler_class(m);
 }

@@ -167,6 +167,7 @@ Status ExpertCache::start(const CacheOptions& options) {
   pipeline.items_per_request = std::max<std::size_t>(table_.experts_per_token, 1);
   ZIPMOE_RETURN_IF_ERROR(pipeline_->allocate(pipeline));
   const std::uint64_t working_set = pipeline_->working_set_bytes();
+  working_set_ = working_set;
 
   cost_.read_latency_seconds = options.read_latency;
   ZIPMOE_RETURN_IF_ERROR(measure(&cost_));
@@ -419,6 +420,31 @@ void ExpertCache::admit(FetchId fetch) {
     ++counters_.admissions;
     return;
   }
+}
+
+std::uint64_t ExpertCache::working_set_bytes() const { return started_ ? working_set_ : minimum_bytes(); }
+
+Status ExpertCache::set_budget(std::uint64_t budget) {
+  if (!started_) return Status::InvalidArgument("expert cache not started");
+  const Lock lock = pipeline_->lock();
+  const std::uint64_t working_set = working_set_;
+  if (budget < working_set) {
+    return Status::Budget("expert cache budget of " + std::to_string(budget) + " bytes is below its working set of " +
+                          std::to_string(working_set) + " bytes");
+  }
+  if (budget == options_.budget) return Status::Ok();
+  options_.budget = budget;
+  tier_budget_ = budget - working_set;
+  if (tier_budget_ > 0) {
+    replan();
+    return Status::Ok();
+  }
+  // Nothing may rest in RAM any more.
+  for (int t = 0; t < kNumExpertTiers; ++t) capacity_[t] = 0;
+  for (std::size_t id = 0; id < experts_.size(); ++id) {
+    if (experts_[id].tier != ExpertTier::kAbsent && !pinned(id)) demote(id);
+  }
+  return Status::Ok();
 }
 
 void ExpertCache::replan() {

@@ -108,6 +108,16 @@ class ExpertCache final : public ExpertProvider {
   // the planned residents from the container and starts the reader threads.
   Status start(const CacheOptions& options);
 
+  // A new budget, between requests (the model moved memory to or from its
+  // contexts): the states are planned again within it, and a smaller one
+  // demotes the lowest-key experts at once (the states that grew fill as
+  // fetched experts are admitted). Budget status when it is below the working
+  // set, which stays as start() sized it (nothing changes then).
+  Status set_budget(std::uint64_t budget);
+  std::uint64_t budget() const { return options_.budget; }
+  // The decode and staging buffers: the least budget the cache can run in once started.
+  std::uint64_t working_set_bytes() const;
+
   // ExpertProvider
   void prefetch(std::uint32_t layer, const std::uint32_t* experts, std::size_t count) override;
   Status acquire(ExpertRequest* request) override;
@@ -196,6 +206,7 @@ class ExpertCache final : public ExpertProvider {
   ExpertCacheStats counters_;
   double planned_seconds_ = 0;
   std::uint64_t tier_budget_ = 0;      // bytes the planner may give the states
+  std::uint64_t working_set_ = 0;      // the pipeline's buffers as start() allocated them
   std::uint64_t next_replan_step_ = 0;  // 0: never
   std::uint64_t replans_ = 0;
 

@@ -31,6 +31,8 @@ zipmoe_status status_of(StatusCode code) {
       return ZIPMOE_ERR_UNSUPPORTED_MODEL;
     case StatusCode::kBudget:
       return ZIPMOE_ERR_BUDGET;
+    case StatusCode::kBusy:
+      return ZIPMOE_ERR_BUSY;
     case StatusCode::kInternal:
       return ZIPMOE_ERR_INTERNAL;
   }

@@ -22,6 +22,8 @@ void throw_if_error(const Status& status) {
       throw BudgetError(m);
     case StatusCode::kInternal:
       throw Error("internal error: " + m);
+    case StatusCode::kBusy:
+      throw BusyError(m);
   }
   throw Error(m);
 }

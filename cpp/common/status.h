@@ -28,6 +28,7 @@ enum class StatusCode : int {
   kUnsupported,      // unsupported model / feature
   kBudget,           // memory budget too small
   kInternal,         // a bug in zipmoe
+  kBusy,             // what was asked is in use by another call (a context held elsewhere)
 };
 
 class [[nodiscard]] Status {
@@ -47,6 +48,7 @@ class [[nodiscard]] Status {
   static Status Unsupported(std::string m) { return Status(StatusCode::kUnsupported, std::move(m)); }
   static Status Budget(std::string m) { return Status(StatusCode::kBudget, std::move(m)); }
   static Status Internal(std::string m) { return Status(StatusCode::kInternal, std::move(m)); }
+  static Status Busy(std::string m) { return Status(StatusCode::kBusy, std::move(m)); }
 
   bool ok() const { return state_ == nullptr; }
   StatusCode code() const { return state_ ? state_->code : StatusCode::kOk; }
@@ -72,7 +74,7 @@ class [[nodiscard]] Status {
 // Throws the zipmoe::Error subclass matching the status code (no-op when OK):
 // kFormat FormatError, kChecksum ChecksumError, kInvalidArgument
 // InvalidArgumentError, kIo IoError, kUnsupported UnsupportedModelError,
-// kBudget BudgetError, kInternal Error ("internal error: ...").
+// kBudget BudgetError, kInternal Error ("internal error: ..."), kBusy BusyError.
 void throw_if_error(const Status& status);
 
 // A tensor shape as error messages print it: "[2048, 1408]".

@@ -81,15 +81,15 @@ Forward::~Forward() {
 }
 
 Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts,
-                     KvCache* cache, ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options) {
+                     ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options) {
   config_ = &config;
   weights_ = &weights;
   experts_ = experts;
-  cache_ = cache;
   pool_ = pool;
   ledger_ = ledger;
   options_ = options;
   if (options_.batch == 0) return Status::InvalidArgument("batch must be at least 1");
+  if (options_.max_positions == 0) return Status::InvalidArgument("max_positions must be at least 1");
   ZIPMOE_RETURN_IF_ERROR(allocate_scratch());
   ZIPMOE_RETURN_IF_ERROR(prepare_rope());
   size_routing();
@@ -178,7 +178,7 @@ Status Forward::allocate_scratch() {
 // for 2^24 positions of 64 rotary dims.)
 Status Forward::prepare_rope() {
   const ModelConfig& c = *config_;
-  const std::size_t rotary = c.rope.config.rotary_dim, capacity = cache_->capacity();
+  const std::size_t rotary = c.rope.config.rotary_dim, capacity = options_.max_positions;
   kernels::RopeConfig rope = c.rope.config;
   if (rope.scaling == kernels::RopeScaling::kLongRope) {
     const bool long_context = static_cast<double>(capacity) > rope.original_max_position_embeddings;
@@ -316,13 +316,17 @@ void Forward::linear(const kernels::LinearJob* jobs, std::size_t count, kernels:
 // ---------------------------------------------------------------------------
 // The steps
 
-void Forward::embed(const std::int32_t* tokens, std::size_t n) {
-  // x[t] = embedding row of tokens[t] (exactly widened to F32)
+void Forward::embed(const StepSegment* segments, std::size_t count) {
+  // x[t] = embedding row of token t of the step (exactly widened to F32)
   const kernels::WeightMatrix& table = weights_->embedding;
   const std::size_t H = config_->hidden_size, row_bytes = H * dtype_size(table.dtype);
-  for (std::size_t t = 0; t < n; ++t) {
-    const auto* row = static_cast<const std::uint8_t*>(table.data) + static_cast<std::size_t>(tokens[t]) * row_bytes;
-    kernels::convert_to_f32(options_.isa, table.dtype, row, x_ + t * H, H);
+  std::size_t n = 0;
+  for (std::size_t s = 0; s < count; ++s) {
+    for (std::size_t i = 0; i < segments[s].n; ++i, ++n) {
+      const std::size_t id = static_cast<std::size_t>(segments[s].tokens[i]);
+      const auto* row = static_cast<const std::uint8_t*>(table.data) + id * row_bytes;
+      kernels::convert_to_f32(options_.isa, table.dtype, row, x_ + n * H, H);
+    }
   }
   if (config_->embedding_multiplier != 1.0f) {
     kernels::scale(options_.isa, x_, config_->embedding_multiplier, x_, n * H);
@@ -360,7 +364,7 @@ void Forward::add_residual(const float* delta, std::size_t n) {
   });
 }
 
-void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t position) {
+void Forward::attention_grouped(std::size_t layer, const StepSegment* segments, std::size_t count, std::size_t n) {
   const ModelConfig& c = *config_;
   const AttentionWeights& a = weights_->layers[layer].attention;
   const Isa isa = options_.isa;
@@ -380,25 +384,40 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
     clamp_values(k_, n * kv_width, c.clip_qkv);
     clamp_values(v_, n * kv_width, c.clip_qkv);
   }
-  if (c.layers[layer].rope) {
-    // rotate the first `rotary` dims of every q and k head by its position
-    kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, rope_rows_);
-    kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, rope_rows_);
-  } else if (c.attention_temperature_tuning) {
-    scale_queries_by_position(n, position);
+  // per segment (rows [row, row + m) at positions [p, p + m) of its sequence): rotate
+  // the first `rotary` dims of every q and k head by its position (Llama 4's NoPE
+  // layers scale q by position instead)
+  for (std::size_t s = 0, row = 0; s < count; row += segments[s].n, ++s) {
+    const std::size_t m = segments[s].n, p = segments[s].position;
+    if (c.layers[layer].rope) {
+      const float* cos_sin = rope_rows_ + row * rotary;
+      kernels::rope_apply(isa, c.rope.style, q_ + row * q_width, m, q_width, heads, dim, rotary, cos_sin);
+      kernels::rope_apply(isa, c.rope.style, k_ + row * kv_width, m, kv_width, kv_heads, dim, rotary, cos_sin);
+    } else if (c.attention_temperature_tuning) {
+      scale_queries_by_position(row, m, p);
+    }
   }
   normalize_queries_and_keys(layer, n, /*after_rope=*/true);
-  // append k, v to the cache; att = softmax(q k^T * scale) v over positions [0, position + n)
-  const kernels::KvCacheView& cache = cache_->layer(layer);
-  kernels::kv_cache_store(isa, cache, position, n, k_, kv_width, v_, kv_width);
   attention_params_.n_heads = heads;
   attention_params_.scale = c.attention_scale;
   attention_params_.sliding_window = c.layers[layer].sliding_window;
   attention_params_.chunk_size = c.layers[layer].attention_chunk;
   attention_params_.sinks = a.sinks;
-  const std::size_t keys = std::min(position + n, cache.capacity);
-  kernels::attention(isa, q_, n, q_width, position, cache, attention_params_, att_, q_width,
-                     pool_for(n * keys * heads * dim * 2), options_.precision);
+  // per segment (rows [row, row + m) at positions [p, p + m) of its sequence):
+  std::size_t row = 0;
+  for (std::size_t s = 0; s < count; ++s) {
+    const std::size_t m = segments[s].n, p = segments[s].position;
+    const float* q = q_ + row * q_width;
+    const float* k = k_ + row * kv_width;
+    const float* v = v_ + row * kv_width;
+    // append k, v to its cache; att = softmax(q k^T * scale) v over its positions [0, p + m)
+    const kernels::KvCacheView& cache = segments[s].state->kv().layer(layer);
+    kernels::kv_cache_store(isa, cache, p, m, k, kv_width, v, kv_width);
+    const std::size_t keys = std::min(p + m, cache.capacity);
+    kernels::attention(isa, q, m, q_width, p, cache, attention_params_, att_ + row * q_width, q_width,
+                       pool_for(m * keys * heads * dim * 2), options_.precision);
+    row += m;
+  }
   // x += att Wo^T + bo                                   [n, hidden]
   const bool direct = c.residual_multiplier == 1.0f;
   const kernels::LinearJob out = job(att_, n, q_width, a.output, a.output_bias, direct ? x_ : delta_, H, direct);
@@ -444,7 +463,7 @@ void Forward::normalize_queries_and_keys(std::size_t layer, std::size_t n, bool 
   }
 }
 
-void Forward::scale_queries_by_position(std::size_t n, std::size_t position) {
+void Forward::scale_queries_by_position(std::size_t first_row, std::size_t n, std::size_t position) {
   // Llama 4's NoPE layers: q[t] *= log1p(floor((p + 1) / floor_scale)) * attn_scale + 1
   // at position p, in transformers' float32 steps (exactly 1 below floor_scale).
   const ModelConfig& c = *config_;
@@ -454,11 +473,12 @@ void Forward::scale_queries_by_position(std::size_t n, std::size_t position) {
   for (std::size_t t = 0; t < n; ++t) {
     const float steps = std::floor((static_cast<float>(position + t) + 1.0f) / floor_scale);
     const float factor = static_cast<float>(std::log1p(static_cast<double>(steps))) * strength + 1.0f;
-    if (factor != 1.0f) kernels::scale(options_.isa, q_ + t * q_width, factor, q_ + t * q_width, q_width);
+    float* q = q_ + (first_row + t) * q_width;
+    if (factor != 1.0f) kernels::scale(options_.isa, q, factor, q, q_width);
   }
 }
 
-void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t position) {
+void Forward::attention_latent(std::size_t layer, const StepSegment* segments, std::size_t count, std::size_t n) {
   // DeepSeek multi-head latent attention, computed absorbed: the cache holds one
   // row per position, [c = norm(latent) (rank) | k_rope (rope)], shared by every
   // head; head h scores q_nope_h . (W_k,h c) + q_rope_h . k_rope, which equals
@@ -485,12 +505,16 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
     const kernels::LinearJob q_b = job(q_lora_, n, c.q_lora_rank, a.q_b, {}, q_, q_width);
     linear(&q_b, 1);
   }
-  // c = norm(kv[:, :rank]); rope on q[:, h, nope:] and kv[:, rank:]
+  // c = norm(kv[:, :rank]); per segment: rope on q[:, h, nope:] and kv[:, rank:] by
+  // position, and the rows appended to its cache
   kernels::rms_norm(isa, kv_latent_, n, rank, row, a.kv_a_norm, kLatentNormEps, kv_latent_, row);
-  kernels::rope_apply(isa, c.rope.style, q_ + nope, n, q_width, heads, qk, rope, rope_rows_);
-  kernels::rope_apply(isa, c.rope.style, kv_latent_ + rank, n, row, 1, rope, rope, rope_rows_);
-  const kernels::KvCacheView& cache = cache_->layer(layer);
-  kernels::kv_cache_store(isa, cache, position, n, kv_latent_, row, nullptr, 0);
+  for (std::size_t s = 0, r = 0; s < count; r += segments[s].n, ++s) {
+    const std::size_t m = segments[s].n, p = segments[s].position;
+    const float* cos_sin = rope_rows_ + r * rope;
+    kernels::rope_apply(isa, c.rope.style, q_ + r * q_width + nope, m, q_width, heads, qk, rope, cos_sin);
+    kernels::rope_apply(isa, c.rope.style, kv_latent_ + r * row + rank, m, row, 1, rope, rope, cos_sin);
+    kernels::kv_cache_store(isa, segments[s].state->kv().layer(layer), p, m, kv_latent_ + r * row, row, nullptr, 0);
+  }
   // q_latent[:, h] = [q_nope_h W_k,h | q_rope_h]           [n, heads * (rank + rope)]
   jobs_.clear();
   for (std::size_t h = 0; h < heads; ++h) {
@@ -508,8 +532,12 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
   attention_params_.sliding_window = 0;
   attention_params_.chunk_size = 0;
   attention_params_.sinks = nullptr;
-  kernels::attention(isa, q_latent_, n, heads * row, position, cache, attention_params_, att_latent_, heads * rank,
-                     pool_for(n * (position + n) * heads * (row + rank)), options_.precision);
+  for (std::size_t s = 0, r = 0; s < count; r += segments[s].n, ++s) {
+    const std::size_t m = segments[s].n, p = segments[s].position;
+    kernels::attention(isa, q_latent_ + r * heads * row, m, heads * row, p, segments[s].state->kv().layer(layer),
+                       attention_params_, att_latent_ + r * heads * rank, heads * rank,
+                       pool_for(m * (p + m) * heads * (row + rank)), options_.precision);
+  }
   // att[:, h] = att_latent[:, h] W_v,h^T                   [n, heads * v]
   jobs_.clear();
   for (std::size_t h = 0; h < heads; ++h) {
@@ -864,12 +892,11 @@ Status Forward::ffn_moe(std::size_t layer, std::size_t n) {
   return Status::Ok();
 }
 
-void Forward::output(std::size_t n, float* logits, bool all_logits) {
-  // logits = norm(x) Wout^T (+ b)  [rows, vocab], for every token or the last one
+void Forward::output(std::size_t rows, float* logits) {
+  // logits = norm(x) Wout^T (+ b)  [rows, vocab], for the first rows of x
   const ModelConfig& c = *config_;
-  const std::size_t H = c.hidden_size, rows = all_logits ? n : 1;
-  const float* last = all_logits ? x_ : x_ + (n - 1) * H;
-  norm(weights_->output_norm, last, xn_, rows);
+  const std::size_t H = c.hidden_size;
+  norm(weights_->output_norm, x_, xn_, rows);
   const kernels::LinearJob out = job(xn_, rows, H, weights_->output, weights_->output_bias, logits, c.vocab_size);
   linear(&out, 1);
   if (c.logits_scaling != 1.0f) {
@@ -879,27 +906,47 @@ void Forward::output(std::size_t n, float* logits, bool all_logits) {
   }
 }
 
-Status Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits,
-                     bool all_logits) {
+std::size_t Forward::keep_wanted_rows(const StepSegment* segments, std::size_t count) {
+  // Rows keep their order, and a row only ever moves towards the front.
+  const std::size_t H = config_->hidden_size;
+  std::size_t kept = 0, row = 0;
+  for (std::size_t s = 0; s < count; row += segments[s].n, ++s) {
+    if (segments[s].logits == SegmentLogits::kNone) continue;
+    const std::size_t first = segments[s].logits == SegmentLogits::kAll ? row : row + segments[s].n - 1;
+    for (std::size_t r = first; r < row + segments[s].n; ++r, ++kept) {
+      if (r != kept) std::memcpy(x_ + kept * H, x_ + r * H, H * sizeof(float));
+    }
+  }
+  return kept;
+}
+
+Status Forward::step(const StepSegment* segments, std::size_t count, float* logits) {
   const ModelConfig& c = *config_;
-  // cos | sin of the step's positions, shared by every layer (bit-identical to a
-  // table made once: each row depends on its position only)
-  kernels::rope_cos_sin(inv_freq_, c.rope.config.rotary_dim, rope_attention_factor_, position, n, rope_rows_);
-  embed(tokens, n);
+  std::size_t n = 0;
+  bool every_row = true;
+  for (std::size_t s = 0; s < count; ++s) {
+    // cos | sin of the segment's positions, shared by every layer (bit-identical to a
+    // table made once: each row depends on its position only)
+    const std::size_t rotary = c.rope.config.rotary_dim;
+    kernels::rope_cos_sin(inv_freq_, rotary, rope_attention_factor_, segments[s].position, segments[s].n,
+                          rope_rows_ + n * rotary);
+    n += segments[s].n;
+    every_row &= segments[s].logits == SegmentLogits::kAll;
+  }
+  embed(segments, count);
   std::size_t rows = n;
   for (std::size_t layer = 0; layer < c.num_layers; ++layer) {
     if (c.family->attention == AttentionKind::kLatent) {
-      attention_latent(layer, n, position);
+      attention_latent(layer, segments, count, n);
     } else {
-      attention_grouped(layer, n, position);
+      attention_grouped(layer, segments, count, n);
     }
-    if (layer + 1 == c.num_layers && (!logits || !all_logits)) {
-      // The KV cache is complete: the last layer's FFN only matters for the rows
+    if (layer + 1 == c.num_layers && !every_row) {
+      // The KV caches are complete: the last layer's FFN only matters for the rows
       // whose logits are wanted (as llama.cpp prunes it). Its arithmetic per row
       // does not depend on the row count under kExact, so the logits keep their bits.
-      if (!logits) break;
-      if (n > 1) std::memcpy(x_, x_ + (n - 1) * c.hidden_size, c.hidden_size * sizeof(float));
-      rows = 1;
+      rows = keep_wanted_rows(segments, count);
+      if (rows == 0) break;
     }
     if (c.is_moe_layer(layer)) {
       ZIPMOE_RETURN_IF_ERROR(ffn_moe(layer, rows));
@@ -907,8 +954,19 @@ Status Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t posi
       ffn_dense(layer, rows);
     }
   }
-  if (logits) output(rows, logits, all_logits);
+  if (rows > 0 && logits) output(rows, logits);
   return Status::Ok();
+}
+
+Status Forward::step(SequenceState* state, const std::int32_t* tokens, std::size_t n, std::size_t position,
+                     float* logits, bool all_logits) {
+  StepSegment segment;
+  segment.state = state;
+  segment.tokens = tokens;
+  segment.n = n;
+  segment.position = position;
+  segment.logits = !logits ? SegmentLogits::kNone : all_logits ? SegmentLogits::kAll : SegmentLogits::kLast;
+  return step(&segment, 1, logits);
 }
 
 }  // namespace zipmoe::model

@@ -1,28 +1,35 @@
 // The forward pass of a decoder-only transformer, one readable function per step
-// (in the spirit of llama2.c), over n <= batch tokens at consecutive positions:
+// (in the spirit of llama2.c), over the n <= batch tokens of one step. A step
+// holds one or more segments: each is a run of tokens of one sequence at
+// consecutive positions, with that sequence's state (KV cache) beside it, so
+// that one step can carry a prompt chunk of one sequence together with the
+// single decode tokens of others:
 //
-//   x = embed(tokens)                                   [n, hidden]
+//   x = embed(tokens of every segment)                  [n, hidden]
 //   for each layer:
-//     x += attention(norm(x))       grouped (GQA) or latent (MLA); KV cache appended
+//     x += attention(norm(x))       grouped (GQA) or latent (MLA); per segment over
+//                                   its own KV cache, which it appends to
 //     x += ffn(norm(x))             dense SwiGLU, or MoE: router -> experts from the
-//                                   ExpertProvider (+ shared expert)
-//   logits = output(norm(x))                            [n or 1, vocab]
+//                                   ExpertProvider (+ shared expert), over all n rows
+//   logits = output(norm(x))                            [rows wanted, vocab]
 //
 // Every matrix product goes through kernels::linear_batch, with the independent
 // products of a step in one parallel pass (q/k/v; the router; the gate/up of
 // every expert and of the shared expert; the down of every expert and of the
-// shared expert). A prompt runs as batched
-// matmuls; its MoE layers group the tokens per expert and run one matmul per
-// expert. All buffers are allocated once, for `batch` tokens; a step allocates
-// nothing (the matmul workspace only grows past its initial reservation if a
-// step needs more).
+// shared expert). The rows of every segment share those products; the MoE
+// layers group all of the step's tokens per expert, acquire each expert once
+// per step (the provider sees the union, with how many tokens want each) and
+// run one matmul per expert. All buffers are allocated once, for `batch`
+// tokens; a step allocates nothing (the matmul workspace only grows past its
+// initial reservation if a step needs more).
 //
 // Results are bit-identical for any thread count (the kernels guarantee it per
 // call, and everything between them is single-threaded or split by rows), for
 // any order in which the provider delivers experts (each expert writes its own
 // rows; the weighted sum runs in a fixed order afterwards), and, with
-// MatmulPrecision::kExact, for any split of a sequence into steps and on every
-// Isa path (every kernel then follows kernels/canonical.h).
+// MatmulPrecision::kExact, for any split of a sequence into steps, any company
+// of other segments in a step, and on every Isa path (every kernel then follows
+// kernels/canonical.h, whose arithmetic per row does not depend on the row count).
 #pragma once
 
 #include <cstddef>
@@ -35,7 +42,7 @@
 #include "common/status.h"
 #include "kernels/kernels.h"
 #include "model/config.h"
-#include "model/kv_cache.h"
+#include "model/sequence_state.h"
 #include "model/weights.h"
 #include "zipmoe/thread_pool.h"
 
@@ -45,10 +52,28 @@ struct ForwardOptions {
   Isa isa = Isa::kScalar;
   kernels::MatmulPrecision precision = kernels::MatmulPrecision::kFast;
   std::size_t batch = 256;  // most tokens per step
+  std::size_t max_positions = 0;  // the highest position + 1 a sequence may reach (longrope picks its factors by it)
   // Gate-ahead: after routing a MoE layer, apply the next MoE layer's router to
   // this layer's hidden state and hand the experts it picks to the provider's
   // prefetch() (a guess: nothing computed depends on it).
   bool gate_ahead = false;
+};
+
+// Which logits a segment wants from its step.
+enum class SegmentLogits : std::uint8_t {
+  kNone,  // none (a prompt chunk before the prompt's end)
+  kLast,  // its last token's row
+  kAll,   // a row per token
+};
+
+// One sequence's part of a step: tokens[0, n) at positions [position, position + n)
+// of `state` (position + n <= state->capacity()).
+struct StepSegment {
+  SequenceState* state = nullptr;
+  const std::int32_t* tokens = nullptr;
+  std::size_t n = 0;
+  std::size_t position = 0;
+  SegmentLogits logits = SegmentLogits::kLast;
 };
 
 class Forward {
@@ -60,7 +85,7 @@ class Forward {
 
   // Allocates every buffer (charged to the ledger as kScratch). The referenced
   // objects must outlive this one.
-  Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts, KvCache* cache,
+  Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts,
               ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
 
   // The bytes init() charges to the ledger as kScratch for `config` and
@@ -69,13 +94,18 @@ class Forward {
   // length: RoPE angles are computed for each step's positions.
   static std::uint64_t scratch_bytes(const ModelConfig& config, const ForwardOptions& options);
 
-  // Runs tokens[0, n) (1 <= n <= batch, ids < vocab) at positions
-  // [position, position + n) (within the cache's capacity) and writes the logits
-  // of every token (all_logits: [n, vocab]) or of the last one ([1, vocab]);
-  // logits == nullptr computes none (a prompt's steps before its last).
+  // Runs the segments' tokens (n >= 1 each, ids < vocab, at most batch() in all,
+  // each segment within its state's capacity and max_positions; a state appears
+  // in at most one segment) and writes the rows of logits they want, in segment
+  // order, to `logits` ([rows, vocab]; null when no segment wants any). Does not
+  // touch the states' token lists (the caller records what was stored).
   // Returns the provider's error when it fails to deliver an expert (the step
-  // is then abandoned and its positions of the KV cache hold no meaning).
-  Status step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits, bool all_logits);
+  // is then abandoned and the positions it was to fill hold no meaning).
+  Status step(const StepSegment* segments, std::size_t count, float* logits);
+  // One segment: tokens[0, n) of `state` at `position`, logits of every token
+  // (all_logits: [n, vocab]) or of the last one ([1, vocab]); null: none.
+  Status step(SequenceState* state, const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits,
+              bool all_logits);
 
   std::size_t batch() const { return options_.batch; }
 
@@ -100,12 +130,15 @@ class Forward {
   Status reserve_workspace();
 
   // Steps of one forward pass, each over the n tokens of the step.
-  void embed(const std::int32_t* tokens, std::size_t n);
+  void embed(const StepSegment* segments, std::size_t count);
   void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);
-  void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
-  void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
+  void attention_grouped(std::size_t layer, const StepSegment* segments, std::size_t count, std::size_t n);
+  void attention_latent(std::size_t layer, const StepSegment* segments, std::size_t count, std::size_t n);
+  // Moves the rows whose logits are wanted to the front of x_; returns how many.
+  std::size_t keep_wanted_rows(const StepSegment* segments, std::size_t count);
   void normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope);
-  void scale_queries_by_position(std::size_t n, std::size_t position);
+  // Llama 4's NoPE layers: rows [first_row, first_row + n) of q at positions [position, position + n).
+  void scale_queries_by_position(std::size_t first_row, std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
   Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);
@@ -115,7 +148,7 @@ class Forward {
   void run_expert_group(const FfnWeights& ffn, std::size_t n, std::size_t ready, bool gathered, bool with_shared);
   void prefetch_next_layer(std::size_t layer, std::size_t n);
   void add_residual(const float* delta, std::size_t n);
-  void output(std::size_t n, float* logits, bool all_logits);
+  void output(std::size_t rows, float* logits);
 
   void linear(const kernels::LinearJob* jobs, std::size_t count);
   void linear(const kernels::LinearJob* jobs, std::size_t count, kernels::MatmulPrecision precision);
@@ -130,7 +163,6 @@ class Forward {
   const ModelConfig* config_ = nullptr;
   const ModelWeights* weights_ = nullptr;
   cache::ExpertProvider* experts_ = nullptr;
-  KvCache* cache_ = nullptr;
   ThreadPool* pool_ = nullptr;
   MemoryLedger* ledger_ = nullptr;
   ForwardOptions options_;

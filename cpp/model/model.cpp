@@ -1,5 +1,6 @@
-// zipmoe::Model: load (config, dense weights, expert provider, KV cache,
-// scratch) and the sequence API over the forward pass.
+// zipmoe::Model: load (config, dense weights, expert provider, scratch, the
+// default context), the budget shared with contexts, the tokenizer, and the
+// sequence API of the default context.
 #include "zipmoe/model.h"
 
 #include <algorithm>
@@ -8,19 +9,12 @@
 #include <mutex>
 #include <string>
 
-#include "cache/expert_cache.h"
 #include "cache/resident_experts.h"
-#include "cache/routing_profile.h"
 #include "common/cpu_features.h"
-#include "common/memory_ledger.h"
 #include "common/system_memory.h"
-#include "format/container_file.h"
-#include "model/config.h"
-#include "model/forward.h"
-#include "model/kv_cache.h"
+#include "model/context_impl.h"
 #include "model/load_plan.h"
-#include "model/weights.h"
-#include "zipmoe/thread_pool.h"
+#include "model/model_impl.h"
 
 namespace zipmoe {
 
@@ -56,69 +50,29 @@ Status check_options(const ModelOptions& options) {
 
 }  // namespace
 
-struct Model::Impl {
-  // Declared first so that it outlives every buffer charged to it.
-  MemoryLedger ledger;
-  std::string path;
-  Isa isa = Isa::kScalar;
-  ModelInfo info;
-  std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<format::ContainerFile> reader;
-  model::ModelConfig config;
-  model::DenseWeightStore dense;
-  model::ModelWeights weights;
-  std::unique_ptr<cache::ExpertProvider> experts;
-  cache::ExpertCache* expert_cache = nullptr;        // experts, when streamed
-  std::unique_ptr<cache::RoutingProfile> routing;  // gathered online by the forward pass
-  std::unique_ptr<cache::RoutingProfile> prior;    // ModelOptions::routing_profile
-  model::KvCache cache;
-  model::Forward forward;
-  std::size_t position = 0;
-  mutable std::mutex mutex;
-
-  // The steps of Model::load, in order.
-  Status load(const std::string& path, const ModelOptions& options);
-  Status open(const ModelOptions& options);
-  Status load_routing_profiles(const ModelOptions& options);
-  Status plan(const ModelOptions& options, std::size_t context, std::size_t batch);
-  Status load_weights(const ModelOptions& options);
-  Status allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch);
-  Status start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch);
-  void describe(std::size_t context);
-
-  // Experts come through the expert cache (a memory budget was given) or are all decoded at load.
-  static bool streams_experts(const ModelOptions& options) { return options.memory_budget > 0; }
-  // What the forward pass is built with (the same when planned and when allocated).
-  model::ForwardOptions forward_options(const ModelOptions& options, std::size_t batch) const;
-  model::MemoryPlan held_memory(std::size_t context, std::size_t batch) const;
-
-  Status run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only);
-};
-
-Status Model::Impl::load(const std::string& model_path, const ModelOptions& options) {
-  ZIPMOE_RETURN_IF_ERROR(check_options(options));
+Status Model::Impl::load(const std::string& model_path, const ModelOptions& model_options) {
+  ZIPMOE_RETURN_IF_ERROR(check_options(model_options));
+  options = model_options;
   path = model_path;
   if (options.isa) {
     isa = *options.isa;
   } else {
     ZIPMOE_RETURN_IF_ERROR(default_isa(&isa));
   }
-  ZIPMOE_RETURN_IF_ERROR(open(options));
-  ZIPMOE_RETURN_IF_ERROR(load_routing_profiles(options));
+  ZIPMOE_RETURN_IF_ERROR(open());
+  ZIPMOE_RETURN_IF_ERROR(load_routing_profiles());
   const std::size_t context =
       options.max_context ? options.max_context : std::min(config.max_position_embeddings, kDefaultContext);
-  const std::size_t batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
-  ZIPMOE_RETURN_IF_ERROR(plan(options, context, batch));
+  batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
+  ZIPMOE_RETURN_IF_ERROR(plan(context));
   pool = std::make_unique<ThreadPool>(options.threads);
-  ZIPMOE_RETURN_IF_ERROR(load_weights(options));
-  ZIPMOE_RETURN_IF_ERROR(allocate_sequence(options, context, batch));
-  if (streams_experts(options)) ZIPMOE_RETURN_IF_ERROR(start_streaming(options, context, batch));
+  ZIPMOE_RETURN_IF_ERROR(load_weights());
   describe(context);
-  return Status::Ok();
+  return init_forward(context);
 }
 
 // The container and its config.
-Status Model::Impl::open(const ModelOptions& options) {
+Status Model::Impl::open() {
   ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, options.io_mode, &reader));
   ZIPMOE_RETURN_IF_ERROR(model::parse_model_config(reader->metadata(), &config).with_context(path));
   for (const TensorInfo& t : reader->tensors()) {
@@ -131,7 +85,7 @@ Status Model::Impl::open(const ModelOptions& options) {
 }
 
 // The profile gathered online, and the one the planner starts from (if given).
-Status Model::Impl::load_routing_profiles(const ModelOptions& options) {
+Status Model::Impl::load_routing_profiles() {
   const model::ModelConfig& c = config;
   const std::vector<std::uint32_t> moe_layers = model::expert_shapes(c).moe_layers;
   routing = std::make_unique<cache::RoutingProfile>(c.family->name, c.num_layers, moe_layers, c.num_experts,
@@ -144,20 +98,21 @@ Status Model::Impl::load_routing_profiles(const ModelOptions& options) {
 
 // Before anything is read or allocated: the container's tensors are those of its
 // architecture, and what the load will hold fits the budget and the machine.
-Status Model::Impl::plan(const ModelOptions& options, std::size_t context, std::size_t batch) {
+Status Model::Impl::plan(std::size_t context) {
   ZIPMOE_RETURN_IF_ERROR(model::bind_tensors(*reader, config));
   model::MemoryPlan memory;
   ZIPMOE_RETURN_IF_ERROR(model::plan_memory(*reader, config, context, options.kv_cache_dtype,
-                                            forward_options(options, batch), streams_experts(options), &memory));
+                                            forward_options(context), streams_experts(), &memory));
+  memory.scratch += std::uint64_t(config.vocab_size) * sizeof(float);  // the default context's logits row
   return model::check_memory(memory, options.memory_budget, available_memory(), path);
 }
 
 // Dense weights, decoded; routed experts decoded too, or a cache to stream them.
-Status Model::Impl::load_weights(const ModelOptions& options) {
+Status Model::Impl::load_weights() {
   ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
   if (config.num_moe_layers() == 0 || config.num_experts == 0) return Status::Ok();
   const cache::ExpertShapes shapes = model::expert_shapes(config);
-  if (streams_experts(options)) {
+  if (streams_experts()) {
     std::unique_ptr<cache::ExpertCache> streamed;
     ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));
     expert_cache = streamed.get();
@@ -171,22 +126,21 @@ Status Model::Impl::load_weights(const ModelOptions& options) {
   return Status::Ok();
 }
 
-// The KV cache and the forward pass's buffers.
-Status Model::Impl::allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch) {
-  ZIPMOE_RETURN_IF_ERROR(cache.allocate(config, context, batch, options.kv_cache_dtype, &ledger));
-  ZIPMOE_RETURN_IF_ERROR(
-      forward.init(config, weights, experts.get(), &cache, pool.get(), &ledger, forward_options(options, batch)));
+// The forward pass's buffers (shared by every context: steps take turns).
+Status Model::Impl::init_forward(std::size_t context) {
+  ZIPMOE_RETURN_IF_ERROR(forward.init(config, weights, experts.get(), pool.get(), &ledger, forward_options(context)));
   forward.set_routing_profile(routing.get());
   return Status::Ok();
 }
 
-// Everything but the experts is allocated now: what is left of the budget goes
-// to the expert cache, which needs at least its minimum (plan() checked that
-// from the container; checked again from the ledger, which must agree).
-Status Model::Impl::start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch) {
+// Everything but the experts is allocated now (the default context included):
+// what is left of the budget goes to the expert cache, which needs at least its
+// minimum (plan() checked that from the container; checked again from the
+// ledger, which must agree).
+Status Model::Impl::start_streaming(std::size_t context) {
   const std::uint64_t held = ledger.total();
   ZIPMOE_RETURN_IF_ERROR(
-      model::check_memory(held_memory(context, batch), options.memory_budget, AvailableMemory(), path));
+      model::check_memory(held_memory(context), options.memory_budget, AvailableMemory(), path));
   ledger.set_limit(options.memory_budget);
   if (!expert_cache) return Status::Ok();
   cache::CacheOptions cache_options;
@@ -204,7 +158,7 @@ Status Model::Impl::start_streaming(const ModelOptions& options, std::size_t con
 }
 
 // What the ledger holds before the expert cache starts, with the cache's minimum.
-model::MemoryPlan Model::Impl::held_memory(std::size_t context, std::size_t batch) const {
+model::MemoryPlan Model::Impl::held_memory(std::size_t context) const {
   model::MemoryPlan held;
   held.dense_weights = ledger.bytes(MemoryCategory::kDenseWeights);
   held.kv_cache = ledger.bytes(MemoryCategory::kKvCache);
@@ -217,13 +171,14 @@ model::MemoryPlan Model::Impl::held_memory(std::size_t context, std::size_t batc
   return held;
 }
 
-model::ForwardOptions Model::Impl::forward_options(const ModelOptions& options, std::size_t batch) const {
+model::ForwardOptions Model::Impl::forward_options(std::size_t context) const {
   model::ForwardOptions forward_options;
   forward_options.isa = isa;
   const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
   forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
   forward_options.batch = batch;
-  const bool streamed_experts = streams_experts(options) && config.num_moe_layers() > 0 && config.num_experts > 0;
+  forward_options.max_positions = context;
+  const bool streamed_experts = streams_experts() && config.num_moe_layers() > 0 && config.num_experts > 0;
   forward_options.gate_ahead = options.prefetch && streamed_experts;
   return forward_options;
 }
@@ -244,94 +199,246 @@ void Model::Impl::describe(std::size_t context) {
   info.config_json = c.config_json;
 }
 
-Status Model::Impl::run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only) {
-  if (count == 0) return Status::InvalidArgument("eval: no tokens given");
-  if (tokens == nullptr) return Status::InvalidArgument("eval: tokens is null");
-  if (logits == nullptr) return Status::InvalidArgument("eval: logits is null");
-  const std::size_t vocab = config.vocab_size;
-  for (std::size_t i = 0; i < count; ++i) {
-    if (tokens[i] < 0 || static_cast<std::size_t>(tokens[i]) >= vocab) {
-      return Status::InvalidArgument("token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                                     " is outside [0, " + std::to_string(vocab) + ")");
-    }
+// ---------------------------------------------------------------------------
+// Contexts and the budget
+
+Status Model::Impl::context_positions(const ContextOptions& context, std::size_t* positions) const {
+  if (context.max_sequences < 1 || context.max_sequences > kMaxSequences) {
+    return Status::InvalidArgument("max_sequences must be in [1, " + std::to_string(kMaxSequences) + "], not " +
+                                   std::to_string(context.max_sequences));
   }
-  if (count > info.max_context - position) {
-    return Status::InvalidArgument("context overflow: " + std::to_string(position) + " tokens held + " +
-                                   std::to_string(count) + " new > max_context " + std::to_string(info.max_context) +
-                                   " (reset(), or load with a larger max_context)");
+  if (context.max_context > info.max_context) {
+    return Status::InvalidArgument("max_context " + std::to_string(context.max_context) + " is larger than the " +
+                                   std::to_string(info.max_context) + " positions " + path +
+                                   " was loaded for (load with a larger max_context)");
   }
-  const std::size_t batch = forward.batch();
-  for (std::size_t first = 0; first < count; first += batch) {
-    const std::size_t n = std::min(batch, count - first);
-    const bool last = first + n == count;
-    float* out = last_only ? (last ? logits : nullptr) : logits + first * vocab;
-    ZIPMOE_RETURN_IF_ERROR(forward.step(tokens + first, n, position, out, !last_only));
-    position += n;
-  }
+  *positions = context.max_context ? context.max_context : info.max_context;
   return Status::Ok();
 }
 
-Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Model::~Model() = default;
+std::uint64_t Model::Impl::context_bytes(std::size_t positions, std::size_t sequences) const {
+  const std::uint64_t state = model::SequenceState::bytes_needed(config, positions, batch, options.kv_cache_dtype);
+  return sequences * (state + std::uint64_t(config.vocab_size) * sizeof(float));
+}
+
+std::uint64_t Model::Impl::bytes_outside_cache() const {
+  return ledger.total() - ledger.bytes(MemoryCategory::kExperts);
+}
+
+Status Model::Impl::make_room(std::uint64_t bytes, const std::string& what) {
+  const std::uint64_t budget = options.memory_budget;
+  if (budget == 0) return Status::Ok();
+  const std::lock_guard<std::mutex> lock(step_mutex);
+  const std::uint64_t outside = bytes_outside_cache();
+  const std::uint64_t floor = expert_cache ? expert_cache->working_set_bytes() : 0;
+  if (outside + floor > budget || bytes > budget - outside - floor) {
+    std::string held = "dense weights " + model::human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) +
+                       ", KV caches of the contexts " + model::human_bytes(ledger.bytes(MemoryCategory::kKvCache)) +
+                       ", scratch " + model::human_bytes(ledger.bytes(MemoryCategory::kScratch));
+    if (expert_cache) held += ", the expert cache's working set " + model::human_bytes(floor);
+    const std::uint64_t left = outside + floor > budget ? 0 : budget - outside - floor;
+    return Status::Budget(path + ": " + what + " needs " + model::human_bytes(bytes) + ", but the memory_budget of " +
+                          model::human_bytes(budget) + " has " + model::human_bytes(left) + " left beyond " + held +
+                          " (a smaller max_context or max_sequences, fewer contexts, or a larger memory_budget)");
+  }
+  if (expert_cache) return expert_cache->set_budget(budget - outside - bytes);
+  return Status::Ok();
+}
+
+void Model::Impl::room_freed() {
+  const std::lock_guard<std::mutex> contexts(contexts_mutex);
+  give_back_locked();
+}
+
+void Model::Impl::give_back_locked() {
+  if (options.memory_budget == 0 || expert_cache == nullptr) return;
+  const std::lock_guard<std::mutex> lock(step_mutex);
+  const std::uint64_t outside = bytes_outside_cache();
+  // Only ever more than the cache had (the memory was just freed): cannot fail.
+  if (outside < options.memory_budget) (void)expert_cache->set_budget(options.memory_budget - outside);
+}
+
+Status Model::Impl::step(const model::StepSegment* segments, std::size_t count, float* logits) {
+  const std::lock_guard<std::mutex> lock(step_mutex);
+  return forward.step(segments, count, logits);
+}
+
+// ---------------------------------------------------------------------------
+// Text
+
+Status Model::Impl::text_metadata(const json::Value** out) {
+  const std::lock_guard<std::mutex> lock(text_mutex_);
+  if (!text_metadata_parsed_) {
+    json::ParseOptions parse;
+    parse.keep_top_level = {"generation_config", "tokenizer"};
+    text_metadata_status_ = json::parse(reader->metadata(), &text_metadata_, parse).with_context(path + ": metadata");
+    text_metadata_parsed_ = true;
+  }
+  *out = &text_metadata_;
+  return text_metadata_status_;
+}
+
+Status Model::Impl::tokenizer(std::shared_ptr<const text::Tokenizer>* out) {
+  const json::Value* metadata = nullptr;
+  ZIPMOE_RETURN_IF_ERROR(text_metadata(&metadata));
+  const std::lock_guard<std::mutex> lock(text_mutex_);
+  if (!tokenizer_built_) {
+    const json::Value* record = metadata->find("tokenizer");
+    const bool present = record && record->is_object() &&
+                         ((record->find("tokenizer_json") && !record->find("tokenizer_json")->is_null()) ||
+                          (record->find("gguf") && !record->find("gguf")->is_null()));
+    if (!present) {
+      tokenizer_status_ = Status::Unsupported(path + ": the container carries no tokenizer (convert the model "
+                                              "from a folder with tokenizer.json, or from a GGUF file)");
+    } else {
+      tokenizer_status_ = text::Tokenizer::from_container_metadata(*record, path, &tokenizer_);
+    }
+    tokenizer_built_ = true;
+  }
+  *out = tokenizer_;
+  return tokenizer_status_;
+}
+
+namespace {
+
+// Adds the ids of an eos_token_id value (an int or a list of ints) in [0, vocab).
+void add_eos_ids(const json::Value* value, std::size_t vocab, std::vector<std::int32_t>* out) {
+  if (value == nullptr) return;
+  auto add = [&](const json::Value& v) {
+    if (v.is_integer() && v.as_int() >= 0 && static_cast<std::uint64_t>(v.as_int()) < vocab) {
+      out->push_back(static_cast<std::int32_t>(v.as_int()));
+    }
+  };
+  if (value->is_array()) {
+    for (const json::Value& v : value->items()) add(v);
+  } else {
+    add(*value);
+  }
+}
+
+}  // namespace
+
+Status Model::Impl::eos_token_ids(std::vector<std::int32_t>* out) {
+  out->clear();
+  const json::Value* metadata = nullptr;
+  ZIPMOE_RETURN_IF_ERROR(text_metadata(&metadata));
+  const std::size_t vocab = config.vocab_size;
+  const json::Value* generation = metadata->find("generation_config");
+  if (generation && generation->is_object()) add_eos_ids(generation->find("eos_token_id"), vocab, out);
+  json::Value hf_config;
+  if (json::parse(config.config_json, &hf_config).ok()) add_eos_ids(hf_config.find("eos_token_id"), vocab, out);
+  std::shared_ptr<const text::Tokenizer> t;
+  if (tokenizer(&t).ok() && t->eos_id() >= 0 && static_cast<std::size_t>(t->eos_id()) < vocab) {
+    out->push_back(t->eos_id());
+  }
+  std::sort(out->begin(), out->end());
+  out->erase(std::unique(out->begin(), out->end()), out->end());
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// The public class
+
+Model::Model(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+// The default context first: its memory goes back to a model that still exists.
+Model::~Model() { default_context_.reset(); }
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 
 Model Model::load(const std::string& path, const ModelOptions& options) {
-  auto impl = std::make_unique<Impl>();
+  auto impl = std::make_shared<Impl>();
   throw_if_error(impl->load(path, options));
-  return Model(std::move(impl));
+  ContextOptions context;
+  context.max_context = impl->info.max_context;
+  std::unique_ptr<Context::Impl> default_context;
+  throw_if_error(Context::Impl::create(impl, context, true, &default_context));
+  if (options.memory_budget > 0) {
+    throw_if_error(impl->start_streaming(impl->info.max_context));
+  }
+  Model model(impl);
+  model.default_context_.reset(new Context(std::move(default_context)));
+  return model;
 }
+
+Context Model::new_context(const ContextOptions& options) {
+  std::unique_ptr<Context::Impl> context;
+  throw_if_error(Context::Impl::create(impl_, options, false, &context));
+  return Context(std::move(context));
+}
+
+Context& Model::default_context() { return *default_context_; }
 
 void Model::logits(const std::int32_t* tokens, std::size_t count, float* logits) {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->position = 0;
-  throw_if_error(impl_->run(tokens, count, logits, false));
+  default_context_->logits(tokens, count, logits);
 }
 
-std::vector<float> Model::logits(const std::vector<std::int32_t>& tokens) {
-  std::vector<float> out(tokens.size() * impl_->config.vocab_size);
-  logits(tokens.data(), tokens.size(), out.data());
-  return out;
-}
+std::vector<float> Model::logits(const std::vector<std::int32_t>& tokens) { return default_context_->logits(tokens); }
 
 void Model::eval(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only) {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  throw_if_error(impl_->run(tokens, count, logits, last_only));
+  default_context_->eval(tokens, count, logits, last_only);
 }
 
 std::vector<float> Model::eval(const std::vector<std::int32_t>& tokens, bool last_only) {
-  std::vector<float> out((last_only ? std::min<std::size_t>(tokens.size(), 1) : tokens.size()) *
-                         impl_->config.vocab_size);
-  eval(tokens.data(), tokens.size(), out.data(), last_only);
-  return out;
+  return default_context_->eval(tokens, last_only);
 }
 
-void Model::reset() {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->position = 0;
+void Model::reset() { default_context_->reset(); }
+
+std::size_t Model::position() const { return default_context_->position(); }
+
+std::vector<std::int32_t> Model::tokenize(const std::string& text, bool add_special, bool parse_special) const {
+  std::shared_ptr<const text::Tokenizer> t;
+  throw_if_error(impl_->tokenizer(&t));
+  text::EncodeOptions encode;
+  encode.add_special_tokens = add_special;
+  encode.parse_special = parse_special;
+  std::vector<std::int32_t> ids;
+  t->encode(text, encode, &ids);
+  return ids;
 }
 
-std::size_t Model::position() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->position;
+std::string Model::detokenize(const std::int32_t* ids, std::size_t count, bool skip_special) const {
+  std::shared_ptr<const text::Tokenizer> t;
+  throw_if_error(impl_->tokenizer(&t));
+  if (count && !ids) throw InvalidArgumentError("detokenize: ids is null");
+  for (std::size_t i = 0; i < count; ++i) {
+    if (ids[i] < 0 || ids[i] >= t->vocab_size()) {
+      throw InvalidArgumentError("token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                 " is outside the vocabulary [0, " + std::to_string(t->vocab_size()) + ")");
+    }
+  }
+  return t->decode(ids, count, skip_special);
 }
+
+bool Model::has_tokenizer() const {
+  std::shared_ptr<const text::Tokenizer> t;
+  return impl_->tokenizer(&t).ok();
+}
+
+std::vector<std::int32_t> Model::eos_token_ids() const {
+  std::vector<std::int32_t> ids;
+  throw_if_error(impl_->eos_token_ids(&ids));
+  return ids;
+}
+
+const std::string& Model::metadata_json() const { return impl_->reader->metadata(); }
 
 const ModelInfo& Model::info() const { return impl_->info; }
 
 ExpertCacheStats Model::stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::lock_guard<std::mutex> lock(impl_->step_mutex);
   ExpertCacheStats out;
   if (impl_->experts) impl_->experts->collect_stats(&out);
   return out;
 }
 
 void Model::reset_stats() {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::lock_guard<std::mutex> lock(impl_->step_mutex);
   if (impl_->experts) impl_->experts->reset_stats();
 }
 
 std::string Model::routing_profile_json() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::lock_guard<std::mutex> lock(impl_->step_mutex);
   return impl_->routing->to_json();
 }
 

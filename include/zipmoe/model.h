@@ -4,6 +4,22 @@
 //   std::vector<float> logits = model.logits({1, 2, 3});     // [3 * vocab], fresh sequence
 //   std::vector<float> next = model.eval({4});               // [1 * vocab], appended to it
 //
+//   zipmoe::ContextOptions options;                          // more sequences over the same weights
+//   options.max_sequences = 4;
+//   zipmoe::Context context = model.new_context(options);
+//   context.eval({1, 2, 3}, true, 0);                        // sequence 0
+//   context.eval({7, 8}, true, 1);                           // sequence 1: its own KV cache
+//
+// A Model holds what every sequence shares: the weights, the expert cache and
+// its budget, the thread pool and the tokenizer. A Context holds one or more
+// sequences: each its KV cache (model/sequence_state: its state between steps)
+// and the token ids it holds. Many contexts share one model; the model's own
+// methods logits/eval/reset/position use its default context (one sequence of
+// max_context positions, made at load). Context::decode() runs one forward
+// step over tokens of several sequences at once (a prompt chunk of one with the
+// single decode tokens of others): attention runs per sequence over its own KV
+// cache, the MoE layers acquire each routed expert once for the whole step.
+//
 // Families: llama, qwen2 (dense), qwen2_moe, qwen3_moe, mixtral, olmoe,
 // deepseek_v2, deepseek_v3, gpt_oss, granitemoe, phimoe. Weights are used in the
 // dtype they are stored in (BF16, F16, F32), bit for bit whichever codec stored
@@ -32,8 +48,10 @@
 // PhiMoE always runs as kExact (its sparsemixer router thresholds logits, which
 // rounded activations would cross).
 //
-// Memory: the model holds every dense weight, a KV cache of max_context
-// positions and scratch for `batch` tokens. Routed experts are either all
+// Memory: the model holds every dense weight, scratch for `batch` tokens and
+// the default context (a KV cache of max_context positions); every other
+// context adds its KV caches (max_sequences of its max_context positions) and
+// a logits row per sequence. Routed experts are either all
 // decoded in RAM (no memory_budget), or streamed from the container through a
 // tiered expert cache that keeps everything the engine holds within
 // memory_budget (docs/CACHE.md): each expert is FULL (decoded), COMPRESSED
@@ -41,10 +59,23 @@
 // plane in RAM) or ABSENT, and a fetch scheduler reads, decodes and hands
 // experts to the forward pass as they become ready. Results are bit-identical
 // for every budget, policy, tier set, thread count and I/O mode. memory()
-// counts each byte by category; stats() reports the cache's work.
+// counts each byte by category; stats() reports the cache's work. Under a
+// budget, a context's memory comes out of the expert cache's share:
+// new_context() shrinks the cache (evicting its lowest-ranked experts) when
+// the rest of the budget does not hold the context, and throws BudgetError
+// itemizing what it needs when even the cache's working set would not leave
+// room (nothing is changed then); a context's destruction gives the memory
+// back to the cache.
 //
-// Thread-safety: a Model may be used from several threads; calls that run or
-// change the sequence (logits, eval, reset) are serialized.
+// Thread-safety: a Model may be used from several threads at once: forward
+// steps of different contexts take turns (one step at a time runs on the
+// model's pool), and new_context(), stats() and memory() may be called at any
+// time. A Context is used by one thread at a time: a call on a context that
+// another call is using (from another thread, or a generation holding it
+// between its steps, zipmoe/generate.h) throws BusyError at once rather than
+// waiting or mixing two uses; position() and tokens() may be read at any time.
+// The model must outlive its contexts' use; a Context keeps what it needs of
+// the model alive, so destroying a Model object first is safe.
 #pragma once
 
 #include <cstddef>
@@ -105,6 +136,29 @@ struct ModelOptions {
   int io_threads = 0;
 };
 
+// What a context holds (Model::new_context).
+struct ContextOptions {
+  std::size_t max_context = 0;    // positions of each sequence's KV cache; 0: the model's max_context (the most)
+  std::size_t max_sequences = 1;  // sequences held at once, each with its own KV cache; 1 .. kMaxSequences
+};
+constexpr std::size_t kMaxSequences = 1024;
+
+// Which logits a sequence's tokens of a Context::decode() step produce.
+enum class LogitRows : std::uint8_t {
+  kNone = 0,  // none (e.g. a prompt chunk before the prompt's end)
+  kLast = 1,  // the row of its last token
+  kAll = 2,   // a row per token
+};
+
+// One sequence's tokens in a Context::decode() call: appended to the sequence
+// at its current position.
+struct SequenceTokens {
+  std::size_t sequence = 0;              // in [0, max_sequences)
+  const std::int32_t* tokens = nullptr;  // count ids in [0, vocab)
+  std::size_t count = 0;                 // >= 1
+  LogitRows logits = LogitRows::kLast;
+};
+
 // Bytes held, by category (one MemoryLedger counts every allocation).
 struct MemoryUse {
   std::uint64_t dense_weights = 0;  // attention, norms, embeddings, routers, shared experts
@@ -130,6 +184,8 @@ struct ModelInfo {
   std::size_t max_context = 0;        // KV cache positions of this Model
   std::string config_json;            // the container's HF-style config, as JSON text
 };
+
+class Context;
 
 class Model {
  public:
@@ -175,6 +231,28 @@ class Model {
   // Forgets the sequence (position() becomes 0).
   void reset();
 
+  // A new context over this model's weights (InvalidArgumentError for a
+  // max_context above the model's or max_sequences outside [1, kMaxSequences];
+  // BudgetError when the budget cannot hold it, see the top of this file).
+  Context new_context(const ContextOptions& options = ContextOptions());
+  // The context logits/eval/reset/position use.
+  Context& default_context();
+
+  // The model's tokenizer (from the container's metadata; UnsupportedModelError
+  // when it carries none). add_special: the BOS/EOS the vocabulary asks for;
+  // parse_special: special tokens written in the text become those tokens (a
+  // rendered chat template), otherwise they are plain text.
+  std::vector<std::int32_t> tokenize(const std::string& text, bool add_special = true,
+                                     bool parse_special = false) const;
+  // The text of ids (valid UTF-8; InvalidArgumentError for an id outside the vocabulary).
+  std::string detokenize(const std::int32_t* ids, std::size_t count, bool skip_special = false) const;
+  bool has_tokenizer() const;
+  // Every id that ends a generation: generation_config's eos_token_id(s), the
+  // config's and the tokenizer's, ascending.
+  std::vector<std::int32_t> eos_token_ids() const;
+  // The container's metadata document (docs/FORMAT.md "Metadata") as JSON text.
+  const std::string& metadata_json() const;
+
   // The expert cache's counters (every MoE model has them; without a budget the
   // experts are resident and every request is a FULL hit).
   ExpertCacheStats stats() const;
@@ -192,9 +270,67 @@ class Model {
   Isa isa() const;
   const std::string& path() const;
 
- private:
+  // The engine behind the object (cpp/model/model_impl.h), for zipmoe's own
+  // layers above the model (the generation loop, the C API).
   struct Impl;
-  explicit Model(std::unique_ptr<Impl> impl);
+  Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Model(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+  std::unique_ptr<Context> default_context_;
+};
+
+// Sequences over a model's weights (see the top of this file). Every method
+// but position(), tokens() and the sizes throws BusyError while another use
+// holds the context.
+class Context {
+ public:
+  ~Context();  // frees the context's memory (the expert cache may grow into it)
+  Context(Context&&) noexcept;
+  Context& operator=(Context&&) noexcept;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // As Model::logits / eval / reset, on one sequence.
+  void logits(const std::int32_t* tokens, std::size_t count, float* logits, std::size_t sequence = 0);
+  std::vector<float> logits(const std::vector<std::int32_t>& tokens, std::size_t sequence = 0);
+  void eval(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only = false,
+            std::size_t sequence = 0);
+  std::vector<float> eval(const std::vector<std::int32_t>& tokens, bool last_only = false, std::size_t sequence = 0);
+  void reset();                       // every sequence
+  void reset(std::size_t sequence);
+  // Keeps the first `position` tokens of a sequence (<= position(sequence)):
+  // a later eval continues from there, reusing their KV cache. Throws
+  // InvalidArgumentError where a sliding-window layer has overwritten what the
+  // shorter sequence needs (only the whole sequence continues there).
+  void truncate(std::size_t sequence, std::size_t position);
+
+  // Appends the tokens of several sequences (each listed at most once) in
+  // forward steps of up to the model's batch tokens, packing the sequences
+  // together (a step holds tokens of several), and writes the logits rows they
+  // ask for to `logits`, in the order of `batch` ([rows, vocab]; may be null
+  // when none asks). Returns the rows written. With Precision::kExact every row
+  // is bit-identical to what the sequence alone would give. Checks everything
+  // first (InvalidArgumentError: an empty entry, an id outside the vocabulary,
+  // a sequence listed twice or beyond max_sequences, one that would pass
+  // max_context); if a step fails midway, the sequences keep the tokens of the
+  // steps that completed.
+  std::size_t decode(const SequenceTokens* batch, std::size_t count, float* logits);
+
+  std::size_t position(std::size_t sequence = 0) const;            // tokens the sequence holds
+  std::vector<std::int32_t> tokens(std::size_t sequence = 0) const;  // the ids it holds
+  std::size_t max_context() const;
+  std::size_t max_sequences() const;
+  std::uint64_t memory_bytes() const;  // KV caches and logits rows charged for it
+
+  // The state behind the object (cpp/model/context_impl.h), for the layers above.
+  struct Impl;
+  Impl& impl() const { return *impl_; }
+
+ private:
+  friend class Model;
+  explicit Context(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

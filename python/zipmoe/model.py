@@ -24,12 +24,18 @@ The engine is native (cpp/model); calls release the GIL. Results are bit-identic
 for any thread count; with precision="exact" also on every ISA path and machine.
 See include/zipmoe/model.h for the guarantees.
 
-One use at a time: a Model holds one sequence (KV cache, token history), so
-logits(), eval(), reset() and generate() each take it for their whole run, a
-streamed generate() from its first piece until it is read to the end or closed.
-A call that finds it taken raises BusyError instead of waiting or mixing two
-sequences; used strictly one call after another (from any thread) a model never
-raises it.
+Many sequences: ``model.new_context(max_context=None, max_sequences=1)`` returns a
+:class:`Context` (its own KV caches and token histories over the model's weights,
+expert cache and budget); the model's logits(), eval(), reset() and position use
+its default context.
+
+Threads: a model may be used from many threads at once; a context by one use at a
+time. logits(), eval(), reset() and generate() take their context for their whole
+run, a streamed generate() from its first piece until it is read to the end or
+closed. A call that finds the context taken raises BusyError instead of waiting or
+mixing two sequences. Model.generate() runs on a context of its own when the
+default one is taken, so generations from several threads and interleaved streams
+each give the text they give alone.
 """
 
 from __future__ import annotations
@@ -39,7 +45,6 @@ import dataclasses
 import json
 import os
 import threading
-import time
 import warnings
 from typing import Sequence
 
@@ -72,6 +77,11 @@ def default_model_path() -> str:
 
 # ModelOptions::io_threads' range (cpp/model/model.cpp checks it too).
 MAX_IO_THREADS = 64
+# Sequences of one context at most (zipmoe::kMaxSequences).
+MAX_SEQUENCES = _core.MAX_SEQUENCES
+# Sequences Model.generate() runs at once for a list of prompts (the rest queued); a context of its own with
+# more (Model.new_context(max_sequences=...).generate(prompts)) runs more.
+DEFAULT_BATCH_SEQUENCES = 16
 KV_CACHE_DTYPES = FLOAT_DTYPES  # the KV cache may hold any float element type
 # The ZipMoE paper's configuration: decoded experts and sign/mantissa planes only.
 PAPER_TIERS = ("full", "sm")
@@ -137,76 +147,334 @@ def _token_array(token_ids) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-class Model:
-    """A model loaded by :func:`load`: logits of token sequences, with a KV cache.
+class Context:
+    """Sequences over a model's weights, made by :meth:`Model.new_context` (or a model's default context, which
+    ``Model.logits``/``eval``/``reset`` use): each sequence has its own KV cache and token history, and every
+    context shares the model's weights, expert cache and budget.
 
-    Not meant to be constructed directly. One use at a time (see the module's
-    docstring): logits(), eval(), reset() and generate() raise BusyError while
-    another of them runs in another thread, or while a streamed generate() has
-    pieces left that were neither read nor closed. Properties, stats(), memory()
-    and the tokenizer may be used from any thread at any time.
+    logits(), eval(), reset() and generate() take the context for their whole run (a streamed generate() from its
+    first piece until it is read to the end or closed): a call that finds it taken, from another thread or while a
+    stream holds it, raises BusyError instead of waiting or mixing two uses. position, tokens() and the sizes may
+    be read at any time. Another context (``model.new_context()``) runs beside it.
     """
 
-    def __init__(self, native: _core.Model):
+    def __init__(self, model: "Model", native: _core.Context):
+        self._model = model
         self._native = native
-        # Who holds the sequence (None: nobody); taken without waiting, see _sequence_use.
+        # Who holds the context between native calls (a streamed generation); taken without waiting.
         self._use_lock = threading.Lock()
         self._user: str | None = None
-        self._config = None
-        self._metadata = None
-        self._tokenizer = None
-        self._chat_template = None
-        # The token ids the KV cache holds, so that generate() can skip a prompt's
-        # known prefix; None when unknown (after an error or interruption).
-        self._sequence: list | None = []
         self._last_generation_stats = None
+        # Asked once per generated token (None: only Ctrl-C is checked); returning False cancels the generation.
+        self._keep_going = None
 
-    def logits(self, token_ids) -> np.ndarray:
+    # ---- sequences -----------------------------------------------------------------------------
+    def logits(self, token_ids, sequence: int = 0) -> np.ndarray:
         """Logits of every token of a fresh sequence: float32 array (len(token_ids), vocab).
 
         The sequence (KV cache) then holds these tokens, so eval() continues it.
         """
         tokens = _token_array(token_ids)
-        with self._sequence_use("a logits() call in another thread"):
-            self._sequence = None
-            out = self._native.logits(tokens)
-            self._sequence = tokens.tolist()
-        return out
+        sequence = self._sequence_index(sequence)
+        with self._use("a logits() call in another thread"):
+            return self._native.logits(tokens, sequence)
 
-    def eval(self, token_ids, last_only: bool = False) -> np.ndarray:
-        """Appends tokens to the current sequence and returns their logits, float32
-        (len(token_ids), vocab); with last_only, only the last token's (1, vocab)."""
+    def eval(self, token_ids, last_only: bool = False, sequence: int = 0) -> np.ndarray:
+        """Appends tokens to a sequence and returns their logits, float32 (len(token_ids), vocab); with
+        last_only, only the last token's (1, vocab)."""
         tokens = _token_array(token_ids)
         last_only = _checks.flag("last_only", last_only)
-        with self._sequence_use("an eval() call in another thread"):
-            known, self._sequence = self._sequence, None
-            out = self._native.eval(tokens, last_only)
-            if known is not None:
-                self._sequence = known + tokens.tolist()
-        return out
+        sequence = self._sequence_index(sequence)
+        with self._use("an eval() call in another thread"):
+            return self._native.eval(tokens, last_only, sequence)
 
-    def reset(self) -> None:
-        """Forgets the current sequence."""
-        with self._sequence_use("a reset() call in another thread"):
-            self._native.reset()
-            self._sequence = []
+    def reset(self, sequence: int | None = None) -> None:
+        """Forgets a sequence (None: every one)."""
+        if sequence is not None:
+            sequence = self._sequence_index(sequence)
+        with self._use("a reset() call in another thread"):
+            self._native.reset(sequence)
+
+    @property
+    def position(self) -> int:
+        """Tokens sequence 0 holds."""
+        return self._native.position(0)
+
+    def tokens(self, sequence: int = 0) -> list:
+        """The token ids a sequence holds (what its KV cache was filled from)."""
+        return self._native.tokens(self._sequence_index(sequence))
+
+    @property
+    def max_context(self) -> int:
+        """Positions of each sequence."""
+        return self._native.max_context
+
+    @property
+    def max_sequences(self) -> int:
+        return self._native.max_sequences
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held for the context (KV caches and logits rows), part of the model's memory()."""
+        return self._native.memory_bytes
+
+    @property
+    def model(self) -> "Model":
+        return self._model
+
+    def _sequence_index(self, sequence) -> int:
+        return _checks.integer("sequence", sequence, 0, self._native.max_sequences - 1)
 
     @contextlib.contextmanager
-    def _sequence_use(self, user: str):
-        """Holds the model's sequence for ``user`` (what it is, for the message another caller gets) until the
-        block ends; BusyError at once when someone else holds it. Not a waiting lock: a streamed generation holds
-        it between its pieces, so the other user may be this very thread."""
+    def _use(self, user: str):
+        """Holds the context for ``user`` (what it is, for the message another caller gets) until the block
+        ends; BusyError at once when someone else holds it. Not a waiting lock: a streamed generation holds it
+        between its pieces, so the other user may be this very thread."""
         if not self._use_lock.acquire(blocking=False):
             raise _core.BusyError(
-                f"{self.path}: the model is in use by {self._user or 'another call'}. A model runs one sequence "
-                f"at a time: use it from one thread at a time, and read a streamed generate() to the end or "
-                f"close() it before the next call")
+                f"{self._model.path}: the context is in use by {self._user or 'another call'}. A context runs one "
+                f"use at a time: use it from one thread at a time, and read a streamed generate() to the end or "
+                f"close() it before the next call (another context, Model.new_context(), runs beside it)")
         self._user = user
         try:
             yield
         finally:
             self._user = None
             self._use_lock.release()
+
+    # ---- generation ----------------------------------------------------------------------------
+    @property
+    def last_generation_stats(self):
+        """What the last generate() on this context did (see Model.last_generation_stats)."""
+        return _copy_stats(self._last_generation_stats)
+
+    def generate(self, prompt, **options):
+        """Model.generate() on this context, with the same options: see there. One prompt runs on sequence 0; a
+        list of prompts runs as a batch over the context's sequences (max_sequences at once, the rest queued)."""
+        prompts = _batch_prompts(prompt)
+        if prompts is not None:
+            requests = [self._model._generation_request(p, options) for p in prompts]
+            _same_seed(requests)
+            stats = [r.new_stats() for r in requests]
+            self._last_generation_stats = stats
+            pieces = self._batch_pieces(requests, stats)
+            if requests[0].stream:
+                return pieces
+            texts = [""] * len(requests)
+            for index, piece in pieces:
+                texts[index] += piece
+            return texts
+        request = self._model._generation_request(prompt, options)
+        stats = request.new_stats()
+        self._last_generation_stats = stats
+        pieces = self._generate_pieces(request, stats)
+        if request.stream:
+            return pieces
+        return "".join(pieces)
+
+    def _batch_pieces(self, requests, stats):
+        """(index, piece) pairs of a batch, stepped by the native scheduler (cpp/runtime/generate.cpp); holds the
+        context throughout. Python's Ctrl-C handler runs between steps; an interrupted batch cancels the rest."""
+        with self._use(_generation_user(requests[0])):
+            batch = _core.BatchScheduler(self._native)
+            try:
+                for r in requests:
+                    batch.add(np.asarray(r.prompt_ids, dtype=np.int64), seed=r.seed, max_new_tokens=r.max_new_tokens,
+                              stop=r.stops, skip_special_tokens=r.skip_special_tokens, logprobs=r.logprobs,
+                              **r.sampling)
+                stream = requests[0].stream
+                while (pieces := batch.step()) is not None:
+                    if stream:  # a stream's statistics stay current (a joined batch's are filled in at its end)
+                        _add_batch_progress(batch, requests, stats)
+                    yield from pieces
+                    if self._keep_going is not None and not self._keep_going():
+                        break
+            except BaseException as error:
+                reason = "error" if isinstance(error, Exception) else "interrupted"
+                batch.close()
+                _add_batch_progress(batch, requests, stats)
+                for s in stats:
+                    if s["finish_reason"] in (None, "cancelled"):
+                        s["finish_reason"] = reason
+                raise
+            batch.close()
+            _add_batch_progress(batch, requests, stats)
+
+    def _generate_pieces(self, request, stats):
+        """The text pieces of one generation, holding the context from the first piece to the last (or until the
+        generator is closed)."""
+        with self._use(_generation_user(request)):
+            yield from self._generation(request, stats)
+
+    def _generation(self, request, stats):
+        """The pieces of one generation, run by the native loop (cpp/runtime/generate.cpp) on sequence 0: the GIL
+        is released while it runs, taken back once per token to let Python's Ctrl-C handler run (and to ask
+        ``_keep_going``, when set). An interrupted or failed generation leaves the sequence empty."""
+        native = _core.Generation(self._native, np.asarray(request.prompt_ids, dtype=np.int64), seed=request.seed,
+                                  max_new_tokens=request.max_new_tokens, stop=request.stops,
+                                  skip_special_tokens=request.skip_special_tokens, logprobs=request.logprobs,
+                                  sequence=0, **request.sampling)
+        try:
+            if request.stream:
+                while (piece := native.next(self._keep_going)) is not None:
+                    _add_progress(stats, native.stats_since, request)
+                    yield piece
+            else:
+                text = native.run(self._keep_going)
+                _add_progress(stats, native.stats_since, request)
+                if text:
+                    yield text
+            _add_progress(stats, native.stats_since, request)
+        except BaseException as error:
+            _add_progress(stats, native.stats_since, request)
+            stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
+            raise
+        finally:
+            native.close()
+
+    def __repr__(self) -> str:
+        return (f"zipmoe.Context(max_context={self.max_context}, max_sequences={self.max_sequences}, "
+                f"model={self._model.path!r})")
+
+
+def _copy_stats(stats):
+    """A copy of last_generation_stats: None, one dict, or a list of dicts (a batch)."""
+    if stats is None:
+        return None
+    if isinstance(stats, list):
+        return [dict(s) for s in stats]
+    return dict(stats)
+
+
+def _add_batch_progress(batch, requests, stats) -> None:
+    """_add_progress for every generation of a batch."""
+    for i, (request, s) in enumerate(zip(requests, stats)):
+        _add_progress(s, lambda first, i=i: batch.stats_since(i, first), request)
+
+
+def _add_progress(stats: dict, since, request) -> None:
+    """A running generation's statistics: the counters, and the ids (and logprobs) sampled since the last look
+    (``since(first)``: the native statistics with those from index ``first`` on)."""
+    native = since(len(stats["token_ids"]))
+    stats["token_ids"].extend(native.pop("token_ids"))
+    new_logprobs = native.pop("logprobs")
+    stats.update(native)
+    if request.logprobs is not None:
+        stats["logprobs"].extend(new_logprobs)
+
+
+def _batch_prompts(prompt):
+    """The prompts of a batch (a list whose elements are strings, lists of chat messages or lists of token ids),
+    or None for a single prompt (a string, a list of messages, a list of ids). InvalidArgumentError for an empty
+    list and for a list mixing prompts with ids or messages."""
+    if isinstance(prompt, np.ndarray) or not isinstance(prompt, (list, tuple)):
+        return None
+    if not prompt:
+        raise _core.InvalidArgumentError("the prompt is an empty list: give a string, a list of messages, a list of "
+                                         "token ids, or a non-empty list of prompts")
+    nested = [isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt]
+    if not any(nested):
+        return None
+    if not all(nested):
+        raise _core.InvalidArgumentError("a list of prompts may hold only prompts (strings, lists of messages, lists "
+                                         "of token ids), not token ids or messages beside them")
+    return list(prompt)
+
+
+def _same_seed(requests) -> None:
+    """Every prompt of a batch with the seed of the first (drawn at random when none was given), so that each
+    gives the text it gives alone with that seed."""
+    for r in requests[1:]:
+        r.seed = requests[0].seed
+
+
+def _generation_user(request) -> str:
+    """Who holds a context during a generation, for the BusyError message another caller gets."""
+    if request.stream:
+        return "a streamed generate() not yet read to the end or closed"
+    return "a generate() call in another thread"
+
+
+@dataclasses.dataclass
+class _GenerationRequest:
+    """One generate() call's arguments, checked and completed with the model's defaults."""
+
+    prompt_ids: list
+    sampling: dict
+    seed: int
+    max_new_tokens: int
+    stops: list
+    stream: bool
+    skip_special_tokens: bool
+    logprobs: int | None = None  # alternatives reported per token (None: no log-probabilities)
+
+    def new_stats(self) -> dict:
+        return {"prompt_tokens": len(self.prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
+                "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
+                "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": self.seed, "token_ids": [],
+                "logprobs": None if self.logprobs is None else []}
+
+
+class Model:
+    """A model loaded by :func:`load`: logits of token sequences, with a KV cache, and text generation.
+
+    Not meant to be constructed directly. The sequence methods (logits(), eval(), reset(), position) use the
+    model's default context (see :class:`Context`): one use at a time, BusyError for a second. generate() runs on
+    the default context when it is free and on a context of its own otherwise, so generations from several
+    threads, or interleaved streams, each give the text they give alone. Properties, stats(), memory(),
+    new_context() and the tokenizer may be used from any thread at any time.
+    """
+
+    def __init__(self, native: _core.Model):
+        self._native = native
+        self._default = Context(self, native.default_context)
+        self._config = None
+        self._metadata = None
+        self._tokenizer = None
+        self._chat_template = None
+        self._last_generation_stats = None
+
+    # ---- contexts --------------------------------------------------------------------------------
+    def new_context(self, max_context: int | None = None, max_sequences: int = 1) -> Context:
+        """A new :class:`Context` over this model's weights: ``max_sequences`` sequences (1 to 1024) of
+        ``max_context`` positions each (None: the model's max_context, also the most).
+
+        Under a memory budget the context's KV caches and logits rows come out of the expert cache's share (the
+        cache shrinks to make room); BudgetError, stating what the context needs and what the budget has left,
+        when not even the cache's working set would leave room (nothing changes then). Freeing the context (when
+        it is no longer referenced) gives the memory back to the cache.
+        """
+        max_context = _checks.integer("max_context", max_context, 1, _checks.INT64_MAX,
+                                      none_means="the model's max_context")
+        max_sequences = _checks.integer("max_sequences", max_sequences, 1, MAX_SEQUENCES)
+        native = self._native.new_context(0 if max_context is None else max_context, max_sequences)
+        return Context(self, native)
+
+    @property
+    def default_context(self) -> Context:
+        """The context logits(), eval(), reset() and position use (one sequence of max_context positions)."""
+        return self._default
+
+    def logits(self, token_ids) -> np.ndarray:
+        """Logits of every token of a fresh sequence: float32 array (len(token_ids), vocab).
+
+        The sequence (KV cache) then holds these tokens, so eval() continues it.
+        """
+        return self._default.logits(token_ids)
+
+    def eval(self, token_ids, last_only: bool = False) -> np.ndarray:
+        """Appends tokens to the current sequence and returns their logits, float32
+        (len(token_ids), vocab); with last_only, only the last token's (1, vocab)."""
+        return self._default.eval(token_ids, last_only)
+
+    def reset(self) -> None:
+        """Forgets the current sequence."""
+        self._default.reset()
+
+    @property
+    def position(self) -> int:
+        """Tokens in the current sequence (of the default context)."""
+        return self._default.position
 
     @property
     def config(self) -> dict:
@@ -231,11 +499,6 @@ class Model:
     @property
     def max_context(self) -> int:
         return self._native.info["max_context"]
-
-    @property
-    def position(self) -> int:
-        """Tokens in the current sequence."""
-        return self._native.position
 
     @property
     def threads(self) -> int:
@@ -294,15 +557,12 @@ class Model:
 
     @property
     def tokenizer(self):
-        """The model's :class:`zipmoe.Tokenizer`, built from the container's metadata."""
+        """The model's :class:`zipmoe.Tokenizer`, built from the container's metadata (the one the native
+        generation loop uses)."""
         if self._tokenizer is None:
             from .tokenizer import Tokenizer
 
-            record = self.metadata.get("tokenizer")
-            if not isinstance(record, dict) or not any(record.get(k) for k in ("tokenizer_json", "gguf")):
-                raise _core.UnsupportedModelError(f"{self.path}: the container carries no tokenizer (convert the "
-                                                  f"model from a folder with tokenizer.json, or from a GGUF file)")
-            self._tokenizer = Tokenizer.from_metadata(record)
+            self._tokenizer = Tokenizer(self._native.tokenizer)
         return self._tokenizer
 
     @property
@@ -354,18 +614,7 @@ class Model:
     @property
     def eos_token_ids(self) -> list:
         """Every id that ends a generation: generation_config's eos_token_id(s), the config's and the tokenizer's."""
-        ids = []
-        for source in (self.generation_config.get("eos_token_id"), self.config.get("eos_token_id")):
-            for value in source if isinstance(source, list) else [source]:
-                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < self.vocab_size:
-                    ids.append(value)
-        try:
-            eos = self.tokenizer.eos_id
-        except _core.UnsupportedModelError:
-            eos = None
-        if eos is not None and 0 <= eos < self.vocab_size:
-            ids.append(eos)
-        return sorted(set(ids))
+        return self._native.eos_token_ids
 
     @property
     def last_generation_stats(self):
@@ -376,8 +625,9 @@ class Model:
         a stream closed early), "error"),
         seed, token_ids (the sampled ids, an ending EOS included), and logprobs (None unless
         generate() was given logprobs=N: per sampled id, (its log-probability, [(id, log-probability)
-        of the N likeliest])). A streaming generate() updates it as it goes."""
-        return None if self._last_generation_stats is None else dict(self._last_generation_stats)
+        of the N likeliest])). A streaming generate() updates it as it goes. After a list of prompts,
+        a list of such dicts in the prompts' order (filled in when the batch ends)."""
+        return _copy_stats(self._last_generation_stats)
 
     def generate(self, prompt, max_new_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
                  repetition_penalty=None, presence_penalty=None, seed=None, stop=None, stream: bool = False,
@@ -411,8 +661,9 @@ class Model:
             distribution (the softmax of the raw logits, before penalties and temperature) and the N
             likeliest alternatives' in last_generation_stats["logprobs"].
 
-        The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
-        between tokens stops the generation and leaves the model usable (its sequence is reset).
+        The generation loop runs in the core (include/zipmoe/generate.h) with the GIL released; Ctrl-C
+        (KeyboardInterrupt) between tokens stops the generation and leaves the model usable (its
+        sequence is reset).
         The KV cache keeps the sequence, so a following prompt that extends it (the next chat turn)
         only evaluates the new tokens.
         One use of the model at a time: a streamed generation holds the model from its first piece
@@ -421,40 +672,80 @@ class Model:
         Raises InvalidArgumentError for bad arguments (before any work is done), FormatError when
         a default taken from the model's generation_config.json is invalid.
         """
+        options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                       min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                       seed=seed, stop=stop, stream=stream, add_special_tokens=add_special_tokens,
+                       skip_special_tokens=skip_special_tokens, penalty_last_n=penalty_last_n,
+                       frequency_penalty=frequency_penalty, logprobs=logprobs, **unknown)
+        prompts = _batch_prompts(prompt)
+        if prompts is not None:
+            requests = [self._generation_request(p, options) for p in prompts]
+            reach = max(len(r.prompt_ids) + max(r.max_new_tokens, 1) for r in requests)
+            context = self.new_context(max_context=min(self.max_context, reach),
+                                       max_sequences=min(len(requests), DEFAULT_BATCH_SEQUENCES))
+            out = context.generate(prompts, **options)
+            self._last_generation_stats = context._last_generation_stats
+            return out
+        request = self._generation_request(prompt, options)
+        stats = request.new_stats()
+        self._last_generation_stats = stats
+        pieces = self._pieces_on_a_free_context(request, stats)
+        if request.stream:
+            return pieces
+        return "".join(pieces)
+
+    def _pieces_on_a_free_context(self, request, stats):
+        """The pieces of a generation on the default context when nobody holds it, else on a context of its own
+        (freed at the end)."""
+        user = _generation_user(request)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self._default._use(user))
+                context = self._default
+            except _core.BusyError:
+                # sized for this generation alone: the positions it can reach (its finish reason stays the same)
+                reach = min(self.max_context, len(request.prompt_ids) + max(request.max_new_tokens, 1))
+                context = self.new_context(max_context=reach)
+                held.enter_context(context._use(user))
+            context._last_generation_stats = stats
+            yield from context._generation(request, stats)
+
+    def _generation_request(self, prompt, options: dict) -> _GenerationRequest:
+        """generate()'s arguments checked (InvalidArgumentError) and completed with the model's defaults."""
+        unknown = sorted(set(options) - set(GENERATE_OPTIONS))
         if unknown:
-            raise _core.InvalidArgumentError(f"generate() got unknown option(s) {', '.join(sorted(unknown))}; "
+            raise _core.InvalidArgumentError(f"generate() got unknown option(s) {', '.join(unknown)}; "
                                              f"known: {', '.join(GENERATE_OPTIONS)}")
-        options = self._sampling_options(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
-                                         penalty_last_n, frequency_penalty)
-        logprobs = _checks.integer("logprobs (alternatives reported per token)", logprobs, 0, _checks.INT32_MAX,
-                                   none_means="off")
+        get = options.get
+        sampling = self._sampling_options(get("temperature"), get("top_k"), get("top_p"), get("min_p"),
+                                          get("repetition_penalty"), get("presence_penalty"),
+                                          get("penalty_last_n", 0), get("frequency_penalty"))
+        logprobs = _checks.integer("logprobs (alternatives reported per token)", get("logprobs"), 0,
+                                   _checks.INT32_MAX, none_means="off")
+        seed = get("seed")
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
             raise _core.InvalidArgumentError(f"seed must be an integer in [0, 2^64) or None, not {seed!r}")
-        seed = int(seed)
-        sampler = _core.Sampler(seed=seed, **options)
-        stops = _stop_strings(stop)
-        stream = _checks.flag("stream", stream)
+        stops = _stop_strings(get("stop"))
+        stream = _checks.flag("stream", get("stream", False))
+        add_special_tokens = get("add_special_tokens")
         if add_special_tokens is not None:
             add_special_tokens = _checks.flag("add_special_tokens", add_special_tokens)
-        skip_special_tokens = _checks.flag("skip_special_tokens", skip_special_tokens)
+        skip_special_tokens = _checks.flag("skip_special_tokens", get("skip_special_tokens", True))
         prompt_ids = self._prompt_ids(prompt, add_special_tokens)
         if len(prompt_ids) >= self.max_context:
             raise _core.InvalidArgumentError(f"the prompt has {len(prompt_ids)} tokens; the model's context holds "
                                              f"{self.max_context} (load(max_context=...) sets it)")
+        max_new_tokens = get("max_new_tokens")
         if max_new_tokens is None:
             max_new_tokens = self._default_max_new_tokens(len(prompt_ids))
         elif isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or \
                 max_new_tokens < 0:
             raise _core.InvalidArgumentError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
-        decoder = self.tokenizer.stream_decoder(skip_special_tokens=skip_special_tokens, at_start=False)
-        pieces = self._generate_pieces(prompt_ids, sampler, int(max_new_tokens), set(self.eos_token_ids), stops,
-                                       decoder, seed, logprobs, "a streamed generate() not yet read to the end or "
-                                       "closed" if stream else "a generate() call in another thread")
-        if stream:
-            return pieces
-        return "".join(pieces)
+        return _GenerationRequest(prompt_ids=prompt_ids, sampling=sampling, seed=int(seed),
+                                  max_new_tokens=int(max_new_tokens), stops=stops, stream=stream,
+                                  skip_special_tokens=skip_special_tokens, logprobs=logprobs)
 
     def _sampling_options(self, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
                           penalty_last_n, frequency_penalty=None) -> dict:
@@ -522,106 +813,6 @@ class Model:
             raise _core.InvalidArgumentError("the prompt has no tokens (an empty text and a vocabulary without BOS)")
         return list(ids)
 
-    def _prefill(self, prompt_ids: list):
-        """Logits after the prompt, evaluating only what the KV cache does not hold already; returns
-        (logits row, tokens reused)."""
-        known = self._sequence
-        reused = 0
-        if known and len(known) < len(prompt_ids) and prompt_ids[:len(known)] == known:
-            reused = len(known)
-        else:
-            self._native.reset()
-        self._sequence = None
-        logits = self._native.eval(np.asarray(prompt_ids[reused:], dtype=np.int64), True)
-        self._sequence = list(prompt_ids)
-        return logits, reused
-
-    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs, user):
-        """The text pieces of one generation, holding the model's sequence from the first piece to the last (or
-        until the generator is closed)."""
-        with self._sequence_use(user):
-            yield from self._generation(prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs)
-
-    def _generation(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs):
-        stats = {"prompt_tokens": len(prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
-                 "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
-                 "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": seed, "token_ids": [],
-                 "logprobs": None if logprobs is None else []}
-        self._last_generation_stats = stats
-        text, sent = "", 0  # text decoded so far; text[:sent] has been yielded
-        longest_stop = max((len(s) for s in stops), default=0)
-        try:
-            if max_new_tokens == 0:
-                stats["finish_reason"] = "length"
-                return
-            start = time.perf_counter()
-            logits, stats["reused_prompt_tokens"] = self._prefill(prompt_ids)
-            prompt_done = time.perf_counter()
-            evaluated = len(prompt_ids) - stats["reused_prompt_tokens"]
-            stats["prompt_seconds"] = prompt_done - start
-            stats["prompt_tokens_per_second"] = evaluated / max(prompt_done - start, 1e-9)
-            sampler.set_history(np.asarray(prompt_ids, dtype=np.int64))
-            generated = stats["token_ids"]
-            finish = None
-            while finish is None:
-                token = int(sampler.sample(logits))
-                sampler.accept(token)
-                if logprobs is not None:
-                    stats["logprobs"].append(_core.token_logprobs(logits, token, logprobs))
-                generated.append(token)
-                stats["generated_tokens"] = len(generated)
-                elapsed = time.perf_counter() - prompt_done
-                stats["generation_seconds"] = elapsed
-                stats["generation_tokens_per_second"] = len(generated) / max(elapsed, 1e-9)
-                if token in eos_ids:
-                    finish = "eos"
-                    break
-                text += decoder.feed(token)
-                if stops:
-                    end, hit = _find_stop(text, sent, stops, longest_stop)
-                    if hit:
-                        text = text[:end]
-                        finish = "stop"
-                    if end > sent:
-                        yield text[sent:end]
-                        sent = end
-                    if hit:
-                        break
-                elif len(text) > sent:
-                    yield text[sent:]
-                    sent = len(text)
-                if len(generated) >= max_new_tokens:
-                    finish = "length"
-                elif len(prompt_ids) + len(generated) >= self.max_context:
-                    finish = "context"
-                else:
-                    sequence, self._sequence = self._sequence, None
-                    logits = self._native.eval(np.asarray([token], dtype=np.int64), True)
-                    sequence.append(token)
-                    self._sequence = sequence
-            if finish != "stop":
-                text += decoder.flush()
-                end = len(text)
-                if stops:
-                    found, hit = _find_stop(text, sent, stops, 0)
-                    if hit:
-                        end, finish = found, "stop"
-                if end > sent:
-                    yield text[sent:end]
-            stats["finish_reason"] = finish
-            stats["generation_seconds"] = time.perf_counter() - prompt_done
-            stats["generation_tokens_per_second"] = len(generated) / max(stats["generation_seconds"], 1e-9)
-        except BaseException as error:
-            # Ctrl-C, a closed stream or an error: the sequence may hold any prefix of the work, so start over.
-            stats["finish_reason"] = "error" if isinstance(error, Exception) else "interrupted"
-            self._sequence = None
-            try:
-                self._native.reset()
-                self._sequence = []
-            except BaseException:  # noqa: BLE001 - the original exception matters more
-                pass
-            raise
-
     def __repr__(self) -> str:
         return (f"zipmoe.Model({self.path!r}, architecture={self.architecture!r}, "
                 f"max_context={self.max_context}, threads={self.threads}, isa={self.isa!r})")
@@ -662,29 +853,12 @@ def _stop_strings(stop) -> list:
         raise _core.InvalidArgumentError(f"stop must be a string or a list of strings, not {stop!r}")
     if any(not s for s in stop):
         raise _core.InvalidArgumentError("a stop string cannot be empty")
+    for s in stop:
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise _core.InvalidArgumentError(f"the stop string {s!r} has no UTF-8 form: {error.reason}") from None
     return list(stop)
-
-
-def _find_stop(text: str, sent: int, stops: list, hold: int):
-    """(end, hit): hit when a stop string occurs in text[sent:] (end: where the first one starts);
-    otherwise end leaves out the longest tail of text that could begin a stop string (hold > 0).
-    Nothing before ``sent`` can begin one: it would have been held back."""
-    first = -1
-    for s in stops:
-        at = text.find(s, sent)
-        if at >= 0 and (first < 0 or at < first):
-            first = at
-    if first >= 0:
-        return first, True
-    if hold <= 0:
-        return len(text), False
-    keep = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text) - sent), keep, -1):
-            if text.endswith(s[:k]):
-                keep = k
-                break
-    return len(text) - keep, False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 // expert provider, and whole models built here from random weights (a Qwen3-MoE
 // like one with a dense and a MoE layer, and a DeepSeek-V2 like one with latent
 // attention and a shared expert): results independent of threads and codecs,
-// eval() in pieces equal to one call, every ISA path close to the scalar one.
+// eval() in pieces equal to one call, every ISA path close to the scalar one,
+// contexts: several sequences in one step equal to each alone, the budget
+// shared with the expert cache, one use of a context at a time.
 // Parity with transformers is tested in tests/python/test_engine.py.
 #include <dirent.h>
 #include <sys/stat.h>
@@ -23,6 +25,7 @@
 #include "common/memory_ledger.h"
 #include "format/container_file.h"
 #include "model/config.h"
+#include "model/context_impl.h"
 #include "model/load_plan.h"
 #include "golden.h"
 #include "test_data.h"
@@ -581,6 +584,190 @@ ZTEST(model_load_rejects_inconsistent_containers) {
   ZCHECK_THROWS(Model::load(dir.file("generic.zmoe"), options(1)), UnsupportedModelError);
 }
 
+// ---------------------------------------------------------------------------- contexts
+namespace {
+
+// Each prompt's logits, every row, from a fresh context of its own.
+std::vector<std::vector<float>> alone(Model& model, const std::vector<std::vector<std::int32_t>>& prompts) {
+  std::vector<std::vector<float>> out;
+  for (const auto& prompt : prompts) out.push_back(model.new_context().logits(prompt));
+  return out;
+}
+
+std::vector<float> rows(const std::vector<float>& logits, std::size_t first, std::size_t count) {
+  return std::vector<float>(logits.begin() + first * 64, logits.begin() + (first + count) * 64);
+}
+
+}  // namespace
+
+ZTEST(context_decode_of_several_sequences_equals_each_alone) {
+  ModelDir dir;
+  for (const ModelSpec& spec : {qwen3_like(), deepseek_like()}) {
+    const std::string path = dir.file("m.zmoe");
+    write_model(spec, path, Codec::kAuto);
+    const std::vector<std::vector<std::int32_t>> prompts = {tokens(21, 1), tokens(3, 2), tokens(11, 3)};
+    for (int threads : {1, 3}) {
+      for (std::uint64_t budget : {std::uint64_t(0), std::uint64_t(1) << 21}) {
+        ModelOptions o = options(threads);
+        o.memory_budget = budget;
+        Model model = Model::load(path, o);
+        const std::vector<std::vector<float>> reference = alone(model, prompts);
+        ContextOptions c;
+        c.max_sequences = 4;
+        Context context = model.new_context(c);
+        // 35 tokens in steps of 8: prompt chunks of three sequences share steps
+        std::vector<SequenceTokens> batch(3);
+        for (std::size_t i = 0; i < 3; ++i) {
+          batch[i].sequence = 3 - i;  // any slots, in any order
+          batch[i].tokens = prompts[i].data();
+          batch[i].count = prompts[i].size();
+          batch[i].logits = i == 1 ? LogitRows::kLast : LogitRows::kAll;
+        }
+        std::vector<float> out(35 * 64);
+        ZCHECK_EQ(context.decode(batch.data(), batch.size(), out.data()), std::size_t(21 + 1 + 11));
+        ZCHECK(rows(out, 0, 21) == reference[0]);
+        ZCHECK(rows(out, 21, 1) == rows(reference[1], 2, 1));
+        ZCHECK(rows(out, 22, 11) == rows(reference[2], 0, 11));
+        ZCHECK_EQ(context.position(3), std::size_t(21));
+        ZCHECK(context.tokens(2) == prompts[1]);
+        // one decode token each, as a generation step does; the middle one with a new prompt chunk
+        const std::int32_t next[3] = {5, 6, 7};
+        for (std::size_t i = 0; i < 3; ++i) {
+          batch[i].tokens = &next[i];
+          batch[i].count = 1;
+          batch[i].logits = LogitRows::kLast;
+        }
+        const std::vector<std::int32_t> chunk = tokens(9, 4);
+        batch[1].tokens = chunk.data();
+        batch[1].count = chunk.size();
+        ZCHECK_EQ(context.decode(batch.data(), batch.size(), out.data()), std::size_t(3));
+        Context solo = model.new_context();
+        for (std::size_t i = 0; i < 3; ++i) {
+          std::vector<std::int32_t> whole = prompts[i];
+          if (i == 1) {
+            whole.insert(whole.end(), chunk.begin(), chunk.end());
+          } else {
+            whole.push_back(next[i]);
+          }
+          const std::vector<float> expected = solo.logits(whole);
+          ZCHECK(rows(out, i, 1) == rows(expected, whole.size() - 1, 1));
+        }
+      }
+    }
+    ::unlink(path.c_str());
+  }
+}
+
+ZTEST(context_checks_its_input_and_refuses_a_second_use) {
+  ModelDir dir;
+  const std::string path = dir.file("m.zmoe");
+  write_model(qwen3_like(), path, Codec::kAuto);
+  ModelOptions o = options(1);
+  o.max_context = 16;
+  Model model = Model::load(path, o);
+  ContextOptions c;
+  c.max_context = 17;
+  ZCHECK_THROWS(model.new_context(c), InvalidArgumentError);
+  c.max_context = 0;
+  c.max_sequences = 0;
+  ZCHECK_THROWS(model.new_context(c), InvalidArgumentError);
+  c.max_sequences = kMaxSequences + 1;
+  ZCHECK_THROWS(model.new_context(c), InvalidArgumentError);
+  c.max_sequences = 2;
+  c.max_context = 8;
+  Context context = model.new_context(c);
+  ZCHECK_EQ(context.max_context(), std::size_t(8));
+  ZCHECK_EQ(model.new_context().max_context(), std::size_t(16));
+
+  const std::vector<std::int32_t> ids = tokens(5, 1);
+  std::vector<float> out(64 * 16);
+  SequenceTokens twice[2];
+  twice[0].tokens = twice[1].tokens = ids.data();
+  twice[0].count = twice[1].count = ids.size();
+  ZCHECK_THROWS(context.decode(twice, 2, out.data()), InvalidArgumentError);  // sequence 0 twice
+  twice[1].sequence = 2;
+  ZCHECK_THROWS(context.decode(twice, 2, out.data()), InvalidArgumentError);  // no sequence 2
+  twice[1].sequence = 1;
+  twice[1].count = 9;
+  ZCHECK_THROWS(context.decode(twice, 2, out.data()), InvalidArgumentError);  // past max_context
+  ZCHECK_THROWS(context.decode(twice, 0, out.data()), InvalidArgumentError);
+  ZCHECK_EQ(context.position(0), std::size_t(0));  // nothing ran
+  ZCHECK_THROWS(context.position(2), InvalidArgumentError);
+  context.eval(ids, true, 1);
+  ZCHECK_THROWS(context.truncate(1, 6), InvalidArgumentError);
+  context.truncate(1, 2);
+  ZCHECK_EQ(context.position(1), std::size_t(2));
+
+  // held by another use (a generation between its steps): every call is refused at once
+  ZCHECK(context.impl().acquire("a generation in the test").ok());
+  ZCHECK(context.impl().acquire("another").code() == StatusCode::kBusy);
+  try {
+    context.eval(ids);
+    ZCHECK(false);
+  } catch (const BusyError& e) {
+    ZCHECK(std::string(e.what()).find("a generation in the test") != std::string::npos);
+  }
+  ZCHECK_THROWS(context.reset(), BusyError);
+  ZCHECK_THROWS(context.logits(ids), BusyError);
+  ZCHECK_EQ(context.position(1), std::size_t(2));  // reads are allowed
+  context.impl().release();
+  context.reset();
+  ZCHECK_EQ(context.position(1), std::size_t(0));
+  // the model's own methods use its default context, which is another one
+  ZCHECK(context.impl().acquire("a test").ok());
+  ZCHECK_EQ(model.eval(ids).size(), ids.size() * 64);
+  context.impl().release();
+}
+
+ZTEST(context_memory_comes_from_the_expert_cache_within_the_budget) {
+  ModelDir dir;
+  const std::string path = dir.file("m.zmoe");
+  write_model(qwen3_like(), path, Codec::kAuto);
+  ModelOptions o = options(1);
+  o.max_context = 16;
+  const MemoryUse resident = Model::load(path, o).memory();
+  o.memory_budget = 4 * resident.total;
+  const std::uint64_t working_set = Model::load(path, o).stats().working_set_bytes;
+  o.memory_budget = resident.total + working_set;  // room for every expert and little more
+  Model model = Model::load(path, o);
+  const std::vector<std::int32_t> ids = tokens(12, 5);
+  const std::vector<float> expected = model.logits(ids);
+  const MemoryUse before = model.memory();
+  ZCHECK(before.total <= o.memory_budget);
+  // far too large: refused, itemized, nothing changed
+  ContextOptions huge;
+  huge.max_sequences = 1000;
+  try {
+    model.new_context(huge);
+    ZCHECK(false);
+  } catch (const BudgetError& e) {
+    const std::string m = e.what();
+    ZCHECK(m.find("1000 sequences of 16 positions needs") != std::string::npos);
+    ZCHECK(m.find("working set") != std::string::npos);
+  }
+  ZCHECK_EQ(model.memory().total, before.total);
+  ZCHECK_EQ(model.memory().experts, before.experts);
+  // more than the budget has spare: it fits once the cache gives up some experts
+  const std::uint64_t per_sequence = model.new_context().memory_bytes();
+  ContextOptions more;
+  more.max_sequences = (o.memory_budget - before.total) / per_sequence + 2;
+  {
+    Context context = model.new_context(more);
+    const MemoryUse with = model.memory();
+    ZCHECK_EQ(context.memory_bytes(), more.max_sequences * per_sequence);
+    ZCHECK(with.total <= o.memory_budget);
+    ZCHECK(with.kv_cache > before.kv_cache);
+    ZCHECK(with.experts < before.experts);
+    ZCHECK(context.logits(ids, 1) == expected);
+    ZCHECK(model.logits(ids) == expected);
+    ZCHECK(model.memory().total <= o.memory_budget);
+  }
+  // freed: the cache may take it back (it fills as experts are fetched)
+  ZCHECK_EQ(model.memory().kv_cache, before.kv_cache);
+  for (int i = 0; i < 4; ++i) ZCHECK(model.logits(ids) == expected);
+  ZCHECK(model.memory().total <= o.memory_budget);
+}
+
 // ---------------------------------------------------------------------------- load plan
 
 namespace {
@@ -617,7 +804,8 @@ ZTEST(load_plan_is_what_the_load_charges) {
       const MemoryUse use = Model::load(path, o).memory();
       ZCHECK_EQ(plan.dense_weights, use.dense_weights);
       ZCHECK_EQ(plan.kv_cache, use.kv_cache);
-      ZCHECK_EQ(plan.scratch, use.scratch);
+      // the forward pass's scratch, and the default context's logits row (Model::Impl::plan adds it)
+      ZCHECK_EQ(plan.scratch + 64 * sizeof(float), use.scratch);
       if (budget == 0) ZCHECK_EQ(plan.experts, use.experts);  // streamed: the cache takes what the budget leaves
       ZCHECK(plan.experts > 0 && plan.minimum() <= use.total);
     }

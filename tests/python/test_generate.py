@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -363,34 +367,29 @@ def test_messages_without_a_template_and_the_default_model(text_models):
             zipmoe.load()
 
 
-class _InterruptingNative:
-    """Delegates to the native model, raising KeyboardInterrupt at the n-th one-token eval (as Ctrl-C would
-    surface when a GIL-free native call returns)."""
+def _interrupt_after(calls):
+    """A keep-going hook (asked by the native loop once per generated token) that raises KeyboardInterrupt at the
+    n-th call, as Python's Ctrl-C handler raises it when the loop checks for signals."""
+    count = [0]
 
-    def __init__(self, native, after):
-        self._native, self._after, self.calls = native, after, 0
+    def hook():
+        count[0] += 1
+        if count[0] == calls:
+            raise KeyboardInterrupt
+        return True
 
-    def eval(self, tokens, last_only=False):
-        out = self._native.eval(tokens, last_only)
-        if len(tokens) == 1:
-            self.calls += 1
-            if self.calls == self._after:
-                raise KeyboardInterrupt
-        return out
-
-    def __getattr__(self, name):
-        return getattr(self._native, name)
+    return hook
 
 
 def test_interruption_leaves_the_model_usable(model):
     expected = model.generate("hello there", max_new_tokens=10, temperature=0)
-    native = model._native
-    model._native = _InterruptingNative(native, after=3)
+    context = model.default_context
+    context._keep_going = _interrupt_after(3)
     try:
         with pytest.raises(KeyboardInterrupt):
             model.generate("hello there", max_new_tokens=10, temperature=0)
     finally:
-        model._native = native
+        context._keep_going = None
     assert model.last_generation_stats["finish_reason"] == "interrupted"
     assert model.position == 0
     assert model.generate("hello there", max_new_tokens=10, temperature=0) == expected
@@ -400,6 +399,45 @@ def test_interruption_leaves_the_model_usable(model):
     stream.close()
     assert model.last_generation_stats["finish_reason"] == "interrupted"
     assert model.generate("hello there", max_new_tokens=10, temperature=0) == expected
+
+
+def test_ctrl_c_stops_a_native_generation_between_tokens(model):
+    # a real SIGINT while the native loop runs without the GIL: Python's handler raises KeyboardInterrupt at the
+    # loop's next per-token check, and the model stays usable
+    expected = model.generate("hello there", max_new_tokens=8, temperature=0)
+    context = model.default_context
+    started = threading.Event()
+
+    def first_token():
+        started.set()
+        time.sleep(0.05)  # the signal arrives while the loop runs
+        return True
+
+    context._keep_going = first_token
+    sender = threading.Thread(target=lambda: started.wait(60) and os.kill(os.getpid(), signal.SIGINT))
+    sender.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.generate("hello there", max_new_tokens=model.max_context - 8, temperature=1.0, seed=1)
+    finally:
+        context._keep_going = None
+        sender.join(60)
+    stats = model.last_generation_stats
+    assert stats["finish_reason"] == "interrupted" and 0 < stats["generated_tokens"] < model.max_context - 8
+    assert model.position == 0
+    assert model.generate("hello there", max_new_tokens=8, temperature=0) == expected
+
+
+def test_a_keep_going_hook_returning_false_cancels(model):
+    context = model.new_context()
+    calls = []
+    context._keep_going = lambda: calls.append(1) or len(calls) < 4
+    text = context.generate("hello there", max_new_tokens=20, temperature=0)
+    assert context.last_generation_stats["finish_reason"] == "cancelled"
+    assert context.last_generation_stats["generated_tokens"] == 4 and context.position == 0
+    context._keep_going = None
+    full = context.generate("hello there", max_new_tokens=20, temperature=0)
+    assert full.startswith(text)
 
 
 def test_dense_model_and_sampler_binding(text_models):

@@ -66,7 +66,7 @@ def copy_container(src, dst, change_metadata) -> pathlib.Path:
     return pathlib.Path(dst)
 
 
-# ---- 1. one model, one use at a time ---------------------------------------------------------------------
+# ---- 1. one model, many uses; one context, one use at a time ---------------------------------------------
 
 def alone(model, prompt=PROMPT, **kwargs):
     return model.generate(prompt, max_new_tokens=12, temperature=0.9, seed=7, **kwargs)
@@ -77,22 +77,28 @@ def test_busy_error_is_a_zipmoe_error():
     assert "BusyError" in zipmoe.__all__
 
 
-def test_interleaved_streams_refuse_the_second_and_keep_the_first_right(model):
+def test_interleaved_streams_each_give_their_solo_text(model):
     expected = alone(model)
+    expected_second = alone(model, prompt="JULIET.")
     first = model.generate(PROMPT, max_new_tokens=12, temperature=0.9, seed=7, stream=True)
     second = model.generate("JULIET.", max_new_tokens=12, temperature=0.9, seed=7, stream=True)
-    pieces = [next(first)]
-    with pytest.raises(zipmoe.BusyError, match="in use"):
-        next(second)
-    for call in (lambda: model.generate(PROMPT, max_new_tokens=2), lambda: model.logits([1, 2]),
-                 lambda: model.eval([3]), model.reset, lambda: list(model.generate("x", stream=True))):
-        with pytest.raises(zipmoe.BusyError):
+    pieces, second_pieces = [next(first)], [next(second)]
+    # the first stream holds the default context: the sequence methods are refused, generations run beside it
+    for call in (lambda: model.logits([1, 2]), lambda: model.eval([3]), model.reset):
+        with pytest.raises(zipmoe.BusyError, match="in use"):
             call()
+    assert alone(model, prompt="HAMLET.") == model.new_context().generate("HAMLET.", max_new_tokens=12,
+                                                                          temperature=0.9, seed=7)
+    for a, b in zip(first, second):
+        pieces.append(a)
+        second_pieces.append(b)
     pieces.extend(first)
+    second_pieces.extend(second)
     assert "".join(pieces) == expected
-    # the stream is done: the model is free again, and nothing of the refused calls stuck to it
+    assert "".join(second_pieces) == expected_second
+    # both are done: the default context is free again, and nothing of the refused calls stuck to it
     assert alone(model) == expected
-    assert alone(model, prompt="JULIET.") == model.generate("JULIET.", max_new_tokens=12, temperature=0.9, seed=7)
+    assert (model.logits([5, 6])[-1] == model.new_context().logits([5, 6])[-1]).all()
 
 
 class _BlockingNative:
@@ -104,10 +110,10 @@ class _BlockingNative:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def logits(self, tokens):
+    def logits(self, tokens, sequence=0):
         self.entered.set()
         assert self.release.wait(TIMEOUT)
-        return self._native.logits(tokens)
+        return self._native.logits(tokens, sequence)
 
     def __getattr__(self, name):
         return getattr(self._native, name)
@@ -115,36 +121,35 @@ class _BlockingNative:
 
 def test_a_second_thread_during_a_native_call_gets_busy(model):
     expected = model.logits([5, 6, 7])
-    native = model._native
-    blocking = model._native = _BlockingNative(native)
+    context = model.default_context
+    native = context._native
+    blocking = context._native = _BlockingNative(native)
     results = {}
     worker = threading.Thread(target=lambda: results.setdefault("logits", model.logits([5, 6, 7])))
     try:
         worker.start()
         assert blocking.entered.wait(TIMEOUT)
-        for call in (lambda: model.generate(PROMPT, max_new_tokens=2), lambda: model.logits([1]),
-                     lambda: model.eval([1]), model.reset):
+        for call in (lambda: model.logits([1]), lambda: model.eval([1]), model.reset):
             with pytest.raises(zipmoe.BusyError):
                 call()
+        # a generation takes a context of its own meanwhile
+        assert alone(model, prompt="JULIET.") == alone(model.new_context(), prompt="JULIET.")
     finally:
         blocking.release.set()
         worker.join(TIMEOUT)
-        model._native = native
+        context._native = native
     assert (results["logits"] == expected).all()
     assert (model.eval([8]) == model.logits([5, 6, 7, 8])[-1:]).all()
 
 
-def test_threads_generating_at_once_never_get_wrong_text(model):
+def test_threads_generating_at_once_each_get_their_solo_text(model):
     prompts = ["ROMEO.", "JULIET.", "HAMLET.", "KING LEAR."]
     expected = {p: alone(model, prompt=p) for p in prompts}
     outcomes = []
 
     def run(prompt):
         for _ in range(3):
-            try:
-                outcomes.append((prompt, alone(model, prompt=prompt)))
-            except zipmoe.BusyError:
-                outcomes.append((prompt, None))
+            outcomes.append((prompt, alone(model, prompt=prompt)))
 
     workers = [threading.Thread(target=run, args=(p,)) for p in prompts]
     for w in workers:
@@ -152,7 +157,7 @@ def test_threads_generating_at_once_never_get_wrong_text(model):
     for w in workers:
         w.join(TIMEOUT)
     assert len(outcomes) == 12
-    assert all(text is None or text == expected[prompt] for prompt, text in outcomes)
+    assert all(text == expected[prompt] for prompt, text in outcomes)
 
 
 def test_reset_from_another_thread_mid_stream_is_refused(model):
@@ -172,6 +177,10 @@ def test_reset_from_another_thread_mid_stream_is_refused(model):
     other.join(TIMEOUT)
     assert len(errors) == 1 and "stream" in str(errors[0])
     assert "".join(pieces + list(stream)) == expected
+
+
+def _raise_keyboard_interrupt():
+    raise KeyboardInterrupt
 
 
 def test_sequential_use_keeps_working(model):
@@ -196,23 +205,28 @@ def test_sequential_use_keeps_working(model):
     # an error inside a generation (a bad token id) and Ctrl-C inside a native call
     with pytest.raises(zipmoe.InvalidArgumentError):
         model.generate([model.vocab_size], max_new_tokens=2)
-    native = model._native
+    context = model.default_context
+    native = context._native
 
     class Interrupting:
-        def eval(self, tokens, last_only=False):
+        def eval(self, tokens, last_only=False, sequence=0):
             raise KeyboardInterrupt
 
         def __getattr__(self, name):
             return getattr(native, name)
 
-    model._native = Interrupting()
+    context._keep_going = _raise_keyboard_interrupt
     try:
         with pytest.raises(KeyboardInterrupt):
             alone(model)
+    finally:
+        context._keep_going = None
+    context._native = Interrupting()
+    try:
         with pytest.raises(KeyboardInterrupt):
             model.eval([1])
     finally:
-        model._native = native
+        context._native = native
     assert alone(model) == expected
     # logits / eval / reset one after another, from several threads in turn
     first = model.logits([1, 2, 3])
