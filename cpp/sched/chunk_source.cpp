@@ -59,8 +59,11 @@ ChunkSource::~ChunkSource() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const {
-  if (mode_ != IoMode::kMmap) return reader_->read_chunk(chunk, buffer, buffer_size);
+Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size, bool verify) const {
+  if (mode_ != IoMode::kMmap) {
+    return verify ? reader_->read_chunk(chunk, buffer, buffer_size)
+                  : reader_->read_chunk_unverified(chunk, buffer, buffer_size);
+  }
   const std::vector<ChunkInfo>& chunks = reader_->chunks();
   if (chunk >= chunks.size()) return Status::InvalidArgument(reader_->path() + ": chunk " + std::to_string(chunk) + " does not exist");
   const ChunkInfo& c = chunks[chunk];
@@ -79,6 +82,7 @@ Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t 
   const std::uint64_t first = c.offset / 4096 * 4096;
   const std::uint64_t last = std::min<std::uint64_t>((end + 4095) / 4096 * 4096, map_size_);
   if (last > first) ::madvise(const_cast<std::uint8_t*>(map_) + first, static_cast<std::size_t>(last - first), MADV_DONTNEED);
+  if (!verify) return Status::Ok();
   const std::uint32_t computed = crc32c(buffer, static_cast<std::size_t>(c.stored_size));
   if (computed != c.crc32c) {
     return Status::Checksum(where + ": checksum mismatch (stored " + hex32(c.crc32c) + ", computed " + hex32(computed) +

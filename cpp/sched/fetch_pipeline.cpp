@@ -74,7 +74,7 @@ Status FetchPipeline::probe_reads(const std::vector<const FetchLayout*>& sample,
       const PartLayout& p = layout->parts[j];
       for (int plane = 0; plane < kPlanes; ++plane) {
         const auto start = Clock::now();
-        ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], buffer, buffer_size));
+        ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], buffer, buffer_size, false));  // timed alone
         out->read_ns[plane] += nanoseconds_since(start);
         out->read_bytes[plane] += p.stored_bytes[plane];
         ++out->reads[plane];
@@ -348,7 +348,8 @@ void FetchPipeline::submit_reads(Fetch* fetch) {
       if (!spec.read[plane]) continue;
       ++fetch->reads_pending;
       const std::uint32_t cookie = std::uint32_t(j) | (plane == kSmPlane ? kCookieSm : 0) | prefetch_bit;
-      io_->submit({p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], fetch->id, cookie},
+      // Unverified: decode() checks the chunk while it decodes it, on the cores that decode.
+      io_->submit({p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], fetch->id, cookie, false},
                   spec.priority);
     }
   }
@@ -512,8 +513,12 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
   const auto start = Clock::now();
   {
     const Unlocked unlocked(lock);
-    status = file_->decode_chunks(*p.tensor, planes[kExponentPlane], p.stored_bytes[kExponentPlane],
-                                  planes[kSmPlane], p.stored_bytes[kSmPlane], out, p.decoded_bytes, pool_, isa_);
+    // Planes read for this fetch are unverified: checked during the decode. The
+    // others rest in the owner's blocks, which hold only checked bytes.
+    const auto decode_chunks = planes_read(fetch) > 0 ? &format::ContainerFile::decode_chunks_verified
+                                                      : &format::ContainerFile::decode_chunks;
+    status = (file_->*decode_chunks)(*p.tensor, planes[kExponentPlane], p.stored_bytes[kExponentPlane],
+                                     planes[kSmPlane], p.stored_bytes[kSmPlane], out, p.decoded_bytes, pool_, isa_);
   }
   const std::uint64_t nanoseconds = nanoseconds_since(start);
   FetchCounters& counters = counters_[spec.group];

@@ -71,7 +71,7 @@ void IoQueue::run() {
     }
     ReadResult result;
     const auto start = std::chrono::steady_clock::now();
-    result.status = source_->read(read.chunk, read.buffer, read.buffer_size);
+    result.status = source_->read(read.chunk, read.buffer, read.buffer_size, read.verify);
     result.nanoseconds = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
     if (result.status.ok()) result.bytes = source_->reader().chunks()[read.chunk].stored_size;

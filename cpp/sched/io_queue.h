@@ -9,7 +9,8 @@
 // reader spends as long waiting to be scheduled after each read as the read
 // itself takes (measured here: O_DIRECT 512 KiB reads fell from 0.91 to
 // 0.43 GB/s with two busy processes on two cores). With O_DIRECT a read costs
-// no CPU beyond its checksum.
+// no CPU beyond its checksum, and none when the owner checks the chunk while
+// decoding it (ReadRequest::verify).
 //
 // The owner may cancel queued reads of a tag (a prefetch that guessed wrong) or
 // promote them to demand reads (a prefetch that a request took over). A read
@@ -42,6 +43,7 @@ struct ReadRequest {
   std::size_t buffer_size = 0;
   std::uint64_t tag = 0;     // the owner's name for a group of reads
   std::uint32_t cookie = 0;  // the owner's data, returned with the completion
+  bool verify = true;        // false: the owner checks the chunk while decoding it (ChunkSource::read)
 };
 
 struct ReadResult {

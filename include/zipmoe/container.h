@@ -223,8 +223,10 @@ class ContainerReader {
                      const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size,
                      ThreadPool* pool = nullptr, std::optional<Isa> isa = std::nullopt) const;
 
-  // Reads both chunks (verifying checksums) and decodes the tensor into `out`
-  // (exactly decoded_bytes()). In kMmap mode the chunks are decoded in place.
+  // Reads both chunks and decodes the tensor into `out` (exactly
+  // decoded_bytes()), verifying the checksums during the decode: a damaged chunk
+  // throws ChecksumError and leaves `out` unspecified. In kMmap mode the chunks
+  // are decoded in place.
   void decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool = nullptr,
                      std::optional<Isa> isa = std::nullopt) const;
   // By name; InvalidArgumentError when no tensor has it.
