@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -15,6 +16,12 @@ using sched::IoPriority;
 using sched::kExponentPlane;
 using sched::kNoFetch;
 using sched::kSmPlane;
+
+// An expert serving at most this many tokens of a step is multiplied coded
+// (decoded tile by tile into its products) when it rests COMPRESSED; with more,
+// its products are compute-bound and the decoded copy's round trip through
+// memory costs little.
+constexpr std::size_t kCodedMaxRows = 8;
 
 // Defaults when a figure is neither given nor measurable (tiny models).
 constexpr double kDefaultStorageBandwidth = 1.5e9;
@@ -56,9 +63,12 @@ void fit_storage(const sched::PipelineMeasurements& m, CostModel* model) {
 void add_counters(const sched::FetchCounters& c, ExpertLayerStats* s) {
   s->bytes_read += c.bytes_read;
   s->prefetch_bytes_read += c.prefetch_bytes_read;
+  s->unused_bytes_read += c.unused_bytes_read;
+  s->reread_bytes += c.reread_bytes;
   s->chunks_read += c.chunks_read;
   s->read_ns += c.read_ns;
   s->decoded_bytes += c.decoded_bytes;
+  s->unused_decoded_bytes += c.unused_decoded_bytes;
   s->decode_ns += c.decode_ns;
 }
 
@@ -68,11 +78,37 @@ void add_layer(const ExpertLayerStats& s, ExpertLayerStats* total) {
   total->prefetch_hits += s.prefetch_hits;
   total->bytes_read += s.bytes_read;
   total->prefetch_bytes_read += s.prefetch_bytes_read;
+  total->unused_bytes_read += s.unused_bytes_read;
+  total->reread_bytes += s.reread_bytes;
   total->chunks_read += s.chunks_read;
   total->read_ns += s.read_ns;
   total->decoded_bytes += s.decoded_bytes;
+  total->unused_decoded_bytes += s.unused_decoded_bytes;
+  total->fused_decoded_bytes += s.fused_decoded_bytes;
   total->decode_ns += s.decode_ns;
   total->stall_ns += s.stall_ns;
+}
+
+// ZIPMOE_TIMELINE=N keeps the first N intervals of the pipeline's work for
+// stats()["timeline"] (a diagnostic: docs/CACHE.md, "Where the time goes").
+std::size_t timeline_events_from_environment() {
+  const char* value = std::getenv("ZIPMOE_TIMELINE");
+  if (value == nullptr || *value == 0) return 0;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(value, &end, 10);
+  return end && *end == 0 ? static_cast<std::size_t>(std::min<unsigned long long>(n, 1u << 22)) : 0;
+}
+
+const char* timeline_kind_name(sched::TimelineKind kind) {
+  switch (kind) {
+    case sched::TimelineKind::kRead: return "read";
+    case sched::TimelineKind::kDecode: return "decode";
+    case sched::TimelineKind::kStall: return "stall";
+    case sched::TimelineKind::kCompute: return "compute";
+    case sched::TimelineKind::kOther: return "other";
+    case sched::TimelineKind::kFused: return "fused";
+  }
+  return "other";
 }
 
 }  // namespace
@@ -85,6 +121,7 @@ Status ExpertCache::create(const format::ContainerFile* reader, const ExpertShap
   std::unique_ptr<ExpertCache> cache(new ExpertCache());
   cache->reader_ = reader;
   cache->pool_ = pool;
+  cache->isa_ = isa;
   cache->ledger_ = ledger;
   ZIPMOE_RETURN_IF_ERROR(build_expert_table(*reader, shapes, &cache->table_));
   cache->pipeline_ = std::make_unique<sched::FetchPipeline>(reader, pool, ledger, isa);
@@ -163,6 +200,8 @@ Status ExpertCache::start(const CacheOptions& options) {
   pipeline.io_mode = options.io_mode;
   pipeline.groups = table_.moe_layers.size();
   pipeline.items_per_request = std::max<std::size_t>(table_.experts_per_token, 1);
+  pipeline.items = table_.experts.size();
+  pipeline.timeline_events = timeline_events_from_environment();
   ZIPMOE_RETURN_IF_ERROR(pipeline_->allocate(pipeline));
   const std::uint64_t working_set = pipeline_->working_set_bytes();
 
@@ -175,6 +214,7 @@ Status ExpertCache::start(const CacheOptions& options) {
   set_prior(options);
 
   tier_budget_ = options.budget - working_set;
+  ZIPMOE_RETURN_IF_ERROR(size_coded_products());
   // Without a profile the first plan assumes uniform routing; plans follow as the
   // routing seen online outweighs that guess (steps 8, 16, 32, ..., then every 512).
   next_replan_step_ = 8;
@@ -185,6 +225,7 @@ Status ExpertCache::start(const CacheOptions& options) {
   ZIPMOE_RETURN_IF_ERROR(fill_planned(plan));
 
   pipeline_->start(options.io_threads);
+  timeline_origin_ = Clock::now();
   started_ = true;
   return Status::Ok();
 }
@@ -218,6 +259,65 @@ Status ExpertCache::measure(CostModel* model) {
   return Status::Ok();
 }
 
+// Scratch for coded products, when COMPRESSED is allowed and the budget has
+// room beside the working set (a small share of it: a decoded segment and a
+// workspace per thread). Sized from the first expert's exponent planes (their
+// headers give the segment size); an expert they do not cover is decoded
+// whole instead.
+Status ExpertCache::size_coded_products() {
+  if (!tier_allowed(options_.allowed_tiers, ExpertTier::kCompressed) || table_.experts.empty()) return Status::Ok();
+  const ExpertLayout& x = table_.experts[0];
+  const bool exponents_only[sched::kPlanes] = {true, false};
+  const std::uint8_t* staging = nullptr;
+  ZIPMOE_RETURN_IF_ERROR(pipeline_->stage_now(x.fetch, exponents_only, &staging));
+  CodedProductLimits limits;
+  limits.threads = pool_ ? pool_->num_threads() : 1;
+  limits.max_rows = kCodedMaxRows;
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projection(j);
+    limits.cover(*p.tensor, coded_segment_symbols(staging + p.staging_offset[kExponentPlane],
+                                                  static_cast<std::size_t>(p.stored_bytes[kExponentPlane])));
+  }
+  const std::uint64_t bytes = CodedProducts::bytes_for(limits, isa_);
+  // Worth it only where it leaves the states most of their bytes.
+  if (limits.segment_bytes == 0 || bytes > tier_budget_ / 8) return Status::Ok();
+  ZIPMOE_RETURN_IF_ERROR(products_.allocate(ledger_, limits, isa_));
+  tier_budget_ -= products_.charged_bytes();
+  return Status::Ok();
+}
+
+// Whether a request for `expert` (COMPRESSED, serving `tokens` tokens) is
+// delivered coded: not when the policy would move it to FULL (that needs its
+// decoded copy), nor when the scratch does not cover it.
+bool ExpertCache::deliver_coded(std::size_t expert, std::uint32_t tokens, double key) const {
+  const ExpertSlot& slot = experts_[expert];
+  if (!products_.allocated() || slot.tier != ExpertTier::kCompressed || could_enter_full(expert, key)) return false;
+  const ExpertLayout& x = table_.experts[expert];
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projection(j);
+    const std::uint8_t* plane = slot.exponent.data() + p.rest_offset[kExponentPlane];
+    const std::uint32_t segment = coded_segment_symbols(plane, static_cast<std::size_t>(p.stored_bytes[kExponentPlane]));
+    if (!products_.limits().covers(*p.tensor, segment, tokens)) return false;
+  }
+  return true;
+}
+
+// admit()'s test for FULL without doing it: room there, or lower-key unpinned
+// FULL experts enough to make it.
+bool ExpertCache::could_enter_full(std::size_t expert, double key) const {
+  const int t = tier_index(ExpertTier::kFull);
+  if (!tier_allowed(options_.allowed_tiers, ExpertTier::kFull)) return false;
+  const std::uint64_t need = bytes_in(expert, ExpertTier::kFull);
+  if (need > capacity_[t]) return false;
+  if (used_[t] + need <= capacity_[t]) return true;
+  std::uint64_t freeable = 0;
+  for (std::size_t id = 0; id < experts_.size(); ++id) {
+    if (experts_[id].tier != ExpertTier::kFull || id == expert || pinned(id)) continue;
+    if (ranker_.key(id) < key) freeable += bytes_in(id, ExpertTier::kFull);
+  }
+  return used_[t] - freeable + need <= capacity_[t];
+}
+
 // Routing probabilities: the profile's where it has seen tokens, else uniform.
 void ExpertCache::set_prior(const CacheOptions& options) {
   const std::size_t groups = table_.moe_layers.size(), E = table_.num_experts;
@@ -249,6 +349,8 @@ Status ExpertCache::load_resident(std::size_t id, ExpertTier tier) {
   const bool read[sched::kPlanes] = {full || tier_holds_exponents(tier), full || tier_holds_sm(tier)};
   const std::uint8_t* staging = nullptr;
   ZIPMOE_RETURN_IF_ERROR(pipeline_->stage_now(x.fetch, read, &staging));
+  load_bytes_read_ += (read[sched::kExponentPlane] ? x.stored_exponent_bytes : 0) +
+                      (read[sched::kSmPlane] ? x.stored_sm_bytes : 0);
   if (full) {
     ZIPMOE_RETURN_IF_ERROR(slot.full.allocate(ledger_, table_.max_decoded_block));
     ZIPMOE_RETURN_IF_ERROR(pipeline_->decode_staged_now(x.fetch, slot.full.data()));
@@ -445,8 +547,33 @@ void ExpertCache::replan() {
       if (experts_[id].tier == tier && !pinned(id)) members.emplace_back(ranker_.key(id), id);
     }
     std::sort(members.begin(), members.end());
-    for (std::size_t i = 0; i < members.size() && used_[t] > capacity_[t]; ++i) demote(members[i].second);
+    for (std::size_t i = 0; i < members.size() && used_[t] > capacity_[t]; ++i) {
+      const std::size_t id = members[i].second;
+      const std::uint64_t before = bytes_in(id, experts_[id].tier);
+      demote(id);
+      replan_dropped_bytes_ += before - bytes_in(id, experts_[id].tier);
+      ++replan_demotions_;
+    }
   }
+}
+
+// ---------------------------------------------------------------------------
+// The timeline's intervals of the forward pass outside the cache
+
+void ExpertCache::enter() {
+  if (returned_kind_ < 0) return;
+  sched::TimelineEvent event;
+  event.kind = static_cast<sched::TimelineKind>(returned_kind_);
+  event.thread = -1;
+  event.start = returned_at_;
+  event.end = Clock::now();
+  pipeline_->record(event);
+  returned_kind_ = -1;
+}
+
+void ExpertCache::leave(sched::TimelineKind kind) {
+  returned_kind_ = static_cast<int>(kind);
+  returned_at_ = Clock::now();
 }
 
 // ---------------------------------------------------------------------------
@@ -504,6 +631,7 @@ Status ExpertCache::acquire(ExpertRequest* request) {
     wanted[e] = 1;
   }
   const Lock lock = pipeline_->lock();
+  enter();
   begin_step(*request, m);
   // Guesses the forward pass did not confirm are dropped.
   pipeline_->settle_guesses([&](std::size_t id) {
@@ -518,6 +646,7 @@ Status ExpertCache::acquire(ExpertRequest* request) {
   request->active = true;
   request_ = request;
   delivered_group_.clear();
+  leave(sched::TimelineKind::kOther);
   return Status::Ok();
 }
 
@@ -547,6 +676,7 @@ void ExpertCache::begin_step(const ExpertRequest& request, std::uint32_t moe_ind
   }
   last_layer_ = request.layer;
   counters_.steps = step_;
+  pipeline_->set_epoch(step_);
   ranker_.record_tokens(moe_index, request.tokens);
 }
 
@@ -557,6 +687,7 @@ void ExpertCache::start_fetches(const ExpertRequest& request, std::uint32_t moe_
   ExpertLayerStats& stats = layer_stats_[moe_index];
   request_fetch_.assign(n, kNoFetch);
   request_ids_.resize(n);
+  request_coded_.assign(n, 0);
   std::vector<FetchId> fresh;
   std::vector<sched::FetchJob> jobs;
   for (std::size_t i = 0; i < n; ++i) {
@@ -583,6 +714,10 @@ void ExpertCache::start_fetches(const ExpertRequest& request, std::uint32_t moe_
       }
     }
     if (slot.tier == ExpertTier::kFull) continue;
+    if (deliver_coded(id, tokens, ranker_.key(id))) {
+      request_coded_[i] = 1;
+      continue;
+    }
     jobs.push_back(
         {expert_io_seconds(costs_[id], slot.tier, cost_), expert_decode_seconds(costs_[id], slot.tier, cost_)});
     slot.fetch = new_fetch(id, IoPriority::kDemand);
@@ -608,12 +743,14 @@ void ExpertCache::deliver_ready(ExpertRequest* request, std::uint32_t* ready, st
     const FetchId fetch = request_fetch_[i];
     const std::size_t id = request_ids_[i];
     const std::uint8_t* block = experts_[id].full.data();  // FULL at acquire, or admitted to FULL
+    if (request_coded_[i]) block = nullptr;
     if (fetch != kNoFetch) {
       if (pipeline_->state(fetch) != sched::FetchState::kDecoded) continue;
       if (const std::uint8_t* decoded = pipeline_->decoded(fetch)) block = decoded;
       delivered_group_.push_back(fetch);
     }
     request->weights[i] = expert_weights(table_.experts[id], block);
+    request->weights[i].coded = request_coded_[i] != 0;
     request->delivered[i] = 1;
     ready[(*count)++] = static_cast<std::uint32_t>(i);
   }
@@ -659,12 +796,14 @@ Status ExpertCache::wait_ready(ExpertRequest* request, std::uint32_t* ready, std
     return Status::InvalidArgument("wait_ready on an expert request that is not acquired");
   }
   Lock lock = pipeline_->lock();
+  enter();
   recycle_delivered();
   for (;;) {
     ZIPMOE_RETURN_IF_ERROR(request_error(*request));
     deliver_ready(request, ready, count);
     if (*count > 0) {
       request->delivered_count += *count;
+      leave(sched::TimelineKind::kCompute);
       return Status::Ok();
     }
     if (request->delivered_count == request->experts.size()) return Status::Ok();
@@ -674,6 +813,7 @@ Status ExpertCache::wait_ready(ExpertRequest* request, std::uint32_t* ready, std
 
 void ExpertCache::release(ExpertRequest* request) {
   const Lock lock = pipeline_->lock();
+  enter();
   recycle_delivered();
   for (FetchId fetch : request_fetch_) pipeline_->cancel(fetch);  // the undelivered ones
   for (std::size_t id : request_ids_) --experts_[id].pins;
@@ -681,6 +821,42 @@ void ExpertCache::release(ExpertRequest* request) {
   request_ids_.clear();
   request_ = nullptr;
   request->active = false;
+  leave(sched::TimelineKind::kOther);
+}
+
+Status ExpertCache::multiply(const ExpertRequest& request, std::size_t index, ExpertProjection projection,
+                             const kernels::LinearJob& job, kernels::MatmulPrecision precision) {
+  const int j = static_cast<int>(projection);
+  if (&request != request_ || index >= request_coded_.size() || !request_coded_[index] || !request.delivered[index] ||
+      j < 0 || j >= kProjections) {
+    return Status::InvalidArgument("multiply: that expert of the request was not delivered coded");
+  }
+  // The expert is pinned: its blocks stay put, and only this thread could move them.
+  const std::size_t id = request_ids_[index];
+  const ExpertSlot& slot = experts_[id];
+  const ExpertLayout& x = table_.experts[id];
+  const ProjectionLayout& p = x.projection(j);
+  std::uint64_t decode_ns = 0;
+  const auto start = Clock::now();
+  const Status status = products_.multiply(*reader_, *p.tensor, slot.exponent.data() + p.rest_offset[kExponentPlane],
+                                           slot.sm.data() + p.rest_offset[kSmPlane], job, precision, isa_, pool_,
+                                           &decode_ns);
+  const Lock lock = pipeline_->lock();
+  sched::TimelineEvent event;
+  event.kind = sched::TimelineKind::kFused;
+  event.thread = -1;
+  event.part = static_cast<std::int8_t>(j);
+  event.group = x.moe_index;
+  event.item = id;
+  event.start = start;
+  event.end = Clock::now();
+  pipeline_->record(event);
+  ExpertLayerStats& stats = layer_stats_[x.moe_index];
+  stats.decoded_bytes += p.decoded_bytes;
+  stats.fused_decoded_bytes += p.decoded_bytes;
+  // Thread time over the pool's threads: the wall time the decoding took of the product.
+  stats.decode_ns += decode_ns / static_cast<std::uint64_t>(std::max(1, pool_ ? pool_->num_threads() : 1));
+  return status;
 }
 
 std::uint64_t ExpertCache::resident_bytes() const {
@@ -721,6 +897,30 @@ void ExpertCache::collect_stats(ExpertCacheStats* out) const {
   out->storage_bandwidth = cost_.storage_bytes_per_second;
   out->decode_throughput = cost_.decode_bytes_per_second / std::max(1, pool_ ? pool_->num_threads() : 1);
   out->planned_seconds_per_token = planned_seconds_;
+  out->load_bytes_read = load_bytes_read_;
+  out->replan_dropped_bytes = replan_dropped_bytes_;
+  out->replan_demotions = replan_demotions_;
+  out->io_busy_seconds = double(pipeline_->io_busy_ns() - io_busy_at_reset_) * 1e-9;
+  out->planner = planner_report_;
+  out->planner.seconds_per_token = planned_seconds_;
+  out->timeline.clear();
+  for (const sched::TimelineEvent& e : pipeline_->timeline()) {
+    FetchTimelineEvent event;
+    event.kind = timeline_kind_name(e.kind);
+    event.thread = e.thread;
+    event.prefetch = e.prefetch;
+    if (e.kind == sched::TimelineKind::kRead || e.kind == sched::TimelineKind::kDecode ||
+        e.kind == sched::TimelineKind::kFused) {
+      const ExpertLayout& x = table_.experts[e.item];
+      event.layer = x.layer;
+      event.expert = x.expert;
+      event.projection = e.part;
+      event.sm = e.sm;
+    }
+    event.start = std::chrono::duration<double>(e.start - timeline_origin_).count();
+    event.end = std::chrono::duration<double>(e.end - timeline_origin_).count();
+    out->timeline.push_back(std::move(event));
+  }
 }
 
 void ExpertCache::reset_stats() {
@@ -734,6 +934,10 @@ void ExpertCache::reset_stats() {
   pipeline_->reset_prefetches_cancelled();
   counters_.prefetches = counters_.prefetches_used = 0;
   counters_.admissions = counters_.evictions = 0;
+  replan_dropped_bytes_ = replan_demotions_ = 0;
+  io_busy_at_reset_ = pipeline_->io_busy_ns();
+  pipeline_->clear_timeline();
+  timeline_origin_ = Clock::now();
 }
 
 }  // namespace zipmoe::cache

@@ -57,6 +57,7 @@
 #include <memory>
 #include <vector>
 
+#include "cache/coded_product.h"
 #include "cache/expert_layout.h"
 #include "cache/expert_provider.h"
 #include "cache/planner.h"
@@ -109,6 +110,8 @@ class ExpertCache final : public ExpertProvider {
   Status acquire(ExpertRequest* request) override;
   Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
   void release(ExpertRequest* request) override;
+  Status multiply(const ExpertRequest& request, std::size_t index, ExpertProjection projection,
+                  const kernels::LinearJob& job, kernels::MatmulPrecision precision) override;
   std::uint64_t resident_bytes() const override;
   bool wants_prefetch() const override { return started_ && options_.prefetch; }
   void collect_stats(ExpertCacheStats* out) const override;
@@ -147,6 +150,14 @@ class ExpertCache final : public ExpertProvider {
   void deliver_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count);
   Status make_progress(Lock& lock, const ExpertRequest& request);
   void recycle_delivered();
+  // The timeline: the forward pass's time between the cache's calls.
+  void enter();
+  void leave(sched::TimelineKind kind);
+
+  // Coded delivery (COMPRESSED experts multiplied through CodedProducts).
+  Status size_coded_products();
+  bool deliver_coded(std::size_t expert, std::uint32_t tokens, double key) const;
+  bool could_enter_full(std::size_t expert, double key) const;
 
   // States (all under the lock).
   bool pinned(std::size_t expert) const;
@@ -165,6 +176,8 @@ class ExpertCache final : public ExpertProvider {
 
   const format::ContainerFile* reader_ = nullptr;
   ThreadPool* pool_ = nullptr;
+  Isa isa_ = Isa::kScalar;
+  CodedProducts products_;  // allocated when COMPRESSED experts may be delivered coded
   MemoryLedger* ledger_ = nullptr;
   ExpertTable table_;
   CacheOptions options_;
@@ -181,6 +194,7 @@ class ExpertCache final : public ExpertProvider {
   // The request between acquire and release.
   ExpertRequest* request_ = nullptr;
   std::vector<sched::FetchId> request_fetch_;  // per request index: its fetch, or kNoFetch (FULL at acquire)
+  std::vector<std::uint8_t> request_coded_;    // per request index: delivered coded (COMPRESSED, no fetch)
   std::vector<std::size_t> request_ids_;
   std::vector<sched::FetchId> pending_;        // the undelivered fetches, in request order
   std::vector<sched::FetchId> delivered_group_;  // fetches delivered by the last wait_ready
@@ -194,6 +208,16 @@ class ExpertCache final : public ExpertProvider {
   std::uint64_t tier_budget_ = 0;      // bytes the planner may give the states
   std::uint64_t next_replan_step_ = 0;  // 0: never
   std::uint64_t replans_ = 0;
+
+  // Bytes read beyond the requests', and the timeline (stats()).
+  std::uint64_t load_bytes_read_ = 0;
+  std::uint64_t replan_dropped_bytes_ = 0;
+  std::uint64_t replan_demotions_ = 0;
+  std::uint64_t io_busy_at_reset_ = 0;
+  PlannerReport planner_report_;
+  std::chrono::steady_clock::time_point timeline_origin_{};
+  std::chrono::steady_clock::time_point returned_at_{};  // when the cache last returned to the forward pass
+  int returned_kind_ = -1;  // the sched::TimelineKind the forward pass spends until the next call; -1: none
 
   // What the forward pass spends besides the cache, for the next plan (not reset by reset_stats).
   std::uint64_t measured_other_ns_ = 0;   // CPU time between requests besides decoding and waiting

@@ -3,6 +3,7 @@
 #include "zipmoe/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
@@ -85,6 +86,7 @@ struct Model::Impl {
   model::KvCache cache;
   model::Forward forward;
   std::size_t position = 0;
+  std::uint64_t forward_ns = 0;  // wall time of forward steps since load or reset_stats (stats())
   mutable std::mutex mutex;
 
   // The steps of Model::load, in order.
@@ -255,7 +257,11 @@ Status Model::Impl::run(const std::int32_t* tokens, std::size_t count, float* lo
     const std::size_t n = std::min(batch, count - first);
     const bool last = first + n == count;
     float* out = last_only ? (last ? logits : nullptr) : logits + first * vocab;
-    ZIPMOE_RETURN_IF_ERROR(forward.step(tokens + first, n, position, out, !last_only));
+    const auto started = std::chrono::steady_clock::now();
+    const Status stepped = forward.step(tokens + first, n, position, out, !last_only);
+    forward_ns += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+    ZIPMOE_RETURN_IF_ERROR(stepped);
     position += n;
   }
   return Status::Ok();
@@ -312,12 +318,14 @@ ExpertCacheStats Model::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ExpertCacheStats out;
   if (impl_->experts) impl_->experts->collect_stats(&out);
+  out.forward_seconds = double(impl_->forward_ns) * 1e-9;
   return out;
 }
 
 void Model::reset_stats() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (impl_->experts) impl_->experts->reset_stats();
+  impl_->forward_ns = 0;
 }
 
 std::string Model::routing_profile_json() const {

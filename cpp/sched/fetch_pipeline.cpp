@@ -50,6 +50,8 @@ Status FetchPipeline::allocate(const PipelineOptions& options) {
   options_ = options;
   ZIPMOE_RETURN_IF_ERROR(ChunkSource::open(file_, options.io_mode, &source_));
   counters_.assign(options.groups, FetchCounters());
+  dropped_epoch_.assign(options.items, 0);
+  timeline_.reserve(std::min<std::size_t>(options.timeline_events, 1 << 16));
   decode_.resize(options.decode_buffers);
   for (std::size_t b = 0; b < options.decode_buffers; ++b) {
     ZIPMOE_RETURN_IF_ERROR(decode_[b].allocate(ledger_, options.decoded_block_bytes));
@@ -234,7 +236,8 @@ bool FetchPipeline::adopt(FetchId id) {
   } else if (fetch->reads_pending > 0) {
     io_->promote(id);
   }
-  return fetch->state == FetchState::kDecoded;
+  fetch->used = fetch->state == FetchState::kDecoded;
+  return fetch->used;
 }
 
 void FetchPipeline::cancel(FetchId id) {
@@ -270,6 +273,15 @@ void FetchPipeline::free(FetchId id) {
 }
 
 void FetchPipeline::free_record(Fetch* fetch) {
+  if (!fetch->used) {
+    // Read or decoded for nothing: a wrong guess, a cancelled or failed fetch.
+    FetchCounters& counters = counters_[fetch->spec.group];
+    counters.unused_bytes_read += fetch->bytes_read;
+    counters.unused_decoded_bytes += fetch->bytes_decoded;
+    if (fetch->bytes_read > 0 && fetch->spec.item < dropped_epoch_.size()) {
+      dropped_epoch_[fetch->spec.item] = epoch_ + 1;
+    }
+  }
   if (fetch->buffer >= 0) return_decode_buffer(fetch->buffer);
   fetch->buffer = -1;
   release_staging(fetch);
@@ -342,6 +354,7 @@ void FetchPipeline::submit_reads(Fetch* fetch) {
   std::uint8_t* base = staging_[fetch->staging].data();
   const std::uint32_t prefetch_bit = spec.priority == IoPriority::kPrefetch ? kCookiePrefetch : 0;
   fetch->state = FetchState::kActive;
+  fetch->reread = spec.item < dropped_epoch_.size() && dropped_epoch_[spec.item] == epoch_ + 1;
   for (int j = 0; j < spec.layout->part_count; ++j) {
     const PartLayout& p = spec.layout->parts[j];
     for (int plane = 0; plane < kPlanes; ++plane) {
@@ -365,6 +378,21 @@ void FetchPipeline::on_read_done(const ReadRequest& read, const ReadResult& resu
   counters.bytes_read += result.bytes;
   counters.read_ns += result.nanoseconds;
   if (read.cookie & kCookiePrefetch) counters.prefetch_bytes_read += result.bytes;
+  if (fetch->reread) counters.reread_bytes += result.bytes;
+  fetch->bytes_read += result.bytes;
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kRead;
+    event.thread = static_cast<std::int16_t>(result.thread);
+    event.prefetch = (read.cookie & kCookiePrefetch) != 0;
+    event.part = static_cast<std::int8_t>(read.cookie & kCookiePart);
+    event.sm = plane == kSmPlane;
+    event.group = fetch->spec.group;
+    event.item = fetch->spec.item;
+    event.start = result.start;
+    event.end = result.start + std::chrono::nanoseconds(result.nanoseconds);
+    record(event);
+  }
   if (result.status.ok()) {
     ++counters.chunks_read;
     measured_.read_ns[plane] += result.nanoseconds;
@@ -409,6 +437,8 @@ int FetchPipeline::take_decode_buffer(bool for_demand) {
     const int b = fetch.buffer;
     fetch.buffer = -1;
     fetch.decoded_parts = 0;
+    counters_[fetch.spec.group].unused_decoded_bytes += fetch.bytes_decoded;  // decoded again later
+    fetch.bytes_decoded = 0;
     for (int j = 0; j < fetch.spec.layout->part_count; ++j) {
       if (fetch.parts[j] == PartState::kDecoded) fetch.parts[j] = PartState::kReadable;
     }
@@ -521,6 +551,18 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
                                      planes[kSmPlane], p.stored_bytes[kSmPlane], out, p.decoded_bytes, pool_, isa_);
   }
   const std::uint64_t nanoseconds = nanoseconds_since(start);
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kDecode;
+    event.thread = -1;
+    event.prefetch = spec.priority == IoPriority::kPrefetch;
+    event.part = static_cast<std::int8_t>(j);
+    event.group = spec.group;
+    event.item = spec.item;
+    event.start = start;
+    event.end = start + std::chrono::nanoseconds(nanoseconds);
+    record(event);
+  }
   FetchCounters& counters = counters_[spec.group];
   counters.decode_ns += nanoseconds;
   counters.decoded_bytes += p.decoded_bytes;
@@ -537,9 +579,11 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
     return nanoseconds;
   }
   fetch.parts[j] = PartState::kDecoded;
+  fetch.bytes_decoded += p.decoded_bytes;
   if (++fetch.decoded_parts == spec.layout->part_count) {
     fetch.state = FetchState::kDecoded;
     *completed = spec.priority == IoPriority::kDemand;
+    fetch.used = *completed;
   }
   return nanoseconds;
 }
@@ -547,7 +591,16 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
 std::uint64_t FetchPipeline::wait(Lock& lock) {
   const auto start = Clock::now();
   changed_.wait(lock);
-  return nanoseconds_since(start);
+  const std::uint64_t waited = nanoseconds_since(start);
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kStall;
+    event.thread = -1;
+    event.start = start;
+    event.end = start + std::chrono::nanoseconds(waited);
+    record(event);
+  }
+  return waited;
 }
 
 bool FetchPipeline::decode_buffer_held() const {
@@ -639,6 +692,10 @@ std::size_t FetchPipeline::prefetch_allowance() {
 // Counters
 
 void FetchPipeline::reset_counters() { std::fill(counters_.begin(), counters_.end(), FetchCounters()); }
+
+void FetchPipeline::record(const TimelineEvent& event) {
+  if (timeline_.size() < options_.timeline_events) timeline_.push_back(event);
+}
 
 std::uint64_t FetchPipeline::working_set_bytes() const {
   std::uint64_t bytes = 0;

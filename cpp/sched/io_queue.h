@@ -21,6 +21,7 @@
 // (it may call submit/cancel/promote).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,8 @@ struct ReadResult {
   Status status;
   std::uint64_t bytes = 0;   // stored bytes read
   std::uint64_t nanoseconds = 0;
+  std::chrono::steady_clock::time_point start{};  // when the read began
+  int thread = 0;            // which reader thread read it
 };
 
 class IoQueue {
@@ -73,9 +76,12 @@ class IoQueue {
   std::size_t queued() const;
   // Reads completed since start.
   std::uint64_t completed() const;
+  // Wall time, since start, during which at least one read was in progress:
+  // how long the drive was busy, whatever the number of reader threads.
+  std::uint64_t busy_nanoseconds() const;
 
  private:
-  void run();
+  void run(int thread);
 
   const ChunkSource* source_;
   Completion on_done_;
@@ -85,6 +91,9 @@ class IoQueue {
   std::deque<ReadRequest> prefetch_;
   bool stopping_ = false;
   std::uint64_t completed_ = 0;
+  int in_flight_ = 0;
+  std::chrono::steady_clock::time_point busy_since_{};
+  std::uint64_t busy_ns_ = 0;
   std::vector<std::thread> threads_;
 };
 

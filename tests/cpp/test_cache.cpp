@@ -14,15 +14,20 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cache/coded_product.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
 #include "common/memory_block.h"
 #include "common/memory_ledger.h"
+#include "common/cpu_features.h"
+#include "format/container_file.h"
+#include "kernels/kernels.h"
 #include "test_data.h"
 #include "test_framework.h"
 #include "zipmoe/container.h"
@@ -251,7 +256,8 @@ std::vector<std::uint8_t> random_bf16(std::size_t n, std::uint32_t seed, float s
 // A Qwen2-MoE-like model: 3 MoE layers of 8 experts, 2 per token, and a shared
 // expert; the router rows are scaled so that some experts are picked far more
 // often, as trained routers do.
-void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, std::size_t inner = 96) {
+void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, std::size_t inner = 96,
+               std::uint32_t segment_symbols = 0) {
   const std::size_t E = 8, layers = 3, vocab = 96;
   const std::string metadata = R"({"architecture": "qwen2_moe", "config": {"vocab_size": 96, "hidden_size": )" +
                                std::to_string(hidden) + R"(, "num_hidden_layers": 3, "num_attention_heads": 4,
@@ -259,7 +265,9 @@ void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, st
                                R"(, "shared_expert_intermediate_size": 64, "num_experts": 8, "num_experts_per_tok": 2,
     "norm_topk_prob": false, "rms_norm_eps": 1e-6, "max_position_embeddings": 256,
     "rope_theta": 10000.0, "hidden_act": "silu"}})";
-  ContainerWriter writer(path, metadata);
+  ContainerWriterOptions writer_options;
+  writer_options.segment_symbols = segment_symbols;
+  ContainerWriter writer(path, metadata, writer_options);
   std::uint32_t seed = 7;
   auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, TensorRole role = TensorRole(),
                  bool norm = false, float scale = 0.08f) {
@@ -535,5 +543,205 @@ ZTEST(cache_file_damaged_under_a_running_model_fails_that_call_only) {
     }
     model.reset();
     ZCHECK(model.logits(tokens) == expected);
+  }
+}
+
+// ------------------------------------------------------------------ coded products
+
+ZTEST(cache_coded_products_equal_products_over_the_decoded_weights) {
+  // Segments of 1000 elements: rows of 64, 96 and 300 straddle them, rows of
+  // 2100 elements span three; gate/up-like and down-like shapes, every dtype.
+  struct Shape {
+    std::uint64_t rows, cols;
+    DType dtype;
+  };
+  const Shape shapes[] = {{96, 64, DType::kBF16}, {64, 96, DType::kBF16}, {37, 300, DType::kF16},
+                          {40, 50, DType::kF32},  {7, 2100, DType::kBF16}, {16, 125, DType::kBF16}};
+  TempDir dir;
+  const std::string path = dir.file("weights.zmoe");
+  {
+    ContainerWriterOptions options;
+    options.segment_symbols = 1000;
+    ContainerWriter writer(path, "{}", options);
+    std::uint32_t seed = 3;
+    for (const Shape& s : shapes) {
+      const std::vector<std::uint8_t> w = ztest::make_weights(s.dtype, s.rows * s.cols, seed++, 0.05, false);
+      writer.add_tensor("w" + std::to_string(seed), w.data(), s.dtype, {s.rows, s.cols});
+    }
+    writer.finish();
+  }
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  ThreadPool pool3(3);
+  MemoryLedger ledger;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (std::size_t t = 0; t < file->tensors().size(); ++t) {
+    const TensorInfo& tensor = file->tensors()[t];
+    const std::size_t rows = tensor.shape[0], cols = tensor.shape[1];
+    std::vector<std::uint8_t> chunks[2];
+    for (int plane = 0; plane < 2; ++plane) {
+      const std::uint32_t c = plane == 0 ? tensor.exponent_chunk : tensor.sm_chunk;
+      chunks[plane].resize(file->chunk_buffer_size(c) + 4096);
+      ZCHECK(file->read_chunk(c, chunks[plane].data(), chunks[plane].size()).ok());
+    }
+    std::vector<std::uint8_t> decoded(tensor.decoded_bytes());
+    ZCHECK(file->decode_chunks(tensor, chunks[0].data(), file->chunks()[tensor.exponent_chunk].stored_size,
+                               chunks[1].data(), file->chunks()[tensor.sm_chunk].stored_size, decoded.data(),
+                               decoded.size(), nullptr, Isa::kScalar)
+               .ok());
+    CodedProductLimits limits;
+    limits.threads = 3;
+    limits.max_rows = 8;
+    limits.cover(tensor, coded_segment_symbols(chunks[0].data(), chunks[0].size()));
+    ZCHECK_EQ(coded_segment_symbols(chunks[0].data(), chunks[0].size()), 1000u);
+    for (Isa isa : supported_isas()) {
+      CodedProducts products;
+      ZCHECK(products.allocate(&ledger, limits, isa).ok());
+      ZCHECK_EQ(products.charged_bytes(), CodedProducts::bytes_for(limits, isa));
+      ZCHECK_EQ(ledger.bytes(MemoryCategory::kExperts), products.charged_bytes());
+      for (auto precision : {kernels::MatmulPrecision::kExact, kernels::MatmulPrecision::kFast}) {
+        for (std::size_t m : {std::size_t(1), std::size_t(3), std::size_t(8)}) {
+          for (int variant = 0; variant < 3; ++variant) {
+            const bool bias = variant >= 1, accumulate = variant == 2;
+            std::vector<float> x(m * (cols + 5)), b(rows), y0(m * rows);
+            for (float& v : x) v = normal(rng);
+            for (float& v : b) v = normal(rng);
+            for (float& v : y0) v = normal(rng);
+            kernels::LinearJob job;
+            job.x = x.data();
+            job.m = m;
+            job.ldx = cols + 5;
+            job.weight = {decoded.data(), tensor.dtype, rows, cols};
+            if (bias) job.bias = {b.data(), DType::kF32, rows};
+            job.accumulate = accumulate;
+            std::vector<float> expected = y0, got1 = y0, got3 = y0;
+            job.y = expected.data();
+            kernels::Workspace workspace;
+            kernels::linear(isa, job, &pool3, &workspace, precision);
+            for (int threads : {1, 3}) {
+              kernels::LinearJob coded = job;
+              coded.weight.data = nullptr;
+              coded.y = threads == 1 ? got1.data() : got3.data();
+              std::uint64_t decode_ns = 0;
+              ZCHECK(products
+                         .multiply(*file, tensor, chunks[0].data(), chunks[1].data(), coded, precision, isa,
+                                   threads == 1 ? nullptr : &pool3, &decode_ns)
+                         .ok());
+              ZCHECK(decode_ns > 0);
+            }
+            ZCHECK(std::memcmp(expected.data(), got1.data(), expected.size() * 4) == 0);
+            ZCHECK(std::memcmp(expected.data(), got3.data(), expected.size() * 4) == 0);
+          }
+        }
+      }
+      // More rows than the scratch was sized for: refused, nothing written.
+      std::vector<float> x(9 * cols), y(9 * rows, 7.0f);
+      kernels::LinearJob job;
+      job.x = x.data();
+      job.m = 9;
+      job.weight = {nullptr, tensor.dtype, rows, cols};
+      job.y = y.data();
+      ZCHECK(!products.multiply(*file, tensor, chunks[0].data(), chunks[1].data(), job,
+                                kernels::MatmulPrecision::kExact, isa, nullptr, nullptr)
+                  .ok());
+    }
+  }
+}
+
+ZTEST(cache_coded_delivery_matches_the_resident_run_on_every_path) {
+  // Segments of 1000 elements: every projection has several, and rows straddle them.
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kAuto, 64, 96, 1000);
+  const std::vector<std::int32_t> tokens = token_sequence(24, 4);
+  for (Isa isa : supported_isas()) {
+    for (Precision precision : {Precision::kExact, Precision::kFast}) {
+      ModelOptions base;
+      base.threads = 2;
+      base.max_context = 64;
+      base.batch = 8;
+      base.isa = isa;
+      base.precision = precision;
+      const std::vector<float> expected = run(*std::make_unique<Model>(Model::load(path, base)), tokens, 8);
+      const std::uint64_t minimum = minimum_budget(path, base);
+      for (std::uint8_t mask : {expert_tier_bit(ExpertTier::kCompressed),
+                                std::uint8_t(expert_tier_bit(ExpertTier::kCompressed) | expert_tier_bit(ExpertTier::kFull)),
+                                kAllExpertTiers}) {
+        for (int threads : {1, 2}) {
+          ModelOptions options = base;
+          options.threads = threads;
+          options.memory_budget = minimum + 400000;
+          options.allowed_tiers = mask;
+          options.prefetch = threads == 2;
+          Model model = Model::load(path, options);
+          ZCHECK(run(model, tokens, 8) == expected);
+          const ExpertCacheStats s = model.stats();
+          if (mask == expert_tier_bit(ExpertTier::kCompressed)) {
+            // Single-token steps serve COMPRESSED experts coded.
+            ZCHECK(s.total.served_from[static_cast<int>(ExpertTier::kCompressed)] > 0);
+            ZCHECK(s.total.fused_decoded_bytes > 0);
+          }
+          ZCHECK(s.total.fused_decoded_bytes <= s.total.decoded_bytes);
+        }
+      }
+    }
+  }
+}
+
+ZTEST(cache_damaged_chunk_is_a_checksum_error_found_during_the_decode) {
+  // One byte changed in every expert's exponent (or sign/mantissa) chunk of the
+  // first MoE layer: the reads no longer verify chunks, the decode does, so the
+  // request fails with ChecksumError (also when the damage breaks the coded
+  // plane's framing), never with wrong logits, and the model works again once
+  // the file is whole.
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman, 64, 96, 1000);
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<char> original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const std::vector<std::int32_t> tokens = token_sequence(6, 2);
+  ModelOptions base;
+  base.threads = 2;
+  base.max_context = 64;
+  const std::vector<float> expected = Model::load(path, base).logits(tokens);
+  const ContainerReader reader = ContainerReader::open(path);
+  for (IoMode mode : {IoMode::kPread, IoMode::kDirect, IoMode::kMmap}) {
+    for (int plane = 0; plane < 2; ++plane) {
+      for (std::size_t where : {std::size_t(2), std::size_t(0)}) {  // the plane's header; the middle
+        ModelOptions options = base;
+        options.io_mode = mode;
+        options.prefetch = false;
+        options.memory_budget = minimum_budget(path, base);
+        Model model = Model::load(path, options);
+        ZCHECK(model.logits(tokens) == expected);
+        std::vector<char> damaged = original;
+        for (std::uint32_t e = 0; e < 8; ++e) {
+          for (const char* projection : {"gate", "up", "down"}) {
+            const TensorInfo* t = reader.find_expert(0, e, projection);
+            const ChunkInfo& c = reader.chunks()[plane == 0 ? t->exponent_chunk : t->sm_chunk];
+            const std::size_t at = static_cast<std::size_t>(c.offset) + (where ? where : c.stored_size / 2);
+            damaged[at] = static_cast<char>(damaged[at] ^ 0x5a);
+          }
+        }
+        std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+        out.write(damaged.data(), static_cast<std::streamsize>(damaged.size()));
+        out.close();
+        bool checksum = false;
+        try {
+          model.logits(tokens);
+        } catch (const ChecksumError& e) {
+          checksum = std::string(e.what()).find(path) != std::string::npos &&
+                     std::string(e.what()).find("checksum mismatch") != std::string::npos;
+        }
+        ZCHECK(checksum);
+        std::fstream restore(path, std::ios::binary | std::ios::in | std::ios::out);
+        restore.write(original.data(), static_cast<std::streamsize>(original.size()));
+        restore.close();
+        model.reset();
+        ZCHECK(model.logits(tokens) == expected);
+      }
+    }
   }
 }
