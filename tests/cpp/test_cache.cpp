@@ -136,6 +136,45 @@ ZTEST(cache_planner_layer_cost_model) {
   ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kE, model) - 2e6 / 4e9) < 1e-15);
 }
 
+ZTEST(cache_planner_prices_compressed_hits_at_the_coded_rate) {
+  CostModel model;
+  model.storage_bytes_per_second = 4e9;
+  model.read_latency_seconds = 80e-6;
+  model.decode_bytes_per_second = 1e9;
+  model.other_cpu_seconds = 2e-3;  // CPU-bound: decoding competes with the layer's other work
+  const ExpertCosts e = expert(1.0, 0, 1000000);
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kCompressed, model) - 2e6 / 1e9) < 1e-15);
+  const std::vector<ExpertCosts> experts = layer_of({0.9, 0.5, 0.3, 0.1, 0.1, 0.05, 0.03, 0.02}, 3);
+  const std::uint64_t budget = std::uint64_t(8) << 20;
+  auto compressed = [](const TierPlan& plan) {
+    int n = 0;
+    for (ExpertTier t : plan.tiers) n += t == ExpertTier::kCompressed;
+    return n;
+  };
+  // Decoded whole on every use, a COMPRESSED expert saves only its read, which a
+  // CPU-bound layer hides: the memory goes to FULL experts.
+  const TierPlan whole = plan_tiers(experts, 3, 2, kAllExpertTiers, budget, model);
+  ZCHECK_EQ(compressed(whole), 0);
+  // Decoded into its products at 8x the rate, it saves more per byte than FULL.
+  model.coded_decode_bytes_per_second = 8e9;
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kCompressed, model) - 2e6 / 8e9) < 1e-15);
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kSm, model) - 2e6 / 1e9) < 1e-15);  // misses decode whole
+  const TierPlan coded = plan_tiers(experts, 3, 2, kAllExpertTiers, budget, model);
+  ZCHECK(compressed(coded) > 0);
+  ZCHECK(coded.seconds_per_token < whole.seconds_per_token);
+  // plan_totals prices a plan as plan_tiers does, and splits it into its parts.
+  const PlanTotals totals = plan_totals(experts, coded.tiers, 3, 2, model);
+  ZCHECK(std::fabs(totals.seconds - coded.seconds_per_token) < 1e-12);
+  ZCHECK(std::fabs(totals.other - 3 * 2e-3) < 1e-12);
+  double io = 0, decode = 0;
+  for (std::size_t i = 0; i < experts.size(); ++i) {
+    io += experts[i].probability * expert_io_seconds(experts[i], coded.tiers[i], model);
+    decode += experts[i].probability * expert_decode_seconds(experts[i], coded.tiers[i], model);
+  }
+  ZCHECK(std::fabs(totals.io - io) < 1e-12);
+  ZCHECK(std::fabs(totals.decode - decode) < 1e-12);
+}
+
 ZTEST(cache_policies_rank_by_recency_frequency_or_both) {
   // One layer of 4 experts, 1 per token; expert 0 is hot in the prior.
   const std::vector<double> prior = {0.7, 0.1, 0.1, 0.1};
