@@ -136,12 +136,15 @@ py::dict stats_dict(const ExpertCacheStats& s) {
   planner["storage_bandwidth"] = p.storage_bandwidth;
   planner["read_latency"] = p.read_latency;
   planner["decode_throughput"] = p.decode_throughput;
-  planner["fused_decode_throughput"] = p.fused_decode_throughput;
+  planner["coded_decode_throughput"] = p.coded_decode_throughput;
   planner["matmul_throughput"] = p.matmul_throughput;
+  planner["merge_throughput"] = p.merge_throughput;
+  planner["other_cpu_seconds"] = p.other_cpu_seconds;
   planner["seconds_per_token"] = p.seconds_per_token;
   planner["raw_seconds_per_token"] = p.raw_seconds_per_token;
   planner["compressed_slower_than_raw"] = p.compressed_slower_than_raw;
   planner["choice"] = p.choice;
+  planner["warning"] = p.warning;
   d["planner"] = planner;
   py::list timeline;
   for (const FetchTimelineEvent& e : s.timeline) {

@@ -1,5 +1,8 @@
 #include "cache/expert_cache.h"
 
+#include "codec/planes.h"
+#include "kernels/kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -22,6 +25,10 @@ using sched::kSmPlane;
 // its products are compute-bound and the decoded copy's round trip through
 // memory costs little.
 constexpr std::size_t kCodedMaxRows = 8;
+
+// The planner warns when its plan is expected to be this much slower than
+// the same budget over an uncompressed container (the estimates' noise).
+constexpr double kSlowerThanRaw = 1.05;
 
 // Defaults when a figure is neither given nor measurable (tiny models).
 constexpr double kDefaultStorageBandwidth = 1.5e9;
@@ -146,6 +153,22 @@ Status ExpertCache::create(const format::ContainerFile* reader, const ExpertShap
     c.decoded_bytes = x.decoded_bytes;
     c.group = x.moe_index;
   }
+  cache->dense_bytes_per_token_ = shapes.dense_bytes_per_token;
+  // The same experts stored uncompressed (a raw container): held FULL, or read
+  // whole and merged; what the planner compares its plan with.
+  cache->raw_costs_.resize(t.experts.size());
+  for (std::size_t id = 0; id < t.experts.size(); ++id) {
+    ExpertCosts& r = cache->raw_costs_[id];
+    r.bytes[tier_index(ExpertTier::kFull)] = cache->costs_[id].bytes[tier_index(ExpertTier::kFull)];
+    r.reads[tier_index(ExpertTier::kAbsent)] = 2 * kProjections;
+    r.read_bytes[tier_index(ExpertTier::kAbsent)] = t.experts[id].decoded_bytes;
+    r.decoded_bytes = t.experts[id].decoded_bytes;
+    r.group = cache->costs_[id].group;
+  }
+  if (!t.experts.empty()) {
+    const ProjectionLayout& p = t.experts[0].projection(0);
+    cache->raw_container_ = reader->chunks()[p.tensor->exponent_chunk].codec == Codec::kRaw;
+  }
   cache->layer_stats_.resize(t.moe_layers.size());
   for (std::size_t m = 0; m < t.moe_layers.size(); ++m) cache->layer_stats_[m].layer = t.moe_layers[m];
   *out = std::move(cache);
@@ -204,6 +227,8 @@ Status ExpertCache::start(const CacheOptions& options) {
   pipeline.timeline_events = timeline_events_from_environment();
   ZIPMOE_RETURN_IF_ERROR(pipeline_->allocate(pipeline));
   const std::uint64_t working_set = pipeline_->working_set_bytes();
+  tier_budget_ = options.budget - working_set;
+  ZIPMOE_RETURN_IF_ERROR(size_coded_products());
 
   cost_.read_latency_seconds = options.read_latency;
   ZIPMOE_RETURN_IF_ERROR(measure(&cost_));
@@ -213,15 +238,14 @@ Status ExpertCache::start(const CacheOptions& options) {
   }
   set_prior(options);
 
-  tier_budget_ = options.budget - working_set;
-  ZIPMOE_RETURN_IF_ERROR(size_coded_products());
   // Without a profile the first plan assumes uniform routing; plans follow as the
   // routing seen online outweighs that guess (steps 8, 16, 32, ..., then every 512).
   next_replan_step_ = 8;
-  const TierPlan plan = plan_tiers(costs_, table_.moe_layers.size(), pipeline.items_per_request,
-                                   options.allowed_tiers, tier_budget_, cost_);
+  const TierPlan plan = make_plan();
   for (int t = 0; t < kNumExpertTiers; ++t) capacity_[t] = plan.capacity[t];
   planned_seconds_ = plan.seconds_per_token;
+  plan_in_force_ = plan.tiers;
+  report_plan(plan_in_force_);
   ZIPMOE_RETURN_IF_ERROR(fill_planned(plan));
 
   pipeline_->start(options.io_threads);
@@ -230,33 +254,191 @@ Status ExpertCache::start(const CacheOptions& options) {
   return Status::Ok();
 }
 
+// The machine's speeds: from the profile an earlier load stored for this
+// machine and file (machine_profile.h), else measured now by short probes and
+// stored. Figures given in the options replace them (both given: nothing is
+// measured, and the compute estimate starts at 0, as the tests rely on).
 Status ExpertCache::measure(CostModel* model) {
   const int threads = pool_ ? pool_->num_threads() : 1;
   model->storage_bytes_per_second = options_.storage_bandwidth;
   model->decode_bytes_per_second = options_.decode_throughput * threads;
   if (table_.experts.empty()) return Status::Ok();
+  const bool given = options_.storage_bandwidth > 0 && options_.decode_throughput > 0;
+  MachineSpeeds speeds;
+  if (!given) {
+    const std::string key = machine_profile_key(*reader_, isa_, threads, options_.io_mode);
+    const bool cached = load_machine_profile(key, &speeds);
+    if (!cached) {
+      ZIPMOE_RETURN_IF_ERROR(probe_machine(&speeds));
+      save_machine_profile(key, speeds);
+    }
+    planner_report_.source = cached ? "cached" : "measured";
+  } else {
+    planner_report_.source = "given";
+    speeds.storage_bandwidth = options_.storage_bandwidth;
+    speeds.read_latency = options_.read_latency;
+    speeds.decode_throughput = model->decode_bytes_per_second;
+  }
   if (model->storage_bytes_per_second <= 0) {
-    // The chunks of experts spread over the model, the reads misses make: small
-    // exponent chunks and large sign/mantissa chunks, timed apart, give the
-    // bandwidth and the cost of one read (t = latency + bytes / bandwidth).
-    std::vector<const sched::FetchLayout*> sample;
-    const std::size_t n = table_.experts.size();
-    const std::size_t stride = std::max<std::size_t>(1, n / 16);
-    for (std::size_t id = 0; id < n; id += stride) sample.push_back(&table_.experts[id].fetch);
-    sched::PipelineMeasurements reads;
-    ZIPMOE_RETURN_IF_ERROR(pipeline_->probe_reads(sample, kMeasureMaximumBytes, &reads));
-    model->storage_bytes_per_second = kDefaultStorageBandwidth;
-    fit_storage(reads, model);
+    model->storage_bytes_per_second = speeds.storage_bandwidth;
+    model->read_latency_seconds = speeds.read_latency;
   }
-  if (model->decode_bytes_per_second <= 0) {
-    sched::PipelineMeasurements decodes;
-    ZIPMOE_RETURN_IF_ERROR(pipeline_->probe_decode(table_.experts[0].fetch, kMeasureMinimumBytes,
-                                                   kMeasureMinimumDecodeNs, kMeasureDecodeRounds, &decodes));
-    model->decode_bytes_per_second = decodes.decoded_bytes >= kMeasureMinimumBytes && decodes.decode_ns > 0
-                                         ? double(decodes.decoded_bytes) / (double(decodes.decode_ns) * 1e-9)
-                                         : kDefaultDecodeThroughput * threads;
+  if (model->decode_bytes_per_second <= 0) model->decode_bytes_per_second = speeds.decode_throughput;
+  // COMPRESSED experts are multiplied coded where the probe found that cheaper
+  // than decoding them whole (with given figures, always: at the decode rate).
+  use_coded_ = products_.allocated() && (given || speeds.coded_decode_throughput > speeds.decode_throughput);
+  if (use_coded_) {
+    model->coded_decode_bytes_per_second = given ? model->decode_bytes_per_second : speeds.coded_decode_throughput;
   }
+  // The rest of a layer's CPU time, until the running model measures it: its
+  // share of the dense weights and k decoded experts, multiplied at the probe's rate.
+  if (speeds.matmul_throughput > 0 && !table_.moe_layers.empty()) {
+    const double layers = double(table_.moe_layers.size());
+    const double expert_bytes = double(table_.experts[0].decoded_bytes);
+    model->other_cpu_seconds =
+        (double(dense_bytes_per_token_) / layers + double(table_.experts_per_token) * expert_bytes) /
+        speeds.matmul_throughput;
+  }
+  speeds_ = speeds;
+  planner_report_.storage_bandwidth = model->storage_bytes_per_second;
+  planner_report_.read_latency = model->read_latency_seconds;
+  planner_report_.decode_throughput = model->decode_bytes_per_second;
+  planner_report_.coded_decode_throughput = model->coded_decode_bytes_per_second;
+  planner_report_.matmul_throughput = speeds.matmul_throughput;
+  planner_report_.merge_throughput = speeds.merge_throughput;
+  planner_report_.other_cpu_seconds = model->other_cpu_seconds;
   return Status::Ok();
+}
+
+// The probes (about 0.1 s): reads of chunks spread over the model, and one
+// expert decoded, multiplied (single-token products, over the decoded weights
+// and coded), and its planes merged as an uncompressed container's would be.
+Status ExpertCache::probe_machine(MachineSpeeds* speeds) {
+  const int threads = pool_ ? pool_->num_threads() : 1;
+  // Small exponent chunks and large sign/mantissa chunks, timed apart, give the
+  // bandwidth and the cost of one read (t = latency + bytes / bandwidth).
+  std::vector<const sched::FetchLayout*> sample;
+  const std::size_t n = table_.experts.size();
+  const std::size_t stride = std::max<std::size_t>(1, n / 16);
+  for (std::size_t id = 0; id < n; id += stride) sample.push_back(&table_.experts[id].fetch);
+  sched::PipelineMeasurements reads;
+  ZIPMOE_RETURN_IF_ERROR(pipeline_->probe_reads(sample, kMeasureMaximumBytes, &reads));
+  CostModel storage;
+  storage.storage_bytes_per_second = kDefaultStorageBandwidth;
+  storage.read_latency_seconds = options_.read_latency;
+  fit_storage(reads, &storage);
+  speeds->storage_bandwidth = storage.storage_bytes_per_second;
+  speeds->read_latency = storage.read_latency_seconds;
+
+  const ExpertLayout& x = table_.experts[n / 2];
+  sched::PipelineMeasurements decodes;
+  ZIPMOE_RETURN_IF_ERROR(pipeline_->probe_decode(x.fetch, kMeasureMinimumBytes, kMeasureMinimumDecodeNs,
+                                                 kMeasureDecodeRounds, &decodes));
+  speeds->decode_throughput = decodes.decoded_bytes >= kMeasureMinimumBytes && decodes.decode_ns > 0
+                                  ? double(decodes.decoded_bytes) / (double(decodes.decode_ns) * 1e-9)
+                                  : kDefaultDecodeThroughput * threads;
+  const double decode_seconds = double(x.decoded_bytes) / speeds->decode_throughput;
+  ProbeProducts products;
+  ZIPMOE_RETURN_IF_ERROR(probe_products(x, &products));
+  speeds->matmul_throughput = double(x.decoded_bytes) / std::max(products.plain_seconds, 1e-9);
+  if (products.coded_seconds > 0) {
+    // Decoding's share of a coded product: what it takes beyond the plain one
+    // (at least a quarter of a decode into memory, whatever the noise).
+    const double extra = std::max(products.coded_seconds - products.plain_seconds, 0.25 * decode_seconds);
+    speeds->coded_decode_throughput = double(x.decoded_bytes) / extra;
+  }
+  speeds->merge_throughput = probe_merge(x) * threads;
+  return Status::Ok();
+}
+
+// Single-token products with the probe expert's three projections: over its
+// decoded weights (load_time_buffer) and, when coded products are set up,
+// coded from its staged chunks; mean seconds of each over a few rounds.
+Status ExpertCache::probe_products(const ExpertLayout& x, ProbeProducts* out) {
+  const ExpertWeights w = expert_weights(x, pipeline_->load_time_buffer());
+  const std::size_t H = w.gate.cols, I = w.gate.rows;
+  std::vector<float> input(std::max(H, I), 0.5f), gate(I), up(I), down(H);
+  for (std::size_t i = 0; i < input.size(); ++i) input[i] = float((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+  kernels::LinearJob jobs[kProjections];
+  const kernels::WeightMatrix* matrices[kProjections] = {&w.gate, &w.up, &w.down};
+  float* outputs[kProjections] = {gate.data(), up.data(), down.data()};
+  for (int j = 0; j < kProjections; ++j) {
+    jobs[j].x = input.data();
+    jobs[j].m = 1;
+    jobs[j].weight = *matrices[j];
+    jobs[j].y = outputs[j];
+  }
+  kernels::Workspace workspace;
+  auto timed = [&](auto&& run) -> Status {
+    std::uint64_t total = 0;
+    int rounds = 0;
+    ZIPMOE_RETURN_IF_ERROR(run());  // warm-up
+    while (rounds < kMeasureDecodeRounds && (rounds < 2 || total < kMeasureMinimumDecodeNs)) {
+      const auto start = Clock::now();
+      ZIPMOE_RETURN_IF_ERROR(run());
+      total += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+      ++rounds;
+    }
+    out->last_seconds = double(total) * 1e-9 / rounds;
+    return Status::Ok();
+  };
+  ZIPMOE_RETURN_IF_ERROR(timed([&]() {
+    kernels::linear_batch(isa_, jobs, kProjections, pool_, &workspace, kernels::MatmulPrecision::kFast);
+    return Status::Ok();
+  }));
+  out->plain_seconds = out->last_seconds;
+  if (!products_.allocated()) return Status::Ok();
+  const std::uint8_t* staged = pipeline_->load_time_staging();
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projection(j);
+    const std::uint32_t segment = coded_segment_symbols(staged + p.staging_offset[kExponentPlane],
+                                                        static_cast<std::size_t>(p.stored_bytes[kExponentPlane]));
+    if (!products_.limits().covers(*p.tensor, segment, 1)) return Status::Ok();
+  }
+  ZIPMOE_RETURN_IF_ERROR(timed([&]() -> Status {
+    for (int j = 0; j < kProjections; ++j) {
+      const ProjectionLayout& p = x.projection(j);
+      kernels::LinearJob coded = jobs[j];
+      coded.weight.data = nullptr;
+      ZIPMOE_RETURN_IF_ERROR(products_.multiply(*reader_, *p.tensor, staged + p.staging_offset[kExponentPlane],
+                                                staged + p.staging_offset[kSmPlane], coded,
+                                                kernels::MatmulPrecision::kFast, isa_, pool_, nullptr));
+    }
+    return Status::Ok();
+  }));
+  out->coded_seconds = out->last_seconds;
+  return Status::Ok();
+}
+
+// Bytes/s of one thread merging the probe expert's planes as an uncompressed
+// container's decode does (its exponent symbols are taken back out of the
+// decoded weights, a segment at a time, untimed).
+double ExpertCache::probe_merge(const ExpertLayout& x) {
+  const std::uint8_t* decoded = pipeline_->load_time_buffer();
+  const std::uint8_t* staged = pipeline_->load_time_staging();
+  constexpr std::size_t kPiece = std::size_t(1) << 16;
+  std::vector<std::uint8_t> symbols(kPiece), out(kPiece * 4);
+  std::uint64_t ns = 0, bytes = 0;
+  for (int j = 0; j < kProjections; ++j) {
+    const ProjectionLayout& p = x.projection(j);
+    const TensorInfo& t = *p.tensor;
+    if (t.dtype == DType::kU8) continue;
+    const std::size_t size = dtype_size(t.dtype), n = static_cast<std::size_t>(t.num_elements);
+    const codec::MergeTarget whole =
+        codec::make_merge_target(t.dtype, staged + p.staging_offset[kSmPlane], n, out.data());
+    for (std::size_t first = 0; first < n; first += kPiece) {
+      const std::size_t count = std::min(kPiece, n - first);
+      codec::split_planes(t.dtype, decoded + p.decoded_offset + first * size, count, symbols.data(), nullptr);
+      codec::MergeTarget target = whole;
+      target.sm_hi += first;
+      if (target.sm_lo) target.sm_lo += 2 * first;
+      const auto start = Clock::now();
+      codec::merge_into(isa_, target, 0, symbols.data(), count);
+      ns += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+      bytes += count * size;
+    }
+  }
+  return ns > 0 ? double(bytes) / (double(ns) * 1e-9) : kDefaultDecodeThroughput;
 }
 
 // Scratch for coded products, when COMPRESSED is allowed and the budget has
@@ -291,7 +473,7 @@ Status ExpertCache::size_coded_products() {
 // decoded copy), nor when the scratch does not cover it.
 bool ExpertCache::deliver_coded(std::size_t expert, std::uint32_t tokens, double key) const {
   const ExpertSlot& slot = experts_[expert];
-  if (!products_.allocated() || slot.tier != ExpertTier::kCompressed || could_enter_full(expert, key)) return false;
+  if (!use_coded_ || slot.tier != ExpertTier::kCompressed || could_enter_full(expert, key)) return false;
   const ExpertLayout& x = table_.experts[expert];
   for (int j = 0; j < kProjections; ++j) {
     const ProjectionLayout& p = x.projection(j);
@@ -521,6 +703,58 @@ void ExpertCache::admit(FetchId fetch) {
   }
 }
 
+// A plan of the states from cost_ and the routing frequencies.
+TierPlan ExpertCache::make_plan() const {
+  const std::size_t groups = table_.moe_layers.size(), k = std::max<std::size_t>(table_.experts_per_token, 1);
+  return plan_tiers(costs_, groups, k, options_.allowed_tiers, tier_budget_, cost_);
+}
+
+// The report of the plan in force (`tiers`): what it fills, what bounds a
+// token, and how it compares with the best plan of the same budget over an
+// uncompressed container (FULL experts, misses read whole and merged).
+void ExpertCache::report_plan(const std::vector<ExpertTier>& tiers) {
+  const std::size_t groups = table_.moe_layers.size(), k = std::max<std::size_t>(table_.experts_per_token, 1);
+  const PlanTotals totals = plan_totals(costs_, tiers, groups, k, cost_);
+  PlannerReport& r = planner_report_;
+  r.seconds_per_token = totals.seconds;
+  r.raw_seconds_per_token = 0;
+  r.compressed_slower_than_raw = false;
+  r.warning.clear();
+  if (!raw_container_ && speeds_.merge_throughput > 0 && speeds_.decode_throughput > 0) {
+    // Merging slows down with the machine as decoding does.
+    CostModel raw = cost_;
+    raw.decode_bytes_per_second = speeds_.merge_throughput * cost_.decode_bytes_per_second / speeds_.decode_throughput;
+    raw.coded_decode_bytes_per_second = 0;
+    for (std::size_t id = 0; id < raw_costs_.size(); ++id) raw_costs_[id].probability = costs_[id].probability;
+    const std::uint8_t full =
+        tier_allowed(options_.allowed_tiers, ExpertTier::kFull) ? expert_tier_bit(ExpertTier::kFull) : 0;
+    const TierPlan raw_plan = plan_tiers(raw_costs_, groups, k, full, tier_budget_, raw);
+    r.raw_seconds_per_token = raw_plan.seconds_per_token;
+    r.compressed_slower_than_raw = totals.seconds > kSlowerThanRaw * raw_plan.seconds_per_token;
+  }
+  std::uint64_t count[kNumExpertTiers] = {0, 0, 0, 0, 0};
+  for (ExpertTier t : tiers) ++count[tier_index(t)];
+  char line[512];
+  std::snprintf(line, sizeof(line),
+                "full %llu, compressed %llu, sm %llu, e %llu of %zu experts; per token: reads %.3f s, decoding %.3f s, "
+                "other compute %.3f s (%s-bound), %.3f s in all",
+                static_cast<unsigned long long>(count[0]), static_cast<unsigned long long>(count[1]),
+                static_cast<unsigned long long>(count[2]), static_cast<unsigned long long>(count[3]), tiers.size(),
+                totals.io, totals.decode, totals.other, totals.io > totals.decode + totals.other ? "read" : "CPU",
+                totals.seconds);
+  r.choice = line;
+  if (r.compressed_slower_than_raw) {
+    std::snprintf(line, sizeof(line),
+                  "on this machine (reads %.2f GB/s, decoding %.2f GB/s on %d threads, uncompressed planes merged at "
+                  "%.2f GB/s) the expert cache expects %.3f s per token from this compressed container, %.3f s from "
+                  "an uncompressed one (zipmoe convert --codec raw)",
+                  cost_.storage_bytes_per_second * 1e-9, cost_.decode_bytes_per_second * 1e-9,
+                  pool_ ? pool_->num_threads() : 1, speeds_.merge_throughput * 1e-9, totals.seconds,
+                  r.raw_seconds_per_token);
+    r.warning = line;
+  }
+}
+
 void ExpertCache::replan() {
   if (tier_budget_ == 0) return;
   // The figures measured while running replace those of load time once there is enough of them.
@@ -533,10 +767,11 @@ void ExpertCache::replan() {
     cost_.other_cpu_seconds = double(measured_other_ns_) * 1e-9 / double(measured_other_samples_);
   }
   for (std::size_t id = 0; id < costs_.size(); ++id) costs_[id].probability = ranker_.frequency(id);
-  const TierPlan plan = plan_tiers(costs_, table_.moe_layers.size(), std::max<std::size_t>(table_.experts_per_token, 1),
-                                   options_.allowed_tiers, tier_budget_, cost_);
+  const TierPlan plan = make_plan();
   for (int t = 0; t < kNumExpertTiers; ++t) capacity_[t] = plan.capacity[t];
   planned_seconds_ = plan.seconds_per_token;
+  plan_in_force_ = plan.tiers;
+  report_plan(plan_in_force_);
   ++replans_;
   // Fullest states first, so that a COMPRESSED expert moving down can still find room as SM or E.
   for (ExpertTier tier : kTiersFullestFirst) {

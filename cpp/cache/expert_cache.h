@@ -60,6 +60,7 @@
 #include "cache/coded_product.h"
 #include "cache/expert_layout.h"
 #include "cache/expert_provider.h"
+#include "cache/machine_profile.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
@@ -137,7 +138,17 @@ class ExpertCache final : public ExpertProvider {
 
   // Set-up (start).
   void size_working_set(std::size_t* decode_buffers, std::size_t* staging_buffers) const;
+  struct ProbeProducts {
+    double plain_seconds = 0;  // the probe expert's single-token products over its decoded weights
+    double coded_seconds = 0;  // the same, coded (0: not measured)
+    double last_seconds = 0;
+  };
   Status measure(CostModel* model);
+  Status probe_machine(MachineSpeeds* speeds);
+  Status probe_products(const ExpertLayout& x, ProbeProducts* out);
+  double probe_merge(const ExpertLayout& x);
+  TierPlan make_plan() const;
+  void report_plan(const std::vector<ExpertTier>& tiers);
   void set_prior(const CacheOptions& options);
   Status fill_planned(const TierPlan& plan);
   Status load_resident(std::size_t expert, ExpertTier tier);
@@ -178,6 +189,7 @@ class ExpertCache final : public ExpertProvider {
   ThreadPool* pool_ = nullptr;
   Isa isa_ = Isa::kScalar;
   CodedProducts products_;  // allocated when COMPRESSED experts may be delivered coded
+  bool use_coded_ = false;  // ... and they are (measure())
   MemoryLedger* ledger_ = nullptr;
   ExpertTable table_;
   CacheOptions options_;
@@ -187,6 +199,11 @@ class ExpertCache final : public ExpertProvider {
 
   std::vector<ExpertSlot> experts_;
   std::vector<ExpertCosts> costs_;
+  std::vector<ExpertCosts> raw_costs_;       // the same experts as a raw container would hold them
+  bool raw_container_ = false;               // the experts are stored uncompressed
+  std::uint64_t dense_bytes_per_token_ = 0;  // ExpertShapes
+  MachineSpeeds speeds_;                     // measured (or cached) at load
+  std::vector<ExpertTier> plan_in_force_;    // the plan the capacities come from
   PolicyRanker ranker_;
   std::uint64_t capacity_[kNumExpertTiers] = {0, 0, 0, 0, 0};
   std::uint64_t used_[kNumExpertTiers] = {0, 0, 0, 0, 0};

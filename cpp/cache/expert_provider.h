@@ -52,6 +52,10 @@ struct ExpertShapes {
   std::size_t experts_per_token = 0;      // k: experts each token is routed to
   std::size_t hidden_size = 0;
   std::size_t intermediate_size = 0;      // of one expert
+  // Bytes of weights a single-token step multiplies besides the routed experts
+  // (attention, shared experts, routers, the output matrix): for the planner's
+  // estimate of the compute time beside the experts; 0: unknown.
+  std::uint64_t dense_bytes_per_token = 0;
 };
 
 // All projections of one routed expert, in HF semantics:

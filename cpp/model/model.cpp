@@ -155,7 +155,11 @@ Status Model::Impl::load_routing_profiles(const ModelOptions& options) {
 Status Model::Impl::load_weights(const ModelOptions& options) {
   ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
   if (config.num_moe_layers() == 0 || config.num_experts == 0) return Status::Ok();
-  const cache::ExpertShapes shapes = model::expert_shapes(config);
+  cache::ExpertShapes shapes = model::expert_shapes(config);
+  // The embedding is read one row per token, unless the output matrix is the same one.
+  const kernels::WeightMatrix& embedding = weights.embedding;
+  const std::uint64_t table = std::uint64_t(embedding.rows) * embedding.cols * dtype_size(embedding.dtype);
+  shapes.dense_bytes_per_token = dense.bytes() - (weights.output.data == embedding.data ? 0 : std::min(table, dense.bytes()));
   if (options.memory_budget > 0) {
     std::unique_ptr<cache::ExpertCache> streamed;
     ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));

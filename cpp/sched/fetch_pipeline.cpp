@@ -90,7 +90,7 @@ Status FetchPipeline::probe_decode(const FetchLayout& layout, std::uint64_t min_
                                    int max_rounds, PipelineMeasurements* out) {
   const bool both[kPlanes] = {true, true};
   const std::uint8_t* staged = nullptr;
-  ZIPMOE_RETURN_IF_ERROR(stage_now(layout, both, &staged));
+  ZIPMOE_RETURN_IF_ERROR(stage_now(layout, both, &staged, false));  // checked by each decode, as streamed chunks are
   std::uint64_t decoded_bytes = 0;
   for (int j = 0; j < layout.part_count; ++j) decoded_bytes += layout.parts[j].decoded_bytes;
   for (int round = 0; round < max_rounds && (out->decoded_bytes < min_bytes || out->decode_ns < min_ns); ++round) {
@@ -102,13 +102,15 @@ Status FetchPipeline::probe_decode(const FetchLayout& layout, std::uint64_t min_
   return Status::Ok();
 }
 
-Status FetchPipeline::stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging) {
+Status FetchPipeline::stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging,
+                                bool verify) {
   std::uint8_t* base = staging_[0].data();
   for (int j = 0; j < layout.part_count; ++j) {
     const PartLayout& p = layout.parts[j];
     for (int plane = 0; plane < kPlanes; ++plane) {
       if (!read[plane]) continue;
-      ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane]));
+      ZIPMOE_RETURN_IF_ERROR(
+          source_->read(p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], verify));
     }
   }
   *staging = base;
@@ -119,7 +121,7 @@ Status FetchPipeline::decode_staged_now(const FetchLayout& layout, std::uint8_t*
   const std::uint8_t* base = staging_[0].data();
   for (int j = 0; j < layout.part_count; ++j) {
     const PartLayout& p = layout.parts[j];
-    ZIPMOE_RETURN_IF_ERROR(file_->decode_chunks(
+    ZIPMOE_RETURN_IF_ERROR(file_->decode_chunks_verified(
         *p.tensor, base + p.staging_offset[kExponentPlane], p.stored_bytes[kExponentPlane],
         base + p.staging_offset[kSmPlane], p.stored_bytes[kSmPlane], out + p.decoded_offset, p.decoded_bytes, pool_,
         isa_));

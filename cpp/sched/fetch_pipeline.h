@@ -176,15 +176,21 @@ class FetchPipeline {
   Status probe_reads(const std::vector<const FetchLayout*>& sample, std::uint64_t max_bytes,
                      PipelineMeasurements* out);
   // Decodes `layout` from its stored planes up to `max_rounds` times, until
-  // `min_bytes` and `min_ns` are reached (into out->decode_*).
+  // `min_bytes` and `min_ns` are reached (into out->decode_*). Its planes stay
+  // in the first staging buffer and its decoded parts in load_time_buffer().
   Status probe_decode(const FetchLayout& layout, std::uint64_t min_bytes, std::uint64_t min_ns, int max_rounds,
                       PipelineMeasurements* out);
   // Reads the planes `read` selects of every part of `layout` into the first
-  // staging buffer, whose start it returns in *staging.
-  Status stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging);
-  // Decodes every part of `layout` from the planes stage_now() read into `out`
-  // (a decoded block).
+  // staging buffer, whose start it returns in *staging; verified unless
+  // !verify (then only decode_staged_now() may use them).
+  Status stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging,
+                   bool verify = true);
+  // Decodes every part of `layout` from both planes stage_now() read into `out`
+  // (a decoded block), checking their checksums on the way.
   Status decode_staged_now(const FetchLayout& layout, std::uint8_t* out);
+  // The first decode buffer, for load-time work (probes) before start().
+  std::uint8_t* load_time_buffer() { return decode_.empty() ? nullptr : decode_[0].data(); }
+  const std::uint8_t* load_time_staging() const { return staging_.empty() ? nullptr : staging_[0].data(); }
   // Starts `io_threads` reader threads: fetches may be created from now on.
   void start(int io_threads);
 

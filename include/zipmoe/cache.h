@@ -78,13 +78,19 @@ struct PlannerReport {
   std::string source;                   // "measured" at this load, "cached" (an earlier load's figures), "given"
   double storage_bandwidth = 0;         // bytes/s of the probe reads (with read_latency per read)
   double read_latency = 0;              // seconds per chunk read
-  double decode_throughput = 0;         // decoded bytes/s of all threads, into memory
-  double fused_decode_throughput = 0;   // decoded bytes/s of all threads, decoded into a product (COMPRESSED hit)
-  double matmul_throughput = 0;         // weight bytes/s of a single-token product over decoded weights
-  double raw_seconds_per_token = 0;     // the best plan's time if the experts were stored uncompressed
-  double seconds_per_token = 0;         // the plan's expected expert time per token (as planned_seconds_per_token)
-  bool compressed_slower_than_raw = false;  // even the best plan is slower than raw bytes would be
-  std::string choice;                   // one line: which states the plan uses, and why
+  double decode_throughput = 0;         // decoded bytes/s of all threads, into memory (misses, SM and E hits)
+  double coded_decode_throughput = 0;   // decoded bytes/s of all threads within coded products (COMPRESSED
+                                        // hits): their time beyond the product itself; 0: not used
+  double matmul_throughput = 0;         // weight bytes/s of all threads, single-token products
+  double merge_throughput = 0;          // bytes/s of all threads merging uncompressed planes (a raw
+                                        // container's decode)
+  double other_cpu_seconds = 0;         // the estimate of a layer's CPU time besides decoding, at load
+  double seconds_per_token = 0;         // the plan's expected time per token (as planned_seconds_per_token)
+  double raw_seconds_per_token = 0;     // the best plan's if the experts were stored uncompressed (0: not
+                                        // estimated: an uncompressed container, or no measurement)
+  bool compressed_slower_than_raw = false;  // the best plan is over 5% slower than raw bytes would be
+  std::string choice;                   // one line: the states the plan fills, and what bounds a token
+  std::string warning;                  // when compressed_slower_than_raw: one line naming the speeds
 };
 
 struct ExpertCacheStats {

@@ -6,6 +6,7 @@
 // truncated or overwritten under a running model failing that call only.
 // The Python side (tests/python/test_cache.py) adds transformers models and the
 // resident-size check over a long generation.
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,12 +21,14 @@
 #include <vector>
 
 #include "cache/coded_product.h"
+#include "cache/machine_profile.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
 #include "common/memory_block.h"
 #include "common/memory_ledger.h"
 #include "common/cpu_features.h"
+#include "common/json.h"
 #include "format/container_file.h"
 #include "kernels/kernels.h"
 #include "test_data.h"
@@ -713,6 +716,9 @@ ZTEST(cache_coded_delivery_matches_the_resident_run_on_every_path) {
           options.memory_budget = minimum + 400000;
           options.allowed_tiers = mask;
           options.prefetch = threads == 2;
+          // Given figures: nothing measured, COMPRESSED experts always multiplied coded.
+          options.storage_bandwidth = 1e9;
+          options.decode_throughput = 2e9;
           Model model = Model::load(path, options);
           ZCHECK(run(model, tokens, 8) == expected);
           const ExpertCacheStats s = model.stats();
@@ -782,5 +788,211 @@ ZTEST(cache_damaged_chunk_is_a_checksum_error_found_during_the_decode) {
         ZCHECK(model.logits(tokens) == expected);
       }
     }
+  }
+}
+
+// ------------------------------------------------------------------ machine profiles
+
+namespace {
+
+// Points ZIPMOE_CACHE_DIR (where machine profiles are stored) at `dir` while alive.
+class CacheDirOverride {
+ public:
+  explicit CacheDirOverride(const std::string& dir) {
+    if (const char* old = std::getenv("ZIPMOE_CACHE_DIR")) {
+      had_ = true;
+      old_ = old;
+    }
+    ::setenv("ZIPMOE_CACHE_DIR", dir.c_str(), 1);
+  }
+  ~CacheDirOverride() {
+    if (had_) {
+      ::setenv("ZIPMOE_CACHE_DIR", old_.c_str(), 1);
+    } else {
+      ::unsetenv("ZIPMOE_CACHE_DIR");
+    }
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+std::vector<std::string> profile_files(const std::string& cache_dir) {
+  std::vector<std::string> out;
+  const std::string dir = cache_dir + "/machines";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) out.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// Replaces the speeds stored in the profile at `path`, keeping its key.
+void set_profile_speeds(const std::string& path, const MachineSpeeds& s) {
+  json::Value root;
+  ZCHECK(json::parse(read_text(path), &root).ok());
+  std::vector<json::Value::Member> members;
+  for (const json::Value::Member& m : root.members()) {
+    if (m.first == "format" || m.first == "version" || m.first == "key") members.push_back(m);
+  }
+  members.emplace_back("storage_bandwidth", json::Value::number(s.storage_bandwidth));
+  members.emplace_back("read_latency", json::Value::number(s.read_latency));
+  members.emplace_back("decode_throughput", json::Value::number(s.decode_throughput));
+  members.emplace_back("coded_decode_throughput", json::Value::number(s.coded_decode_throughput));
+  members.emplace_back("matmul_throughput", json::Value::number(s.matmul_throughput));
+  members.emplace_back("merge_throughput", json::Value::number(s.merge_throughput));
+  write_text(path, json::serialize(json::Value::object(std::move(members))));
+}
+
+MachineSpeeds speeds(double storage, double latency, double decode, double coded, double matmul, double merge) {
+  MachineSpeeds s;
+  s.storage_bandwidth = storage;
+  s.read_latency = latency;
+  s.decode_throughput = decode;
+  s.coded_decode_throughput = coded;
+  s.matmul_throughput = matmul;
+  s.merge_throughput = merge;
+  return s;
+}
+
+ModelOptions streamed_options(const std::string& path) {
+  ModelOptions options;
+  options.threads = 2;
+  options.max_context = 64;
+  options.memory_budget = minimum_budget(path, options) + 400000;
+  return options;
+}
+
+}  // namespace
+
+ZTEST(cache_machine_profile_round_trips_and_ignores_other_keys) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const MachineSpeeds stored = speeds(1.25e9, 9e-5, 3.5e9, 7.25e9, 2.5e10, 1.5e10);
+  MachineSpeeds read;
+  ZCHECK(!load_machine_profile("machine a", &read));
+  save_machine_profile("machine a", stored);
+  ZCHECK(load_machine_profile("machine a", &read));
+  ZCHECK(read.storage_bandwidth == stored.storage_bandwidth && read.read_latency == stored.read_latency &&
+         read.decode_throughput == stored.decode_throughput &&
+         read.coded_decode_throughput == stored.coded_decode_throughput &&
+         read.matmul_throughput == stored.matmul_throughput && read.merge_throughput == stored.merge_throughput);
+  ZCHECK(!load_machine_profile("machine b", &read));
+  // A file whose name matches another key's hash still holds its own key.
+  const std::vector<std::string> files = profile_files(dir.file("profiles"));
+  ZCHECK_EQ(files.size(), 1u);
+  // Implausible or damaged contents: measured again.
+  set_profile_speeds(files[0], speeds(1.25e9, 9e-5, 0, 0, 2.5e10, 1.5e10));
+  ZCHECK(!load_machine_profile("machine a", &read));
+  write_text(files[0], "{\"format\": \"zipmoe-machine-profile\", ");
+  ZCHECK(!load_machine_profile("machine a", &read));
+  // Every key names the file (by inode and modification time), the ISA path, threads and I/O mode.
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  const std::string key = machine_profile_key(*file, Isa::kScalar, 2, IoMode::kPread);
+  ZCHECK(key != machine_profile_key(*file, Isa::kScalar, 1, IoMode::kPread));
+  ZCHECK(key != machine_profile_key(*file, Isa::kScalar, 2, IoMode::kDirect));
+  ZCHECK(key.find("threads=2") != std::string::npos && key.find("file=") != std::string::npos);
+}
+
+ZTEST(cache_speeds_are_measured_once_per_machine_and_file) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  ModelOptions options = streamed_options(path);
+  const std::vector<std::int32_t> tokens = token_sequence(10, 3);
+  PlannerReport first;
+  std::vector<float> expected;
+  {
+    Model model = Model::load(path, options);
+    first = model.stats().planner;
+    expected = run(model, tokens, 4);
+  }
+  ZCHECK(first.source == "measured");
+  ZCHECK(first.storage_bandwidth > 0 && first.decode_throughput > 0 && first.matmul_throughput > 0 &&
+         first.merge_throughput > 0);
+  // The layer's other CPU work is estimated from the start (it was 0 until measured while running).
+  ZCHECK(first.other_cpu_seconds > 0);
+  ZCHECK(first.raw_seconds_per_token > 0 && first.seconds_per_token > 0);
+  ZCHECK(first.choice.find("of 24 experts") != std::string::npos);
+  ZCHECK_EQ(profile_files(dir.file("profiles")).size(), 1u);
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport again = model.stats().planner;
+    ZCHECK(again.source == "cached");
+    ZCHECK(again.storage_bandwidth == first.storage_bandwidth && again.decode_throughput == first.decode_throughput &&
+           again.matmul_throughput == first.matmul_throughput && again.merge_throughput == first.merge_throughput);
+    ZCHECK(run(model, tokens, 4) == expected);
+  }
+  // The same file rewritten: measured again (a second profile).
+  ::usleep(10000);
+  write_moe(path, Codec::kHuffman);
+  {
+    Model model = Model::load(path, options);
+    ZCHECK(model.stats().planner.source == "measured");
+  }
+  ZCHECK_EQ(profile_files(dir.file("profiles")).size(), 2u);
+  options.storage_bandwidth = 1e9;
+  options.decode_throughput = 2e9;
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport given = model.stats().planner;
+    ZCHECK(given.source == "given");
+    ZCHECK(given.storage_bandwidth == 1e9 && given.decode_throughput == 4e9);  // of 2 threads
+  }
+}
+
+ZTEST(cache_planner_warns_when_an_uncompressed_container_would_be_faster) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  const ModelOptions options = streamed_options(path);
+  const std::vector<std::int32_t> tokens = token_sequence(10, 5);
+  std::vector<float> expected;
+  {
+    Model model = Model::load(path, options);  // measures the machine and stores its speeds
+    expected = run(model, tokens, 4);
+  }
+  const std::vector<std::string> files = profile_files(dir.file("profiles"));
+  ZCHECK_EQ(files.size(), 1u);
+  // A fast drive and a slow decoder: reading raw bytes beats decoding fewer.
+  set_profile_speeds(files[0], speeds(1e11, 1e-6, 2e7, 0, 1e10, 1e10));
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport r = model.stats().planner;
+    ZCHECK(r.source == "cached");
+    ZCHECK(r.compressed_slower_than_raw);
+    ZCHECK(r.seconds_per_token > r.raw_seconds_per_token);
+    ZCHECK(r.warning.find("zipmoe convert --codec raw") != std::string::npos);
+    ZCHECK(r.warning.find("decoding 0.02 GB/s") != std::string::npos);
+    ZCHECK(run(model, tokens, 4) == expected);  // a warning, nothing else changes
+  }
+  // A slow drive and a fast decoder: fewer bytes win, no warning.
+  set_profile_speeds(files[0], speeds(1e7, 1e-4, 1e10, 0, 1e10, 1e10));
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport r = model.stats().planner;
+    ZCHECK(r.source == "cached");
+    ZCHECK(!r.compressed_slower_than_raw && r.warning.empty());
+    ZCHECK(r.seconds_per_token < r.raw_seconds_per_token);
+    ZCHECK(r.choice.find("read-bound") != std::string::npos);
   }
 }
