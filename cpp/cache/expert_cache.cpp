@@ -26,6 +26,10 @@ using sched::kSmPlane;
 // memory costs little.
 constexpr std::size_t kCodedMaxRows = 8;
 
+// A re-plan replaces the plan in force only when it expects to save at least
+// this share of a token's time (re-planning drops what states hold).
+constexpr double kReplanGain = 0.03;
+
 // The planner warns when its plan is expected to be this much slower than
 // the same budget over an uncompressed container (the estimates' noise).
 constexpr double kSlowerThanRaw = 1.05;
@@ -767,7 +771,16 @@ void ExpertCache::replan() {
     cost_.other_cpu_seconds = double(measured_other_ns_) * 1e-9 / double(measured_other_samples_);
   }
   for (std::size_t id = 0; id < costs_.size(); ++id) costs_[id].probability = ranker_.frequency(id);
+  const std::size_t groups = table_.moe_layers.size(), k = std::max<std::size_t>(table_.experts_per_token, 1);
   const TierPlan plan = make_plan();
+  // The plan in force, under the same figures: changing it drops what the
+  // states hold and reads it again elsewhere, so a new plan must be clearly better.
+  const double current = plan_totals(costs_, plan_in_force_, groups, k, cost_).seconds;
+  if (plan.seconds_per_token >= (1.0 - kReplanGain) * current) {
+    planned_seconds_ = current;
+    report_plan(plan_in_force_);
+    return;
+  }
   for (int t = 0; t < kNumExpertTiers; ++t) capacity_[t] = plan.capacity[t];
   planned_seconds_ = plan.seconds_per_token;
   plan_in_force_ = plan.tiers;

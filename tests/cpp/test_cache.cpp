@@ -996,3 +996,26 @@ ZTEST(cache_planner_warns_when_an_uncompressed_container_would_be_faster) {
     ZCHECK(r.choice.find("read-bound") != std::string::npos);
   }
 }
+
+ZTEST(cache_replans_only_for_a_clearly_better_plan) {
+  // Room for every expert decoded: every plan holds them all FULL, so no re-plan
+  // replaces the plan in force (re-planning drops what the states hold).
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  ModelOptions options;
+  options.threads = 2;
+  options.max_context = 64;
+  options.prefetch = false;
+  options.storage_bandwidth = 1e9;
+  options.decode_throughput = 2e9;
+  options.memory_budget = minimum_budget(path, options) + (std::uint64_t(8) << 20);
+  Model model = Model::load(path, options);
+  for (std::int32_t t : token_sequence(20, 4)) model.eval({t});
+  const ExpertCacheStats s = model.stats();
+  ZCHECK_EQ(s.steps, 20u);  // past the re-plans of steps 8 and 16
+  ZCHECK_EQ(s.experts_in[tier_index(ExpertTier::kFull)], 24u);
+  ZCHECK_EQ(s.replans, 0u);
+  ZCHECK_EQ(s.replan_dropped_bytes, 0u);
+  ZCHECK_EQ(s.total.bytes_read, 0u);
+}
