@@ -280,11 +280,24 @@ void register_model_class(py::module_& m) {
       .def_property_readonly("path", &Model::path);
 }
 
+// A (vocab,) row or the last row of a (rows, vocab) array, as eval() returns them: its start in *row, and vocab.
+std::size_t last_row(const LogitsArray& logits, const float** row) {
+  if (logits.ndim() != 1 && logits.ndim() != 2) {
+    throw InvalidArgumentError("logits must be a (vocab,) or (rows, vocab) array");
+  }
+  const std::size_t vocab = static_cast<std::size_t>(logits.shape(logits.ndim() - 1));
+  const std::size_t rows = logits.ndim() == 2 ? static_cast<std::size_t>(logits.shape(0)) : 1;
+  if (rows == 0) throw InvalidArgumentError("logits has no row");
+  *row = logits.data() + (rows - 1) * vocab;
+  return vocab;
+}
+
 void register_sampler_class(py::module_& m) {
   py::class_<Sampler>(m, "Sampler",
                       "Next-token sampler (include/zipmoe/sampler.h); zipmoe.Model.generate uses it.")
       .def(py::init([](float temperature, int top_k, float top_p, float min_p, float repetition_penalty,
-                       float presence_penalty, std::size_t penalty_last_n, std::uint64_t seed) {
+                       float presence_penalty, std::size_t penalty_last_n, std::uint64_t seed,
+                       float frequency_penalty) {
              SamplerOptions options;
              options.temperature = temperature;
              options.top_k = top_k;
@@ -294,22 +307,17 @@ void register_sampler_class(py::module_& m) {
              options.presence_penalty = presence_penalty;
              options.penalty_last_n = penalty_last_n;
              options.seed = seed;
+             options.frequency_penalty = frequency_penalty;
              return Sampler(options);
            }),
            py::arg("temperature") = 1.0f, py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
            py::arg("repetition_penalty") = 1.0f, py::arg("presence_penalty") = 0.0f,
-           py::arg("penalty_last_n") = 0, py::arg("seed") = 0)
+           py::arg("penalty_last_n") = 0, py::arg("seed") = 0, py::arg("frequency_penalty") = 0.0f)
       .def(
           "sample",
           [](Sampler& sampler, const LogitsArray& logits) {
-            // A (vocab,) row or the last row of a (rows, vocab) array, as eval() returns them.
-            if (logits.ndim() != 1 && logits.ndim() != 2) {
-              throw InvalidArgumentError("logits must be a (vocab,) or (rows, vocab) array");
-            }
-            const std::size_t vocab = static_cast<std::size_t>(logits.shape(logits.ndim() - 1));
-            const std::size_t rows = logits.ndim() == 2 ? static_cast<std::size_t>(logits.shape(0)) : 1;
-            if (rows == 0) throw InvalidArgumentError("logits has no row");
-            const float* row = logits.data() + (rows - 1) * vocab;
+            const float* row = nullptr;
+            const std::size_t vocab = last_row(logits, &row);
             py::gil_scoped_release release;
             return sampler.sample(row, vocab);
           },
@@ -324,6 +332,24 @@ void register_sampler_class(py::module_& m) {
       .def("accept", &Sampler::accept, py::arg("token"))
       .def("reseed", &Sampler::reseed, py::arg("seed"))
       .def_property_readonly("history", &Sampler::history);
+
+  m.def(
+      "token_logprobs",
+      [](const LogitsArray& logits, std::int32_t token, std::size_t top_n) {
+        const float* row = nullptr;
+        const std::size_t vocab = last_row(logits, &row);
+        TokenLogprobs result;
+        {
+          py::gil_scoped_release release;
+          result = token_logprobs(row, vocab, token, top_n);
+        }
+        py::list top;
+        for (const TokenLogprob& entry : result.top) top.append(py::make_tuple(entry.token, entry.logprob));
+        return py::make_tuple(result.chosen.logprob, top);
+      },
+      py::arg("logits"), py::arg("token"), py::arg("top_n") = 0,
+      "(logprob of token, [(id, logprob) of the top_n likeliest]) under the softmax of a raw logits row, "
+      "the last row of a (rows, vocab) array (include/zipmoe/sampler.h).");
 
   m.def(
       "check_model_config",

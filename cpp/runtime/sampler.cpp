@@ -71,6 +71,9 @@ void validate_sampler_options(const SamplerOptions& o) {
   if (!std::isfinite(o.presence_penalty)) {
     throw InvalidArgumentError("presence_penalty must be finite (0: off), not " + float_text(o.presence_penalty));
   }
+  if (!std::isfinite(o.frequency_penalty)) {
+    throw InvalidArgumentError("frequency_penalty must be finite (0: off), not " + float_text(o.frequency_penalty));
+  }
 }
 
 namespace runtime {
@@ -84,22 +87,25 @@ std::size_t first_invalid_logit(const float* logits, std::size_t vocab) {
 }
 
 void apply_penalties(float* logits, std::size_t vocab, const std::int32_t* window, std::size_t count,
-                     float repetition_penalty, float presence_penalty, std::vector<std::uint8_t>& seen) {
-  if (repetition_penalty == 1.0f && presence_penalty == 0.0f) return;
-  if (seen.size() < vocab) seen.resize(vocab, 0);
+                     float repetition_penalty, float presence_penalty, float frequency_penalty,
+                     std::vector<std::uint32_t>& counts) {
+  if (repetition_penalty == 1.0f && presence_penalty == 0.0f && frequency_penalty == 0.0f) return;
+  if (counts.size() < vocab) counts.resize(vocab, 0);
+  for (std::size_t i = 0; i < count; ++i) ++counts[static_cast<std::size_t>(window[i])];
   constexpr float kLargest = std::numeric_limits<float>::max();
   for (std::size_t i = 0; i < count; ++i) {
     const std::int32_t id = window[i];
-    if (seen[static_cast<std::size_t>(id)]) continue;
-    seen[static_cast<std::size_t>(id)] = 1;
+    const std::uint32_t occurrences = counts[static_cast<std::size_t>(id)];
+    if (occurrences == 0) continue;  // already penalized
+    counts[static_cast<std::size_t>(id)] = 0;
     float v = logits[id];
     v = v > 0.0f ? v / repetition_penalty : v * repetition_penalty;
     v -= presence_penalty;
+    if (frequency_penalty != 0.0f) v -= frequency_penalty * static_cast<float>(occurrences);
     // A tiny penalty can push a large logit past the float range; +inf would
     // make the softmax undefined, so the token just becomes the likeliest.
     logits[id] = std::min(v, kLargest);
   }
-  for (std::size_t i = 0; i < count; ++i) seen[static_cast<std::size_t>(window[i])] = 0;
 }
 
 std::int32_t argmax_token(const float* logits, std::size_t vocab) {
@@ -321,7 +327,7 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
   adjusted_.assign(logits, logits + vocab);
   float* adjusted = adjusted_.data();
   runtime::apply_penalties(adjusted, vocab, window, window_count, options_.repetition_penalty,
-                           options_.presence_penalty, seen_);
+                           options_.presence_penalty, options_.frequency_penalty, counts_);
   const std::int32_t best = runtime::argmax_token(adjusted, vocab);
   if (best < 0) throw InvalidArgumentError("every logit is -inf; there is no token to sample");
   if (options_.temperature == 0.0f || options_.top_k == 1) return best;
@@ -334,6 +340,37 @@ std::int32_t Sampler::sample(const float* logits, std::size_t vocab, const std::
   // One draw per sampled token, whatever was filtered, so that the stream
   // position depends only on how many tokens were sampled.
   return candidates.draw(random_.uniform(), keep);
+}
+
+TokenLogprobs token_logprobs(const float* logits, std::size_t vocab, std::int32_t token, std::size_t top_n) {
+  check_sample_inputs(logits, vocab, nullptr, 0);
+  if (token < 0 || static_cast<std::size_t>(token) >= vocab) {
+    throw InvalidArgumentError("token " + std::to_string(token) + " is outside [0, " + std::to_string(vocab) + ")");
+  }
+  const std::int32_t best = runtime::argmax_token(logits, vocab);
+  if (best < 0) throw InvalidArgumentError("every logit is -inf; there are no probabilities");
+  // log p = (l - max) - log(sum exp(l - max)), summed in id order so that the value is reproducible;
+  // subtracting the max first keeps huge logits from swallowing the log of the sum.
+  const double top = static_cast<double>(logits[best]);
+  double sum = 0.0;
+  for (std::size_t i = 0; i < vocab; ++i) {
+    if (logits[i] != kMinusInfinity) sum += std::exp(static_cast<double>(logits[i]) - top);
+  }
+  const double log_sum = std::log(sum);
+  const auto logprob = [&](std::int32_t id) {
+    return logits[id] == kMinusInfinity ? -std::numeric_limits<double>::infinity()
+                                        : (static_cast<double>(logits[id]) - top) - log_sum;
+  };
+  TokenLogprobs out{{token, logprob(token)}, {}};
+  const std::size_t count = std::min(top_n, vocab);
+  if (count == 0) return out;
+  std::vector<std::int32_t> ids(vocab);
+  for (std::size_t i = 0; i < vocab; ++i) ids[i] = static_cast<std::int32_t>(i);
+  const auto middle = ids.begin() + static_cast<std::ptrdiff_t>(count);
+  std::partial_sort(ids.begin(), middle, ids.end(), runtime::RankByLogit{logits});
+  out.top.reserve(count);
+  for (auto it = ids.begin(); it != middle; ++it) out.top.push_back({*it, logprob(*it)});
+  return out;
 }
 
 }  // namespace zipmoe

@@ -11,11 +11,14 @@ namespace zipmoe::runtime {
 // Index of the first NaN or +inf in logits[0, vocab), or vocab when there is none.
 std::size_t first_invalid_logit(const float* logits, std::size_t vocab);
 
-// Applies the repetition and presence penalties to logits, once for each
-// distinct id in window[0, count) (ids must be in [0, vocab)). `seen` is
-// scratch of at least vocab bytes, all zero on entry and on return.
+// Applies the repetition, presence and frequency penalties to logits, once for
+// each distinct id in window[0, count) (ids must be in [0, vocab)); the
+// frequency penalty is scaled by the id's occurrences in the window. `counts`
+// is scratch of at least vocab entries (grown when shorter), all zero on entry
+// and on return.
 void apply_penalties(float* logits, std::size_t vocab, const std::int32_t* window, std::size_t count,
-                     float repetition_penalty, float presence_penalty, std::vector<std::uint8_t>& seen);
+                     float repetition_penalty, float presence_penalty, float frequency_penalty,
+                     std::vector<std::uint32_t>& counts);
 
 // The highest finite logit's id (the lowest id among equal ones), or -1 when
 // every logit is -inf.

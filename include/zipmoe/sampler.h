@@ -12,9 +12,10 @@
 //   1. repetition_penalty (the CTRL rule, as transformers and llama.cpp apply
 //      it): for every distinct token in the penalty window, a logit l > 0
 //      becomes l / penalty, otherwise l * penalty;
-//   2. presence_penalty (as llama.cpp's penalty_present and OpenAI's
-//      presence_penalty): minus presence_penalty, once per distinct token in
-//      the window;
+//   2. presence_penalty and frequency_penalty (as llama.cpp's penalty_present
+//      and penalty_freq, and OpenAI's fields of those names): minus
+//      presence_penalty once per distinct token in the window, minus
+//      frequency_penalty times the number of times it occurs there;
 //   3. greedy when temperature == 0 or top_k == 1: the highest logit, the
 //      lowest id among equal ones; no random number is drawn;
 //   4. temperature: logits / temperature;
@@ -83,6 +84,7 @@ struct SamplerOptions {
   // (0: the whole history, as transformers does; llama.cpp's default is 64).
   std::size_t penalty_last_n = 0;
   std::uint64_t seed = 0;
+  float frequency_penalty = 0.0f;   // any finite value; 0: off (last, so that positional initializers stay valid)
 };
 
 // Throws InvalidArgumentError naming the first option out of range.
@@ -115,7 +117,24 @@ class Sampler {
   std::vector<float> adjusted_;
   std::vector<double> weights_;
   std::vector<std::int32_t> order_;
-  std::vector<std::uint8_t> seen_;
+  std::vector<std::uint32_t> counts_;
 };
+
+// Log-probabilities under the model's own distribution: the softmax of the raw
+// logits row, before any penalty, temperature or filter (what OpenAI's and
+// vLLM's `logprobs` report). Computed in double precision in id order, so the
+// values are the same on every platform for the same logits.
+struct TokenLogprob {
+  std::int32_t token;
+  double logprob;  // natural log; -inf for a token whose logit is -inf
+};
+struct TokenLogprobs {
+  TokenLogprob chosen;
+  std::vector<TokenLogprob> top;  // the min(top_n, vocab) likeliest, by logit then id (as the sampler ranks them)
+};
+// `token` is the id that was picked from logits[0, vocab). Throws
+// InvalidArgumentError for a NaN or +inf logit, a row with no finite logit, or
+// a token outside [0, vocab).
+TokenLogprobs token_logprobs(const float* logits, std::size_t vocab, std::int32_t token, std::size_t top_n);
 
 }  // namespace zipmoe

@@ -430,6 +430,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from . import server
+    except ImportError as error:
+        print(f"zipmoe serve needs the server extra: pip install 'zipmoe[server]' ({error})", file=sys.stderr)
+        return 1
+    from .model import LoadOptions, default_model_path, parse_size
+
+    if not 0 <= args.port <= 65535:
+        raise _core.InvalidArgumentError(f"--port must be from 0 to 65535 (0: any free port), not {args.port}")
+    for name in ("max_sequences", "max_queue"):
+        if getattr(args, name) < 1:
+            raise _core.InvalidArgumentError(f"--{name.replace('_', '-')} must be at least 1, not "
+                                             f"{getattr(args, name)}")
+    if not 0 <= args.shutdown_timeout <= 3600:
+        raise _core.InvalidArgumentError(f"--shutdown-timeout must be from 0 to 3600 seconds, not "
+                                         f"{args.shutdown_timeout}")
+    api_key = args.api_key if args.api_key is not None else os.environ.get("ZIPMOE_API_KEY") or None
+    if api_key is not None and (not api_key.isprintable() or not api_key.isascii() or " " in api_key):
+        raise _core.InvalidArgumentError("--api-key must be printable ASCII without spaces")
+    path = _checks.container_path(args.model if args.model is not None else default_model_path())
+    # the file and every loading option are checked now, before the server listens and the model loads
+    from .container import open_container
+
+    try:
+        open_container(path).close()
+    except _core.FormatError as error:
+        raise _checks.explain_not_a_container(path, error) from None
+    LoadOptions(threads=args.threads, max_context=args.max_context, precision=args.precision, batch=args.batch,
+                io=args.io, memory_budget=args.memory_budget, cache_policy=args.cache_policy,
+                prefetch=not args.no_prefetch).native_arguments()
+    model_name = args.model_name or server.default_model_name(path)
+    options = server.ServerOptions(model_name=model_name, api_key=api_key, max_sequences=args.max_sequences,
+                                   max_queue=args.max_queue, prompt_cache=not args.no_prompt_cache,
+                                   memory_budget=parse_size(args.memory_budget) if args.memory_budget else 0)
+    args.model = path
+    return server.serve(lambda: _load_for_generation(args), options, host=args.host, port=args.port,
+                        describe=path, drain_seconds=args.shutdown_timeout, log_requests=args.verbose)
+
+
 def _chat_lines(interactive: bool):
     """The lines of `zipmoe chat`'s input, without their line ends, as they come; a line that is not UTF-8 text
     is reported on stderr and skipped. On a terminal, lines are read with the standard line editor (arrow keys,
@@ -541,6 +581,16 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stop", action="append", metavar="TEXT", help="stop before this text (repeatable)")
     g.add_argument("--system", default=None, metavar="TEXT", help="a system message (chat)")
     g.add_argument("--special", action="store_true", help="show special tokens (chat markers) in the text")
+    _add_loading_arguments(p)
+    g = p.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="print prompt and generation tokens/s on stderr after each answer")
+    g.add_argument("--stats", action="store_true",
+                   help="print the expert cache's work (hits per tier, bytes read, decode and stall time) at the end")
+
+
+def _add_loading_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of load() that run, chat and serve share."""
     g = p.add_argument_group("loading")
     g.add_argument("--threads", type=_thread_count, default=None, help="threads (default: every core)")
     g.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
@@ -554,11 +604,6 @@ def _add_generation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-prefetch", action="store_true", help="no gate-ahead prefetch of the next layer's experts")
     g.add_argument("--precision", choices=PRECISIONS, default="fast",
                    help="exact: the same bits (and, with --seed, the same text) on every CPU and ISA path")
-    g = p.add_argument_group("output")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="print prompt and generation tokens/s on stderr after each answer")
-    g.add_argument("--stats", action="store_true",
-                   help="print the expert cache's work (hits per tier, bytes read, decode and stall time) at the end")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -670,6 +715,34 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stdout. /reset starts a new conversation, /exit or end of input quits.")
     _add_generation_arguments(p)
     p.set_defaults(func=_cmd_chat)
+
+    p = sub.add_parser("serve", help="serve a model over OpenAI's HTTP API (needs zipmoe[server])",
+                       description="Serves a model over OpenAI's HTTP API: /v1/chat/completions and /v1/completions "
+                                   "(streamed or not), /v1/models, /health, /metrics (Prometheus), /tokenize and "
+                                   "/detokenize. Requests queue for the engine; sampling defaults come from the "
+                                   "model's generation_config.json. Ctrl-C or SIGTERM stops it gracefully.")
+    p.add_argument("model", nargs="?", default=None,
+                   help="the .zmoe model (default: the built-in tiny Shakespeare model)")
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    g.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    g.add_argument("--model-name", default=None, metavar="NAME",
+                   help="the model's name in the API (default: the file name without .zmoe)")
+    g.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on every request but /health (default: "
+                        "$ZIPMOE_API_KEY, else none)")
+    g.add_argument("--max-sequences", type=int, default=4, metavar="N",
+                   help="sequences decoded together (default 4; the current engine runs one at a time)")
+    g.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests that may wait beyond those running; more get 503 (default 64)")
+    g.add_argument("--shutdown-timeout", type=float, default=3.0, metavar="SECONDS",
+                   help="after Ctrl-C or SIGTERM, running requests may finish for this long, then are cancelled "
+                        "(default 3)")
+    g.add_argument("--no-prompt-cache", action="store_true",
+                   help="evaluate every prompt whole, even the part the KV cache holds (a baseline for measurements)")
+    g.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    _add_loading_arguments(p)
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -55,8 +55,8 @@ DEFAULT_MODEL_NAME = "zipmoe-tiny-shakespeare.zmoe"
 FALLBACK_SAMPLING = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repetition_penalty": 1.0}
 DEFAULT_MAX_NEW_TOKENS = 256
 GENERATE_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                    "presence_penalty", "penalty_last_n", "seed", "stop", "stream", "add_special_tokens",
-                    "skip_special_tokens")
+                    "presence_penalty", "frequency_penalty", "penalty_last_n", "seed", "stop", "stream",
+                    "add_special_tokens", "skip_special_tokens", "logprobs")
 
 
 def default_model_path() -> str:
@@ -386,14 +386,15 @@ class Model:
         generation_seconds, generation_tokens_per_second, finish_reason ("eos", "stop" (a stop
         string), "length" (max_new_tokens), "context" (the KV cache is full), "interrupted" (Ctrl-C, or
         a stream closed early), "error"),
-        seed, and token_ids (the sampled ids, an ending EOS included). A streaming generate()
-        updates it as it goes."""
+        seed, token_ids (the sampled ids, an ending EOS included), and logprobs (None unless
+        generate() was given logprobs=N: per sampled id, (its log-probability, [(id, log-probability)
+        of the N likeliest])). A streaming generate() updates it as it goes."""
         return None if self._last_generation_stats is None else dict(self._last_generation_stats)
 
     def generate(self, prompt, max_new_tokens=None, temperature=None, top_p=None, top_k=None, min_p=None,
                  repetition_penalty=None, presence_penalty=None, seed=None, stop=None, stream: bool = False,
                  add_special_tokens=None, skip_special_tokens: bool = True, penalty_last_n: int = 0,
-                 **unknown):
+                 frequency_penalty=None, logprobs=None, **unknown):
         """Continues ``prompt`` and returns the new text (or, with stream=True, a generator of text pieces
         that join to it; every piece is whole UTF-8 characters).
 
@@ -405,7 +406,8 @@ class Model:
             generation also ends at an EOS id (eos_token_ids), at a stop string, or when the KV
             cache (max_context) is full.
         temperature (0: greedy), top_k (0: off), top_p (1: off), min_p (0: off),
-        repetition_penalty (1: off), presence_penalty (0: off), penalty_last_n (tokens the
+        repetition_penalty (1: off), presence_penalty (0: off), frequency_penalty (0: off; times the
+            token's occurrences), penalty_last_n (tokens the
             penalties look back at; 0: prompt and output, as transformers): see
             include/zipmoe/sampler.h for their exact semantics and order (transformers' order).
             Defaults: generation_config.json as transformers reads it (do_sample false or absent:
@@ -417,6 +419,9 @@ class Model:
             not included), and streaming never emits part of one.
         skip_special_tokens: leave special (control) tokens such as chat markers out of the text, as
             transformers' text-generation pipeline does (default); False shows them.
+        logprobs: None (off) or N >= 0: record each sampled token's log-probability under the model's
+            distribution (the softmax of the raw logits, before penalties and temperature) and the N
+            likeliest alternatives' in last_generation_stats["logprobs"].
 
         The GIL is released during every forward step and sample. Ctrl-C (KeyboardInterrupt)
         between tokens stops the generation and leaves the model usable (its sequence is reset).
@@ -432,7 +437,9 @@ class Model:
             raise _core.InvalidArgumentError(f"generate() got unknown option(s) {', '.join(sorted(unknown))}; "
                                              f"known: {', '.join(GENERATE_OPTIONS)}")
         options = self._sampling_options(temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
-                                         penalty_last_n)
+                                         penalty_last_n, frequency_penalty)
+        logprobs = _checks.integer("logprobs (alternatives reported per token)", logprobs, 0, _checks.INT32_MAX,
+                                   none_means="off")
         if seed is None:
             seed = int.from_bytes(os.urandom(8), "little")
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**64:
@@ -455,14 +462,14 @@ class Model:
             raise _core.InvalidArgumentError(f"max_new_tokens must be an integer >= 0, not {max_new_tokens!r}")
         decoder = self.tokenizer.stream_decoder(skip_special_tokens=skip_special_tokens, at_start=False)
         pieces = self._generate_pieces(prompt_ids, sampler, int(max_new_tokens), set(self.eos_token_ids), stops,
-                                       decoder, seed, "a streamed generate() not yet read to the end or closed"
-                                       if stream else "a generate() call in another thread")
+                                       decoder, seed, logprobs, "a streamed generate() not yet read to the end or "
+                                       "closed" if stream else "a generate() call in another thread")
         if stream:
             return pieces
         return "".join(pieces)
 
     def _sampling_options(self, temperature, top_k, top_p, min_p, repetition_penalty, presence_penalty,
-                          penalty_last_n) -> dict:
+                          penalty_last_n, frequency_penalty=None) -> dict:
         config = self.generation_config
         if config:
             sampling = bool(config.get("do_sample"))
@@ -488,6 +495,8 @@ class Model:
                     f"generate() ({_SAMPLING_FLAGS[name]} on the command line) to override it") from None
         options["presence_penalty"] = _checks.number("presence_penalty", 0.0 if presence_penalty is None
                                                      else presence_penalty)
+        options["frequency_penalty"] = _checks.number("frequency_penalty", 0.0 if frequency_penalty is None
+                                                      else frequency_penalty)
         options["penalty_last_n"] = _checks.integer("penalty_last_n (0: all)", penalty_last_n, 0, _checks.INT64_MAX)
         return options
 
@@ -539,16 +548,17 @@ class Model:
         self._sequence = list(prompt_ids)
         return logits, reused
 
-    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, user):
+    def _generate_pieces(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs, user):
         """The text pieces of one generation, holding the model's sequence from the first piece to the last (or
         until the generator is closed)."""
         with self._sequence_use(user):
-            yield from self._generation(prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed)
+            yield from self._generation(prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs)
 
-    def _generation(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed):
+    def _generation(self, prompt_ids, sampler, max_new_tokens, eos_ids, stops, decoder, seed, logprobs):
         stats = {"prompt_tokens": len(prompt_ids), "reused_prompt_tokens": 0, "prompt_seconds": 0.0,
                  "prompt_tokens_per_second": 0.0, "generated_tokens": 0, "generation_seconds": 0.0,
-                 "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": seed, "token_ids": []}
+                 "generation_tokens_per_second": 0.0, "finish_reason": None, "seed": seed, "token_ids": [],
+                 "logprobs": None if logprobs is None else []}
         self._last_generation_stats = stats
         text, sent = "", 0  # text decoded so far; text[:sent] has been yielded
         longest_stop = max((len(s) for s in stops), default=0)
@@ -568,6 +578,8 @@ class Model:
             while finish is None:
                 token = int(sampler.sample(logits))
                 sampler.accept(token)
+                if logprobs is not None:
+                    stats["logprobs"].append(_core.token_logprobs(logits, token, logprobs))
                 generated.append(token)
                 stats["generated_tokens"] = len(generated)
                 elapsed = time.perf_counter() - prompt_done

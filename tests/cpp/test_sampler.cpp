@@ -292,15 +292,15 @@ ZTEST(sampler_same_seed_same_tokens_different_seed_differs) {
 
 ZTEST(sampler_penalties_follow_the_ctrl_rule_once_per_distinct_token) {
   std::vector<float> logits = {2.0f, -1.0f, 1.0f, 0.5f};
-  std::vector<std::uint8_t> seen;
+  std::vector<std::uint32_t> counts;
   const std::vector<std::int32_t> history = {0, 1, 0, 0};
   zipmoe::runtime::apply_penalties(logits.data(), logits.size(), history.data(), history.size(), 2.0f, 0.25f,
-                                    seen);
+                                    0.0f, counts);
   ZCHECK_EQ(logits[0], 2.0f / 2.0f - 0.25f);
   ZCHECK_EQ(logits[1], -1.0f * 2.0f - 0.25f);
   ZCHECK_EQ(logits[2], 1.0f);
   ZCHECK_EQ(logits[3], 0.5f);
-  for (std::uint8_t s : seen) ZCHECK_EQ(s, 0);
+  for (std::uint32_t c : counts) ZCHECK_EQ(c, 0u);
 
   // Greedy with a repetition penalty avoids the repeated token; the window limits what counts.
   SamplerOptions options;
@@ -327,6 +327,72 @@ ZTEST(sampler_penalties_follow_the_ctrl_rule_once_per_distinct_token) {
   ZCHECK_EQ(stateful.sample(row.data(), row.size()), 1);
   stateful.set_history(nullptr, 0);
   ZCHECK_EQ(stateful.sample(row.data(), row.size()), 0);
+}
+
+ZTEST(sampler_frequency_penalty_scales_with_occurrences) {
+  // OpenAI's rule: minus frequency_penalty per occurrence, on top of presence (once) and repetition (CTRL).
+  std::vector<float> logits = {2.0f, -1.0f, 1.0f, 0.5f};
+  std::vector<std::uint32_t> counts;
+  const std::vector<std::int32_t> history = {0, 1, 0, 0, 3};
+  zipmoe::runtime::apply_penalties(logits.data(), logits.size(), history.data(), history.size(), 1.0f, 0.5f,
+                                    0.25f, counts);
+  ZCHECK_EQ(logits[0], 2.0f - 0.5f - 0.25f * 3.0f);
+  ZCHECK_EQ(logits[1], -1.0f - 0.5f - 0.25f);
+  ZCHECK_EQ(logits[2], 1.0f);
+  ZCHECK_EQ(logits[3], 0.5f - 0.5f - 0.25f);
+  for (std::uint32_t c : counts) ZCHECK_EQ(c, 0u);
+  // only frequency: a no-op stays one, a token seen often loses to one seen once
+  SamplerOptions options;
+  options.temperature = 0.0f;
+  options.frequency_penalty = 0.6f;
+  Sampler sampler(options);
+  const std::vector<float> row = {1.0f, 0.8f, -1.0f};
+  const std::vector<std::int32_t> once_each = {0, 1};
+  ZCHECK_EQ(sampler.sample(row.data(), row.size(), once_each.data(), once_each.size()), 0);
+  const std::vector<std::int32_t> zero_twice = {0, 0, 1};
+  ZCHECK_EQ(sampler.sample(row.data(), row.size(), zero_twice.data(), zero_twice.size()), 1);
+  options.penalty_last_n = 2;  // the window holds one 0: 1.0 - 0.6 > 0.8 - 0.6
+  Sampler windowed(options);
+  ZCHECK_EQ(windowed.sample(row.data(), row.size(), zero_twice.data(), zero_twice.size()), 0);
+  options.frequency_penalty = std::numeric_limits<float>::quiet_NaN();
+  ZCHECK_THROWS(Sampler{options}, InvalidArgumentError);
+  options.frequency_penalty = -std::numeric_limits<float>::infinity();
+  ZCHECK_THROWS(Sampler{options}, InvalidArgumentError);
+}
+
+ZTEST(sampler_token_logprobs_are_the_log_softmax_of_the_raw_row) {
+  const std::vector<float> logits = {1.0f, 3.0f, kMinusInf, 3.0f, -2.0f};
+  double normalizer = 0.0;
+  for (float v : logits) normalizer += std::exp(static_cast<double>(v));
+  const zipmoe::TokenLogprobs result = zipmoe::token_logprobs(logits.data(), logits.size(), 4, 3);
+  ZCHECK_EQ(result.chosen.token, 4);
+  ZCHECK(near(result.chosen.logprob, -2.0 - std::log(normalizer), 1e-12));
+  // ranked by logit, the lower id first among equal ones
+  ZCHECK_EQ(result.top.size(), std::size_t{3});
+  ZCHECK_EQ(result.top[0].token, 1);
+  ZCHECK_EQ(result.top[1].token, 3);
+  ZCHECK_EQ(result.top[2].token, 0);
+  ZCHECK(near(result.top[0].logprob, 3.0 - std::log(normalizer), 1e-12));
+  ZCHECK_EQ(result.top[0].logprob, result.top[1].logprob);
+  double total = 0.0;
+  for (std::int32_t id = 0; id < 5; ++id) {
+    total += std::exp(zipmoe::token_logprobs(logits.data(), logits.size(), id, 0).chosen.logprob);
+  }
+  ZCHECK(near(total, 1.0, 1e-12));
+  const zipmoe::TokenLogprobs masked = zipmoe::token_logprobs(logits.data(), logits.size(), 2, 9);
+  ZCHECK(std::isinf(masked.chosen.logprob) && masked.chosen.logprob < 0);
+  ZCHECK_EQ(masked.top.size(), logits.size());  // top_n beyond the vocabulary: all of it
+  ZCHECK(std::isinf(masked.top.back().logprob));
+  // huge logits do not overflow the normalizer
+  const float big = std::numeric_limits<float>::max();
+  const std::vector<float> huge = {big, big, 0.0f};
+  ZCHECK(near(zipmoe::token_logprobs(huge.data(), huge.size(), 0, 0).chosen.logprob, -std::log(2.0), 1e-12));
+  const std::vector<float> bad = {0.0f, std::numeric_limits<float>::quiet_NaN()};
+  ZCHECK_THROWS(zipmoe::token_logprobs(bad.data(), bad.size(), 0, 0), InvalidArgumentError);
+  ZCHECK_THROWS(zipmoe::token_logprobs(logits.data(), logits.size(), 5, 0), InvalidArgumentError);
+  ZCHECK_THROWS(zipmoe::token_logprobs(logits.data(), logits.size(), -1, 0), InvalidArgumentError);
+  const std::vector<float> none = {kMinusInf, kMinusInf};
+  ZCHECK_THROWS(zipmoe::token_logprobs(none.data(), none.size(), 0, 0), InvalidArgumentError);
 }
 
 ZTEST(sampler_huge_logits_and_tiny_temperature_stay_finite) {

@@ -60,8 +60,8 @@ _CHILD = textwrap.dedent("""
     from zipmoe.conversion import exporter
 
     pause, ignore_hup, argv = float(sys.argv[1]), sys.argv[2] == "1", sys.argv[3:]
-    if ignore_hup:
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # as a terminal session starts it (a test run under nohup would otherwise hand down an ignored SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
     calls = []
 
     def pausing(function):

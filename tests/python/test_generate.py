@@ -290,7 +290,8 @@ def test_bad_arguments_are_invalid_argument_errors(model):
            dict(top_p=1.5), dict(top_k=-1), dict(top_k=2.5), dict(min_p=2), dict(repetition_penalty=0),
            dict(presence_penalty=float("inf")), dict(seed=-1), dict(seed=2**64), dict(seed=1.5), dict(stop=[""]),
            dict(stop=5), dict(max_new_tokens=-1), dict(max_new_tokens=1.5), dict(unknown_option=1),
-           dict(top_n=3), dict(stream="yes")]
+           dict(top_n=3), dict(stream="yes"), dict(frequency_penalty=float("nan")), dict(frequency_penalty="x"),
+           dict(logprobs=-1), dict(logprobs=2.5), dict(logprobs=True)]
     for kwargs in bad:
         with pytest.raises(zipmoe.InvalidArgumentError):
             model.generate("hello", **kwargs)
@@ -302,6 +303,44 @@ def test_bad_arguments_are_invalid_argument_errors(model):
         model.generate("hello " * 300, max_new_tokens=2)  # longer than the context
     with pytest.raises(zipmoe.InvalidArgumentError, match="unknown option"):
         model.generate("hello", temprature=0.5)
+
+
+def test_logprobs_are_the_log_softmax_of_each_step(model):
+    prompt = model.tokenize("hello world")
+    text = model.generate(prompt, max_new_tokens=6, temperature=0, logprobs=3)
+    stats = model.last_generation_stats
+    assert isinstance(text, str) and len(stats["logprobs"]) == len(stats["token_ids"])
+    ids = list(prompt)
+    for token, (logprob, top) in zip(stats["token_ids"], stats["logprobs"]):
+        row = model.logits(ids)[-1].astype(np.float64)
+        log_softmax = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert logprob == pytest.approx(log_softmax[token], abs=1e-9)
+        assert [i for i, _ in top] == sorted(range(len(row)), key=lambda i: (-row[i], i))[:3]
+        assert [v for _, v in top] == pytest.approx(log_softmax[[i for i, _ in top]], abs=1e-9)
+        ids.append(token)
+    assert model.generate(prompt, max_new_tokens=2, temperature=0) == model.generate(prompt, max_new_tokens=2,
+                                                                                    temperature=0, logprobs=0)
+    assert model.last_generation_stats["logprobs"][0][1] == []
+    model.generate(prompt, max_new_tokens=2, temperature=0)
+    assert model.last_generation_stats["logprobs"] is None
+
+
+def test_frequency_penalty_counts_occurrences(model):
+    prompt = model.tokenize("hello world, hello there")
+    sampler = zipmoe._core.Sampler(temperature=0.0, frequency_penalty=0.0)
+    row = np.zeros(model.vocab_size, dtype=np.float32)
+    row[prompt[0]] = 1.0  # the likeliest, but it occurs twice in the history
+    row[7] = 0.5
+    sampler.set_history(np.asarray(prompt))
+    assert sampler.sample(row) == prompt[0]
+    penalized = zipmoe._core.Sampler(temperature=0.0, frequency_penalty=0.3)
+    penalized.set_history(np.asarray(prompt))
+    assert prompt.count(prompt[0]) >= 2 and penalized.sample(row) == 7
+    plain = model.generate(prompt, max_new_tokens=24, temperature=0, repetition_penalty=1.0)
+    assert model.generate(prompt, max_new_tokens=24, temperature=0, repetition_penalty=1.0,
+                          frequency_penalty=0.0) == plain
+    assert model.generate(prompt, max_new_tokens=24, temperature=0, repetition_penalty=1.0,
+                          frequency_penalty=2.0) != plain
 
 
 def test_messages_without_a_template_and_the_default_model(text_models):

@@ -88,6 +88,6 @@ def _options(parser: argparse.ArgumentParser, flag: str) -> dict:
 
 def test_cli_choices_are_the_cores_names():
     parser = cli.build_parser()
-    assert _options(parser, "--io") == dict.fromkeys(("verify", "profile", "run", "chat"), _names.IO_MODES)
-    assert _options(parser, "--cache-policy") == dict.fromkeys(("run", "chat"), _names.CACHE_POLICIES)
+    assert _options(parser, "--io") == dict.fromkeys(("verify", "profile", "run", "chat", "serve"), _names.IO_MODES)
+    assert _options(parser, "--cache-policy") == dict.fromkeys(("run", "chat", "serve"), _names.CACHE_POLICIES)
     assert _options(parser, "--codec") == {"convert": _names.CODECS}
