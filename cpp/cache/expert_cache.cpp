@@ -415,32 +415,30 @@ Status ExpertCache::probe_products(const ExpertLayout& x, ProbeProducts* out) {
 }
 
 // Bytes/s of one thread merging the probe expert's planes as an uncompressed
-// container's decode does (its exponent symbols are taken back out of the
-// decoded weights, a segment at a time, untimed).
+// container's decode does: each projection's exponent symbols are taken back
+// out of its decoded weights (untimed), then merged with its SM plane in one
+// timed pass over the whole projection, as decode_throughput is timed (short
+// timed pieces would miss the preemptions a busy machine adds to the decode
+// probe, and make raw bytes look cheaper than they are). The merge writes the
+// same bits back into the decoded weights.
 double ExpertCache::probe_merge(const ExpertLayout& x) {
-  const std::uint8_t* decoded = pipeline_->load_time_buffer();
+  std::uint8_t* decoded = pipeline_->load_time_buffer();
   const std::uint8_t* staged = pipeline_->load_time_staging();
-  constexpr std::size_t kPiece = std::size_t(1) << 16;
-  std::vector<std::uint8_t> symbols(kPiece), out(kPiece * 4);
+  std::vector<std::uint8_t> symbols;
   std::uint64_t ns = 0, bytes = 0;
   for (int j = 0; j < kProjections; ++j) {
     const ProjectionLayout& p = x.projection(j);
     const TensorInfo& t = *p.tensor;
     if (t.dtype == DType::kU8) continue;
-    const std::size_t size = dtype_size(t.dtype), n = static_cast<std::size_t>(t.num_elements);
-    const codec::MergeTarget whole =
-        codec::make_merge_target(t.dtype, staged + p.staging_offset[kSmPlane], n, out.data());
-    for (std::size_t first = 0; first < n; first += kPiece) {
-      const std::size_t count = std::min(kPiece, n - first);
-      codec::split_planes(t.dtype, decoded + p.decoded_offset + first * size, count, symbols.data(), nullptr);
-      codec::MergeTarget target = whole;
-      target.sm_hi += first;
-      if (target.sm_lo) target.sm_lo += 2 * first;
-      const auto start = Clock::now();
-      codec::merge_into(isa_, target, 0, symbols.data(), count);
-      ns += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
-      bytes += count * size;
-    }
+    const std::size_t n = static_cast<std::size_t>(t.num_elements);
+    std::uint8_t* weights = decoded + p.decoded_offset;
+    symbols.resize(n);
+    codec::split_planes(t.dtype, weights, n, symbols.data(), nullptr);
+    const codec::MergeTarget target = codec::make_merge_target(t.dtype, staged + p.staging_offset[kSmPlane], n, weights);
+    const auto start = Clock::now();
+    codec::merge_into(isa_, target, 0, symbols.data(), n);
+    ns += static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count());
+    bytes += n * dtype_size(t.dtype);
   }
   return ns > 0 ? double(bytes) / (double(ns) * 1e-9) : kDefaultDecodeThroughput;
 }
