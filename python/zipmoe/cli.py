@@ -391,6 +391,8 @@ def _print_cache_stats(model) -> None:
     print(f"storage: {_human_bytes(total['bytes_read'])} read in {total['chunks_read']} chunks "
           f"({total['read_seconds']:.3f} s); decoded {_human_bytes(total['decoded_bytes'])} in "
           f"{total['decode_seconds']:.3f} s; stalled {total['stall_seconds']:.3f} s", file=sys.stderr)
+    if stats["streaming"]:
+        print(_planner_summary(stats["planner"]), file=sys.stderr)
     memory = model.memory()
     print(f"memory: {_human_bytes(memory['total'])} held (peak {_human_bytes(memory['peak'])}): dense "
           f"{_human_bytes(memory['dense_weights'])}, experts {_human_bytes(memory['experts'])}, KV cache "
