@@ -185,10 +185,12 @@ ExpertCache::~ExpertCache() {
   pipeline_.reset();
 }
 
-std::uint64_t ExpertCache::minimum_bytes() const {
-  const std::uint64_t k = std::max<std::size_t>(table_.experts_per_token, 1);
-  return k * MemoryBlock::charged_size(table_.max_decoded_block) + MemoryBlock::charged_size(table_.max_staging);
+std::uint64_t minimum_cache_bytes(const ExpertTable& table) {
+  const std::uint64_t k = std::max<std::size_t>(table.experts_per_token, 1);
+  return k * MemoryBlock::charged_size(table.max_decoded_block) + MemoryBlock::charged_size(table.max_staging);
 }
+
+std::uint64_t ExpertCache::minimum_bytes() const { return minimum_cache_bytes(table_); }
 
 // Working set: decode buffers and staging buffers, at most a quarter of the
 // budget (the rest holds experts), never below the minimum. Two staging buffers

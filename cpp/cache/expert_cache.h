@@ -89,6 +89,10 @@ struct CacheOptions {
   int io_threads = 2;            // reader threads of the I/O queue
 };
 
+// The smallest budget ExpertCache::start() accepts for experts laid out as
+// `table`: experts_per_token decode buffers and one staging buffer.
+std::uint64_t minimum_cache_bytes(const ExpertTable& table);
+
 class ExpertCache final : public ExpertProvider {
  public:
   // Finds every expert in `reader` (FormatError status for a missing or

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <string>
 
-#include "cache/expert_layout.h"
 #include "common/parallel.h"
 
 namespace zipmoe::cache {
@@ -13,6 +12,12 @@ namespace {
 constexpr std::size_t kProjectionAlignment = 64;
 
 }  // namespace
+
+std::uint64_t ResidentExpertProvider::bytes_for(const ExpertTable& table) {
+  std::uint64_t bytes = 0;
+  for (const ExpertLayout& x : table.experts) bytes += x.decoded_block_bytes;
+  return bytes;
+}
 
 Status ResidentExpertProvider::create(const format::ContainerFile& reader, const ExpertShapes& shapes,
                                       ThreadPool* pool, MemoryLedger* ledger, Isa isa,

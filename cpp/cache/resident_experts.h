@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "cache/expert_layout.h"
 #include "cache/expert_provider.h"
 #include "common/memory_ledger.h"
 #include "common/status.h"
@@ -24,6 +25,8 @@ class ResidentExpertProvider final : public ExpertProvider {
   // parallel on `pool`, into aligned RAM charged to `ledger` as kExperts.
   static Status create(const format::ContainerFile& reader, const ExpertShapes& shapes, ThreadPool* pool,
                        MemoryLedger* ledger, Isa isa, std::unique_ptr<ResidentExpertProvider>* out);
+  // The bytes create() charges to the ledger for experts laid out as `table`.
+  static std::uint64_t bytes_for(const ExpertTable& table);
 
   Status acquire(ExpertRequest* request) override;
   Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;

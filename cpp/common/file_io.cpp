@@ -12,6 +12,7 @@
 #include <cstring>
 #include <new>
 #include <random>
+#include <utility>
 
 namespace zipmoe {
 
@@ -136,7 +137,6 @@ Status File::open(const std::string& path, bool direct, std::unique_ptr<File>* o
 }
 
 File::~File() {
-  if (mapping_ != nullptr) ::munmap(mapping_, static_cast<std::size_t>(size_));
   if (direct_fd_ >= 0) ::close(direct_fd_);
   if (fd_ >= 0) ::close(fd_);
 }
@@ -180,14 +180,70 @@ Status File::read_direct(std::uint64_t offset, void* buffer, std::size_t size) c
   return Status::Ok();
 }
 
-Status File::map(const std::uint8_t** data) {
-  if (mapping_ == nullptr && size_ > 0) {
-    void* p = ::mmap(nullptr, static_cast<std::size_t>(size_), PROT_READ, MAP_SHARED, fd_, 0);
-    if (p == MAP_FAILED) return io_status(path_, "cannot map", errno);
-    mapping_ = static_cast<std::uint8_t*>(p);
+Status File::map_range(std::uint64_t offset, std::size_t size, MappedRange* out) const {
+  out->release();
+  if (size == 0) return Status::Ok();
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return io_status(path_, "cannot stat", errno);
+  if (static_cast<std::uint64_t>(st.st_size) < offset + size) {
+    return Status::Format(path_ + ": file truncated: it ends at byte " + std::to_string(st.st_size) +
+                          ", the read needs bytes up to " + std::to_string(offset + size));
   }
-  *data = mapping_;
+  static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t first = offset / page * page;
+  const std::size_t length = static_cast<std::size_t>(offset + size - first);
+  int flags = MAP_SHARED;
+#ifdef MAP_POPULATE
+  flags |= MAP_POPULATE;  // every page mapped in one call rather than one fault per few pages
+#endif
+  void* p = ::mmap(nullptr, length, PROT_READ, flags, fd_, static_cast<off_t>(first));
+  if (p == MAP_FAILED) return io_status(path_, "cannot map " + std::to_string(size) + " bytes at offset " +
+                                                   std::to_string(offset), errno);
+  out->base_ = p;
+  out->mapped_ = length;
+  out->data_ = static_cast<const std::uint8_t*>(p) + (offset - first);
+  out->size_ = size;
   return Status::Ok();
+}
+
+Status File::copy_mapped(std::uint64_t offset, void* buffer, std::size_t size) const {
+  std::uint8_t* dst = static_cast<std::uint8_t*>(buffer);
+  MappedRange window;
+  for (std::size_t done = 0; done < size; done += window.size()) {
+    ZIPMOE_RETURN_IF_ERROR(map_range(offset + done, std::min(size - done, kMappedCopyWindow), &window));
+    std::memcpy(dst + done, window.data(), window.size());
+  }
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// MappedRange
+
+MappedRange::MappedRange(MappedRange&& other) noexcept
+    : base_(other.base_), mapped_(other.mapped_), data_(other.data_), size_(other.size_) {
+  other.base_ = nullptr;
+  other.mapped_ = 0;
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+MappedRange& MappedRange::operator=(MappedRange&& other) noexcept {
+  if (this != &other) {
+    release();
+    std::swap(base_, other.base_);
+    std::swap(mapped_, other.mapped_);
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+  }
+  return *this;
+}
+
+void MappedRange::release() {
+  if (base_ != nullptr) ::munmap(base_, mapped_);
+  base_ = nullptr;
+  mapped_ = 0;
+  data_ = nullptr;
+  size_ = 0;
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // File I/O for containers: full positional reads, O_DIRECT reads into aligned
-// buffers, read-only memory maps, and output files that appear atomically.
+// buffers, read-only mappings of parts of a file, and output files that appear
+// atomically.
 //
 // Every failure is a Status naming the path: kIo with strerror() when the
 // operating system refuses, kFormat when a file ends before the bytes a read
@@ -21,6 +22,8 @@ namespace zipmoe {
 inline std::uint64_t round_up(std::uint64_t value, std::uint64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
+
+class MappedRange;
 
 // A file opened for reading. Not copyable or movable (readers share it by pointer).
 class File {
@@ -48,11 +51,16 @@ class File {
   // True while direct reads really bypass the page cache.
   bool direct_active() const { return direct_fd_ >= 0 && !direct_refused_.load(std::memory_order_relaxed); }
 
-  // Maps the whole file read-only (once; later calls return the same mapping).
-  // A file truncated by someone else while mapped raises SIGBUS on access: map
-  // only files this process trusts to stay whole.
-  Status map(const std::uint8_t** data);
-  const std::uint8_t* mapping() const { return mapping_; }
+  // Maps bytes [offset, offset + size) read-only into *out (see MappedRange).
+  // The file's size is checked first: a range beyond its end (a file truncated
+  // since it was opened) is a kFormat "truncated" error instead of a SIGBUS. A
+  // truncation racing with the use of the mapping still raises SIGBUS.
+  Status map_range(std::uint64_t offset, std::size_t size, MappedRange* out) const;
+
+  // Like read_at, through mappings of at most kMappedCopyWindow bytes, each
+  // unmapped before the next is made: at most that much of the file is mapped
+  // by one call at any time.
+  Status copy_mapped(std::uint64_t offset, void* buffer, std::size_t size) const;
 
  private:
   File() = default;
@@ -61,7 +69,41 @@ class File {
   int direct_fd_ = -1;
   mutable std::atomic<bool> direct_refused_{false};
   std::uint64_t size_ = 0;
-  std::uint8_t* mapping_ = nullptr;
+};
+
+// File::copy_mapped maps this many bytes at a time (plus the partial pages at
+// either end): with the default two reader threads of the fetch pipeline, 0.5 MiB
+// of file pages at most are mapped at once.
+constexpr std::size_t kMappedCopyWindow = std::size_t(256) << 10;
+
+// A read-only, shared mapping of part of a file, unmapped when destroyed.
+// Only the pages that hold the range are mapped, and the kernel never maps a
+// page outside a mapping (its fault-around, which maps the cached pages near a
+// faulting one, stops at the mapping's ends), so once the MappedRange is gone
+// none of the file's pages count in this process's resident size. (Dropping
+// pages from one mapping of the whole file with madvise cannot promise that:
+// fault-around maps neighbouring pages that no madvise covered.)
+// Move-only; the File it came from must outlive it.
+class MappedRange {
+ public:
+  MappedRange() = default;
+  ~MappedRange() { release(); }
+  MappedRange(MappedRange&& other) noexcept;
+  MappedRange& operator=(MappedRange&& other) noexcept;
+  MappedRange(const MappedRange&) = delete;
+  MappedRange& operator=(const MappedRange&) = delete;
+
+  // The first byte of the range (nullptr for an empty one).
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  void release();
+
+ private:
+  friend class File;
+  void* base_ = nullptr;  // page-aligned start of the mapping
+  std::size_t mapped_ = 0;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 // An output file that appears at its path only when complete. Bytes go to an

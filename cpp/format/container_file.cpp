@@ -76,7 +76,6 @@ Status ContainerFile::open_and_validate() {
   if (!is_valid_utf8(bytes.data(), bytes.size())) return fail("metadata is not valid UTF-8");
   metadata_.assign(bytes.begin(), bytes.end());
   ZIPMOE_RETURN_IF_ERROR(index_tensors());
-  if (mode_ == IoMode::kMmap) ZIPMOE_RETURN_IF_ERROR(file_->map(&mapping_));
   return Status::Ok();
 }
 
@@ -159,8 +158,8 @@ Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer,
                                    " bytes is smaller than chunk_buffer_size() = " + std::to_string(padded));
   }
   Status st;
-  if (mapping_ != nullptr) {
-    if (c.stored_size) std::memcpy(buffer, mapping_ + c.offset, static_cast<std::size_t>(c.stored_size));
+  if (mode_ == IoMode::kMmap) {
+    st = file_->copy_mapped(c.offset, buffer, static_cast<std::size_t>(c.stored_size));
   } else if (mode_ == IoMode::kDirect && reinterpret_cast<std::uintptr_t>(buffer) % kContainerAlignment == 0) {
     // The whole padded range lies in the file: it ends on a page boundary.
     st = file_->read_direct(c.offset, buffer, padded);
@@ -171,6 +170,14 @@ Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer,
     return Status(st.code(), describe_tensor(tensors_[c.tensor]) + ": " + describe_chunk(c) + ": " + st.message());
   }
   return verify ? verify_crc(c, buffer) : Status::Ok();
+}
+
+Status ContainerFile::map_chunk(const ChunkInfo& c, MappedRange* out) const {
+  const Status st = file_->map_range(c.offset, static_cast<std::size_t>(c.stored_size), out);
+  if (!st.ok()) {
+    return Status(st.code(), describe_tensor(tensors_[c.tensor]) + ": " + describe_chunk(c) + ": " + st.message());
+  }
+  return Status::Ok();
 }
 
 Status ContainerFile::check_tensor(const TensorInfo& tensor, const char* call) const {
@@ -279,10 +286,14 @@ Status ContainerFile::decode_tensor(const TensorInfo& tensor, void* out, std::si
   const std::uint8_t* exponent = nullptr;
   const std::uint8_t* sm = nullptr;
   AlignedBuffer exponent_buffer, sm_buffer;
-  if (mapping_ != nullptr) {
-    // Decoding straight from the page cache avoids a copy of both planes.
-    exponent = mapping_ + ec.offset;
-    sm = mapping_ + sc.offset;
+  MappedRange exponent_pages, sm_pages;
+  if (mode_ == IoMode::kMmap) {
+    // Decoding straight from the page cache avoids a copy of both planes; the
+    // mappings go when this returns, and with them the pages from this process.
+    ZIPMOE_RETURN_IF_ERROR(map_chunk(ec, &exponent_pages));
+    ZIPMOE_RETURN_IF_ERROR(map_chunk(sc, &sm_pages));
+    exponent = exponent_pages.data();
+    sm = sm_pages.data();
   } else {
     ZIPMOE_RETURN_IF_ERROR(exponent_buffer.try_allocate(chunk_buffer_size(ec.index), kContainerAlignment));
     ZIPMOE_RETURN_IF_ERROR(sm_buffer.try_allocate(chunk_buffer_size(sc.index), kContainerAlignment));

@@ -93,7 +93,8 @@ class ContainerFile {
                       std::size_t sm_size, codec::CodedPlane* plane) const;
   // Reads both chunks and decodes the tensor into `out` (exactly
   // decoded_bytes()) with decode_chunks_verified(). In kMmap mode the chunks are
-  // decoded in place.
+  // decoded in place, from mappings of their pages made for the call and
+  // removed after it.
   Status decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool, Isa isa) const;
 
  private:
@@ -114,12 +115,12 @@ class ContainerFile {
   // ChecksumError for whichever of the two chunks is damaged, else `failure`.
   Status damaged_or(const TensorInfo& tensor, const void* exponent_chunk, const void* sm_chunk,
                     Status failure) const;
+  Status map_chunk(const ChunkInfo& chunk, MappedRange* out) const;  // kMmap
   Status check_tensor(const TensorInfo& tensor, const char* call) const;
 
   std::string path_;
   IoMode mode_ = IoMode::kPread;
   std::unique_ptr<File> file_;
-  const std::uint8_t* mapping_ = nullptr;  // kMmap only
   Header header_;
   std::string metadata_;
   std::vector<TensorInfo> tensors_;

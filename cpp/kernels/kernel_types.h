@@ -98,6 +98,10 @@ struct AttentionParams {
   // 0: full causal attention. W > 0: query at position p sees positions
   // p - W + 1 .. p (W keys, as transformers' sliding_window; gpt-oss's sliding layers).
   std::size_t sliding_window = 0;
+  // 0: no chunks. C > 0: query at position p sees only positions floor(p / C) * C
+  // .. p (Llama 4's chunked attention); combines with sliding_window (the later
+  // start wins).
+  std::size_t chunk_size = 0;
   // Null, or n_heads F32 logits (gpt-oss "sinks"): head h's softmax denominator
   // gains exp(sinks[h] - max), the sink taking no value. Not multiplied by scale.
   const float* sinks = nullptr;

@@ -549,7 +549,7 @@ float rope_inv_freq(const RopeConfig& config, float* inv_freq) {
     case RopeScaling::kLlama3: {
       const double original = config.original_max_position_embeddings;
       require(config.factor > 0 && original > 0, f, "llama3 needs factor and original_max_position_embeddings");
-      require(config.high_freq_factor != config.low_freq_factor, f, "llama3 needs high_freq_factor != low_freq_factor");
+      // Equal factors (Llama 4) leave no band to smooth: every frequency is kept or divided.
       const double low_wavelength = original / config.low_freq_factor;
       const double high_wavelength = original / config.high_freq_factor;
       for (std::size_t i = 0; i < half; ++i) {
@@ -558,7 +558,7 @@ float rope_inv_freq(const RopeConfig& config, float* inv_freq) {
         double v;
         if (wavelength > low_wavelength) {
           v = inv / config.factor;
-        } else if (wavelength < high_wavelength) {
+        } else if (wavelength < high_wavelength || config.high_freq_factor == config.low_freq_factor) {
           v = inv;
         } else {
           const double smooth =
@@ -690,6 +690,17 @@ void kv_cache_store(const KvCacheView& cache, std::size_t first_position, std::s
 }
 
 namespace {
+// The first key position a query at `position` sees: the start of its sliding
+// window or of its attention chunk, whichever is later.
+std::size_t attention_first_key(const AttentionParams& p, std::size_t position) {
+  std::size_t first = p.sliding_window && position + 1 > p.sliding_window ? position + 1 - p.sliding_window : 0;
+  if (p.chunk_size) {
+    const std::size_t chunk_start = position / p.chunk_size * p.chunk_size;
+    if (chunk_start > first) first = chunk_start;
+  }
+  return first;
+}
+
 // Queries per attention task: enough work per task, few enough for balance.
 constexpr std::size_t kAttentionQueryBlock = 16;
 
@@ -718,9 +729,7 @@ void attention(Isa isa, const float* q, std::size_t m, std::size_t ldq, std::siz
   require(ldq >= params.n_heads * cache.k_dim, f, "ldq smaller than a query's heads");
   require(ldo >= params.n_heads * cache.v_dim, f, "ldo smaller than an output's heads");
   const std::size_t last = first_position + m - 1;
-  const std::size_t oldest = params.sliding_window && first_position + 1 > params.sliding_window
-                                 ? first_position + 1 - params.sliding_window
-                                 : 0;
+  const std::size_t oldest = attention_first_key(params, first_position);
   require(last - oldest + 1 <= cache.capacity, f,
           "the cache capacity is too small for the positions these queries see");
 

@@ -13,6 +13,17 @@ namespace zipmoe::kernels::scalar {
 
 namespace {
 
+// The first key position a query at `position` sees: the start of its sliding
+// window or of its attention chunk, whichever is later.
+std::size_t attention_first_key(const AttentionParams& p, std::size_t position) {
+  std::size_t first = p.sliding_window && position + 1 > p.sliding_window ? position + 1 - p.sliding_window : 0;
+  if (p.chunk_size) {
+    const std::size_t chunk_start = position / p.chunk_size * p.chunk_size;
+    if (chunk_start > first) first = chunk_start;
+  }
+  return first;
+}
+
 // The functions that use std::fma are also compiled for x86 CPUs with FMA and
 // picked at load time (the same arithmetic: std::fma is exact either way, but
 // without the instruction every call goes to the C library). Their helpers are
@@ -176,8 +187,7 @@ ZIPMOE_INLINE void attention_typed(const AttentionTask& t) {
   float scores[kAttentionKeyBlock];
   for (std::size_t qi = t.query_begin; qi < t.query_end; ++qi) {
     const std::size_t position = t.first_position + qi;
-    const std::size_t first_key =
-        p.sliding_window && position + 1 > p.sliding_window ? position + 1 - p.sliding_window : 0;
+    const std::size_t first_key = attention_first_key(p, position);
     for (std::size_t h = t.head_begin; h < t.head_end; ++h) {
       const float* q = t.q + qi * t.ldq + h * c.k_dim;
       float* out = t.out + qi * t.ldo + h * c.v_dim;

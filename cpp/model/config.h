@@ -53,6 +53,11 @@ struct ModelConfig {
   std::size_t expert_intermediate_size = 0;
   std::size_t shared_intermediate_size = 0;  // 0: no shared expert
   bool norm_topk_prob = false;
+  // How top-k weights are renormalized when norm_topk_prob: divided by their
+  // p-norm (p = 1: their sum; DBRX's moe_normalize_expert_weights may say 2), at
+  // least norm_topk_min (ERNIE's moe_norm_min; 0: no floor).
+  double norm_topk_p = 1.0;
+  float norm_topk_min = 0.0f;
   // DeepSeek routing
   double routed_scaling_factor = 1.0;
   bool group_limited = false;  // V2: topk_method == "group_limited_greedy"; V3: always
@@ -76,9 +81,20 @@ struct ModelConfig {
   float clip_qkv = 0.0f;              // olmoe: clamp q, k, v to [-c, c]; 0: none
   float swiglu_alpha = 1.702f;        // gpt_oss
   float swiglu_limit = 7.0f;          // gpt_oss
+  // Llama 4's NoPE layers scale each query by log1p(floor((p + 1) / floor_scale)) *
+  // attn_scale + 1 at position p (attn_temperature_tuning).
+  bool attention_temperature_tuning = false;
+  double attention_floor_scale = 8192.0;
+  double attention_temperature_scale = 0.1;
+  // The q/k norm the layers apply: the family's, unless the config turns it off
+  // (use_qk_norm: GLM-4.5, Llama 4).
+  QkNormKind qk_norm = QkNormKind::kNone;
 
   RopeSettings rope;
   std::vector<LayerPlan> layers;  // num_layers entries
+  // Multi-token-prediction layers the container carries after the decoder
+  // layers, unused (num_nextn_predict_layers; families with mtp_layers only).
+  std::size_t mtp_layers = 0;
 
   // Sizes of one query / key / value head and of the per-position KV cache row.
   std::size_t query_head_size() const {

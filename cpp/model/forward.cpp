@@ -91,9 +91,13 @@ Status Forward::init(const ModelConfig& config, const ModelWeights& weights, cac
   options_ = options;
   if (options_.batch == 0) return Status::InvalidArgument("batch must be at least 1");
   ZIPMOE_RETURN_IF_ERROR(allocate_scratch());
-  ZIPMOE_RETURN_IF_ERROR(fill_rope_table());
+  ZIPMOE_RETURN_IF_ERROR(prepare_rope());
   size_routing();
   return reserve_workspace();
+}
+
+std::uint64_t Forward::scratch_bytes(const ModelConfig& config, const ForwardOptions& options) {
+  return lay_out_scratch(config, options).floats * sizeof(float) + workspace_bytes(config, options);
 }
 
 namespace {
@@ -108,66 +112,71 @@ bool has_ffn(const ModelConfig& c, FfnKind kind) {
 }  // namespace
 
 // Lays out every activation buffer for `batch` tokens in one scratch block.
-Status Forward::allocate_scratch() {
-  const ModelConfig& c = *config_;
+Forward::ScratchLayout Forward::lay_out_scratch(const ModelConfig& c, const ForwardOptions& options) {
   const bool latent = c.family->attention == AttentionKind::kLatent;
   const bool any_dense = has_ffn(c, FfnKind::kDense), any_moe = has_ffn(c, FfnKind::kMoe);
-  const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
+  const std::size_t B = options.batch, H = c.hidden_size, heads = c.num_heads;
   const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
   const std::size_t kv_width = latent ? 0 : c.num_kv_heads * c.head_dim;
   const std::size_t latent_row = latent ? c.kv_lora_rank + c.qk_rope_head_dim : 0;
   const std::size_t ffn_width = std::max(any_dense ? c.intermediate_size : 0, c.shared_intermediate_size);
   const std::size_t rotary = c.rope.config.rotary_dim;
 
-  std::size_t total = 0;
-  std::vector<std::pair<float**, std::size_t>> plan;
-  auto place = [&](float** p, std::size_t floats) {
-    plan.emplace_back(p, total);
-    total += align_floats(std::max<std::size_t>(floats, 1));
+  ScratchLayout layout;
+  auto place = [&](float* Forward::*buffer, std::size_t floats) {
+    layout.offsets.emplace_back(buffer, layout.floats);
+    layout.floats += align_floats(std::max<std::size_t>(floats, 1));
   };
-  place(&x_, B * H);
-  place(&xn_, B * H);
-  place(&q_, B * heads * c.query_head_size());
-  place(&att_, B * heads * c.value_head_size());
-  place(&delta_, B * H);
+  place(&Forward::x_, B * H);
+  place(&Forward::xn_, B * H);
+  place(&Forward::q_, B * heads * c.query_head_size());
+  place(&Forward::att_, B * heads * c.value_head_size());
+  place(&Forward::delta_, B * H);
   if (latent) {
-    place(&q_lora_, B * c.q_lora_rank);
-    place(&kv_latent_, B * latent_row);
-    place(&q_latent_, B * heads * latent_row);
-    place(&att_latent_, B * heads * c.kv_lora_rank);
+    place(&Forward::q_lora_, B * c.q_lora_rank);
+    place(&Forward::kv_latent_, B * latent_row);
+    place(&Forward::q_latent_, B * heads * latent_row);
+    place(&Forward::att_latent_, B * heads * c.kv_lora_rank);
   } else {
-    place(&k_, B * kv_width);
-    place(&v_, B * kv_width);
+    place(&Forward::k_, B * kv_width);
+    place(&Forward::v_, B * kv_width);
   }
   if (ffn_width) {
-    place(&ffn_gate_, B * ffn_width);
-    place(&ffn_up_, B * ffn_width);
+    place(&Forward::ffn_gate_, B * ffn_width);
+    place(&Forward::ffn_up_, B * ffn_width);
   }
   if (any_moe) {
-    place(&router_logits_, B * E);
-    place(&router_work_, 2 * E + 2);
-    place(&moe_in_, B * K * H);
-    place(&moe_gate_, B * K * I);
-    place(&moe_up_, B * K * I);
-    place(&moe_out_, B * K * H);
-    if (options_.gate_ahead) {
-      place(&ahead_xn_, B * H);
-      place(&ahead_logits_, B * E);
+    place(&Forward::router_logits_, B * E);
+    place(&Forward::router_work_, 2 * E + 2);
+    place(&Forward::moe_in_, B * K * H);
+    place(&Forward::moe_gate_, B * K * I);
+    place(&Forward::moe_up_, B * K * I);
+    place(&Forward::moe_out_, B * K * H);
+    if (options.gate_ahead) {
+      place(&Forward::ahead_xn_, B * H);
+      place(&Forward::ahead_logits_, B * E);
     }
     if (c.shared_intermediate_size) {
-      place(&shared_out_, B * H);
-      place(&shared_logit_, B);
+      place(&Forward::shared_out_, B * H);
+      place(&Forward::shared_logit_, B);
     }
   }
-  place(&rope_table_, cache_->capacity() * rotary);
-  place(&inv_freq_, rotary / 2);
-  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger_, MemoryCategory::kScratch, total * sizeof(float)));
-  for (auto& [pointer, offset] : plan) *pointer = scratch(offset);
+  place(&Forward::rope_rows_, B * rotary);
+  place(&Forward::inv_freq_, rotary / 2);
+  return layout;
+}
+
+Status Forward::allocate_scratch() {
+  const ScratchLayout layout = lay_out_scratch(*config_, options_);
+  ZIPMOE_RETURN_IF_ERROR(scratch_.allocate(ledger_, MemoryCategory::kScratch, layout.floats * sizeof(float)));
+  for (const auto& [buffer, offset] : layout.offsets) this->*buffer = scratch(offset);
   return Status::Ok();
 }
 
-// The RoPE table for every position the cache can hold.
-Status Forward::fill_rope_table() {
+// The RoPE frequencies and scale; step() turns them into each step's cos/sin rows.
+// (A table for every position the cache holds would grow with the context: 4 GB
+// for 2^24 positions of 64 rotary dims.)
+Status Forward::prepare_rope() {
   const ModelConfig& c = *config_;
   const std::size_t rotary = c.rope.config.rotary_dim, capacity = cache_->capacity();
   kernels::RopeConfig rope = c.rope.config;
@@ -188,8 +197,7 @@ Status Forward::fill_rope_table() {
     rope.ext_factors = weights_->rope_factors;
   }
   // parse_model_config checked every parameter the kernel requires.
-  const float attention_factor = kernels::rope_inv_freq(rope, inv_freq_);
-  kernels::rope_cos_sin(inv_freq_, rotary, attention_factor, 0, capacity, rope_table_);
+  rope_attention_factor_ = kernels::rope_inv_freq(rope, inv_freq_);
   return Status::Ok();
 }
 
@@ -223,28 +231,28 @@ void Forward::size_routing() {
   jobs_.reserve(std::max<std::size_t>(2 * E + 4, 2 * c.num_heads + 4));
 }
 
-// Reserves the matmul workspace for the largest pass, found with stand-in
-// pointers (distinct inputs are what sizes it; nothing is dereferenced).
-Status Forward::reserve_workspace() {
-  const ModelConfig& c = *config_;
+// The matmul workspace of the largest pass, found with stand-in pointers
+// (distinct inputs are what sizes it; nothing is dereferenced).
+std::size_t Forward::workspace_bytes(const ModelConfig& c, const ForwardOptions& options) {
   const bool latent = c.family->attention == AttentionKind::kLatent;
-  const std::size_t B = options_.batch, H = c.hidden_size, heads = c.num_heads;
+  const std::size_t B = options.batch, H = c.hidden_size, heads = c.num_heads;
   const std::size_t K = c.experts_per_token, E = c.num_experts, I = c.expert_intermediate_size;
   const std::size_t q_width = heads * c.query_head_size();
   std::size_t workspace = 0;
   auto consider = [&](const std::vector<kernels::LinearJob>& jobs) {
-    workspace = std::max(workspace, kernels::linear_workspace_bytes(options_.isa, jobs.data(), jobs.size(),
-                                                                    options_.precision));
+    workspace = std::max(workspace, kernels::linear_workspace_bytes(options.isa, jobs.data(), jobs.size(),
+                                                                    options.precision));
   };
+  std::vector<float> stand_in_floats(std::max(E, heads) + 1);
+  float* base = stand_in_floats.data();
   auto stand_in = [&](std::size_t rows, std::size_t cols) {
     kernels::WeightMatrix m;
-    m.data = scratch_.data();
+    m.data = base;
     m.dtype = DType::kF32;
     m.rows = rows;
     m.cols = cols;
     return m;
   };
-  float* base = scratch_.as<float>();
   std::vector<kernels::LinearJob> probe;
   probe.push_back(job(base, B, 0, stand_in(c.vocab_size, H), {}, base, 0));
   consider(probe);
@@ -276,9 +284,14 @@ Status Forward::reserve_workspace() {
     for (std::size_t e = 0; e < used; ++e) probe.push_back(job(base + e, rows, I, stand_in(H, I), {}, base, 0));
     consider(probe);
   }
-  workspace_.reserve(workspace + 4096);
-  ZIPMOE_RETURN_IF_ERROR(ledger_->reserve(MemoryCategory::kScratch, workspace_.capacity()));
-  workspace_charged_ = workspace_.capacity();
+  return workspace + 4096;
+}
+
+Status Forward::reserve_workspace() {
+  const std::size_t bytes = workspace_bytes(*config_, options_);
+  ZIPMOE_RETURN_IF_ERROR(ledger_->reserve(MemoryCategory::kScratch, bytes));
+  workspace_charged_ = bytes;
+  workspace_.reserve(bytes);
   return Status::Ok();
 }
 
@@ -361,29 +374,27 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
                                      job(xn_, n, H, a.k, a.k_bias, k_, kv_width),
                                      job(xn_, n, H, a.v, a.v_bias, v_, kv_width)};
   linear(qkv, 3);
-  // q/k norms: per head over head_dim (Qwen3-MoE) or over the whole projection (OLMoE)
-  if (c.family->qk_norm == QkNormKind::kPerHead) {
-    kernels::rms_norm(isa, q_, n * heads, dim, dim, a.q_norm, c.norm_eps, q_, dim);
-    kernels::rms_norm(isa, k_, n * kv_heads, dim, dim, a.k_norm, c.norm_eps, k_, dim);
-  } else if (c.family->qk_norm == QkNormKind::kWholeProjection) {
-    kernels::rms_norm(isa, q_, n, q_width, q_width, a.q_norm, c.norm_eps, q_, q_width);
-    kernels::rms_norm(isa, k_, n, kv_width, kv_width, a.k_norm, c.norm_eps, k_, kv_width);
-  }
+  normalize_queries_and_keys(layer, n, /*after_rope=*/false);
   if (c.clip_qkv > 0) {
     clamp_values(q_, n * q_width, c.clip_qkv);
     clamp_values(k_, n * kv_width, c.clip_qkv);
     clamp_values(v_, n * kv_width, c.clip_qkv);
   }
-  // rotate the first `rotary` dims of every q and k head by its position
-  const float* cos_sin = rope_table_ + position * rotary;
-  kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, cos_sin);
-  kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, cos_sin);
+  if (c.layers[layer].rope) {
+    // rotate the first `rotary` dims of every q and k head by its position
+    kernels::rope_apply(isa, c.rope.style, q_, n, q_width, heads, dim, rotary, rope_rows_);
+    kernels::rope_apply(isa, c.rope.style, k_, n, kv_width, kv_heads, dim, rotary, rope_rows_);
+  } else if (c.attention_temperature_tuning) {
+    scale_queries_by_position(n, position);
+  }
+  normalize_queries_and_keys(layer, n, /*after_rope=*/true);
   // append k, v to the cache; att = softmax(q k^T * scale) v over positions [0, position + n)
   const kernels::KvCacheView& cache = cache_->layer(layer);
   kernels::kv_cache_store(isa, cache, position, n, k_, kv_width, v_, kv_width);
   attention_params_.n_heads = heads;
   attention_params_.scale = c.attention_scale;
   attention_params_.sliding_window = c.layers[layer].sliding_window;
+  attention_params_.chunk_size = c.layers[layer].attention_chunk;
   attention_params_.sinks = a.sinks;
   const std::size_t keys = std::min(position + n, cache.capacity);
   kernels::attention(isa, q_, n, q_width, position, cache, attention_params_, att_, q_width,
@@ -393,6 +404,58 @@ void Forward::attention_grouped(std::size_t layer, std::size_t n, std::size_t po
   const kernels::LinearJob out = job(att_, n, q_width, a.output, a.output_bias, direct ? x_ : delta_, H, direct);
   linear(&out, 1);
   if (!direct) add_residual(delta_, n);
+}
+
+void Forward::normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope) {
+  // q/k norms: per head over head_dim (Qwen3-MoE), over the whole projection
+  // (OLMoE), per head after RoPE (Hunyuan), or weightless per head after RoPE on
+  // the RoPE layers (Llama 4)
+  const ModelConfig& c = *config_;
+  const AttentionWeights& a = weights_->layers[layer].attention;
+  const Isa isa = options_.isa;
+  const std::size_t heads = c.num_heads, kv_heads = c.num_kv_heads, dim = c.head_dim;
+  const std::size_t q_width = heads * dim, kv_width = kv_heads * dim;
+  kernels::WeightVector q_norm = a.q_norm, k_norm = a.k_norm;
+  bool per_head = true;
+  switch (c.qk_norm) {
+    case QkNormKind::kNone:
+      return;
+    case QkNormKind::kPerHead:
+      if (after_rope) return;
+      break;
+    case QkNormKind::kWholeProjection:
+      if (after_rope) return;
+      per_head = false;
+      break;
+    case QkNormKind::kPerHeadAfterRope:
+      if (!after_rope) return;
+      break;
+    case QkNormKind::kUnitPerHeadAfterRope:
+      if (!after_rope || !c.layers[layer].rope) return;
+      q_norm = k_norm = weights_->unit_head_norm;
+      break;
+  }
+  if (per_head) {
+    kernels::rms_norm(isa, q_, n * heads, dim, dim, q_norm, c.norm_eps, q_, dim);
+    kernels::rms_norm(isa, k_, n * kv_heads, dim, dim, k_norm, c.norm_eps, k_, dim);
+  } else {
+    kernels::rms_norm(isa, q_, n, q_width, q_width, q_norm, c.norm_eps, q_, q_width);
+    kernels::rms_norm(isa, k_, n, kv_width, kv_width, k_norm, c.norm_eps, k_, kv_width);
+  }
+}
+
+void Forward::scale_queries_by_position(std::size_t n, std::size_t position) {
+  // Llama 4's NoPE layers: q[t] *= log1p(floor((p + 1) / floor_scale)) * attn_scale + 1
+  // at position p, in transformers' float32 steps (exactly 1 below floor_scale).
+  const ModelConfig& c = *config_;
+  const std::size_t q_width = c.num_heads * c.head_dim;
+  const float floor_scale = static_cast<float>(c.attention_floor_scale);
+  const float strength = static_cast<float>(c.attention_temperature_scale);
+  for (std::size_t t = 0; t < n; ++t) {
+    const float steps = std::floor((static_cast<float>(position + t) + 1.0f) / floor_scale);
+    const float factor = static_cast<float>(std::log1p(static_cast<double>(steps))) * strength + 1.0f;
+    if (factor != 1.0f) kernels::scale(options_.isa, q_ + t * q_width, factor, q_ + t * q_width, q_width);
+  }
 }
 
 void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t position) {
@@ -424,9 +487,8 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
   }
   // c = norm(kv[:, :rank]); rope on q[:, h, nope:] and kv[:, rank:]
   kernels::rms_norm(isa, kv_latent_, n, rank, row, a.kv_a_norm, kLatentNormEps, kv_latent_, row);
-  const float* cos_sin = rope_table_ + position * rope;
-  kernels::rope_apply(isa, c.rope.style, q_ + nope, n, q_width, heads, qk, rope, cos_sin);
-  kernels::rope_apply(isa, c.rope.style, kv_latent_ + rank, n, row, 1, rope, rope, cos_sin);
+  kernels::rope_apply(isa, c.rope.style, q_ + nope, n, q_width, heads, qk, rope, rope_rows_);
+  kernels::rope_apply(isa, c.rope.style, kv_latent_ + rank, n, row, 1, rope, rope, rope_rows_);
   const kernels::KvCacheView& cache = cache_->layer(layer);
   kernels::kv_cache_store(isa, cache, position, n, kv_latent_, row, nullptr, 0);
   // q_latent[:, h] = [q_nope_h W_k,h | q_rope_h]           [n, heads * (rank + rope)]
@@ -444,6 +506,7 @@ void Forward::attention_latent(std::size_t layer, std::size_t n, std::size_t pos
   attention_params_.n_heads = heads;
   attention_params_.scale = c.attention_scale;
   attention_params_.sliding_window = 0;
+  attention_params_.chunk_size = 0;
   attention_params_.sinks = nullptr;
   kernels::attention(isa, q_latent_, n, heads * row, position, cache, attention_params_, att_latent_, heads * rank,
                      pool_for(n * (position + n) * heads * (row + rank)), options_.precision);
@@ -486,10 +549,33 @@ void Forward::route_token(const FfnWeights& f, const float* logits, std::int32_t
       kernels::softmax(isa, logits, 1, E, E, scores, E);
       kernels::top_k(scores, E, K, experts, weights);
       if (c.norm_topk_prob) {
+        // divided by their sum, or by their 2-norm (DBRX's moe_normalize_expert_weights = 2)
         float sum = 0.0f;
-        for (std::size_t j = 0; j < K; ++j) sum += weights[j];
+        for (std::size_t j = 0; j < K; ++j) sum += c.norm_topk_p == 2.0 ? weights[j] * weights[j] : weights[j];
+        if (c.norm_topk_p == 2.0) sum = std::sqrt(sum);
         for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
       }
+      return;
+    }
+    case RouterKind::kSoftmaxBiasedTopK: {
+      // ERNIE 4.5: the choice adds the correction bias to the softmax, the weights
+      // do not; weights / max(sum, moe_norm_min)
+      kernels::softmax(isa, logits, 1, E, E, scores, E);
+      for (std::size_t e = 0; e < E; ++e) choice[e] = scores[e] + (f.score_correction ? f.score_correction[e] : 0.0f);
+      kernels::top_k(choice, E, K, experts, nullptr);
+      float sum = 0.0f;
+      for (std::size_t j = 0; j < K; ++j) {
+        weights[j] = scores[experts[j]];
+        sum += weights[j];
+      }
+      sum = std::max(sum, c.norm_topk_min);
+      for (std::size_t j = 0; j < K; ++j) weights[j] /= sum;
+      return;
+    }
+    case RouterKind::kSigmoidTopK: {
+      // Llama 4: the k largest logits, each weighted by its own sigmoid
+      kernels::top_k(logits, E, K, experts, weights);
+      kernels::sigmoid(isa, weights, weights, K);
       return;
     }
     case RouterKind::kTopKSoftmax: {
@@ -666,12 +752,19 @@ class ReleaseOnExit {
 
 Status Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t n) {
   const std::size_t H = config_->hidden_size, K = config_->experts_per_token;
-  // One token routed to distinct experts reads xn directly; otherwise rows are gathered.
-  const bool gathered = !(n == 1 && request_.experts.size() == K);
+  // One token routed to distinct experts reads xn directly; otherwise rows are
+  // gathered (and weighted, where the routing weight scales an expert's input).
+  const bool weighted_input = config_->family->weight_expert_input;
+  const bool gathered = weighted_input || !(n == 1 && request_.experts.size() == K);
   if (gathered) {
     for_rows(n * K, H, [&](std::size_t first, std::size_t count) {
       for (std::size_t i = first; i < first + count; ++i) {
-        std::memcpy(moe_in_ + selected_row_[i] * H, xn_ + (i / K) * H, H * sizeof(float));
+        float* row = moe_in_ + selected_row_[i] * H;
+        if (weighted_input) {
+          kernels::scale(options_.isa, xn_ + (i / K) * H, selected_weight_[i], row, H);
+        } else {
+          std::memcpy(row, xn_ + (i / K) * H, H * sizeof(float));
+        }
       }
     });
   }
@@ -775,13 +868,16 @@ Status Forward::ffn_moe(std::size_t layer, std::size_t n) {
   ZIPMOE_RETURN_IF_ERROR(run_experts(layer, f, n));
   // delta[t] = sum_j w[t, j] out[row(t, j)] (+ shared)      [n, hidden]
   const bool gated = c.family->shared_expert == SharedExpertKind::kSigmoidGated && S;
+  const bool weighted_input = c.family->weight_expert_input;
   if (gated) kernels::sigmoid(isa, shared_logit_, shared_logit_, n);
   for_rows(n, K * H, [&](std::size_t first, std::size_t count) {
     for (std::size_t t = first; t < first + count; ++t) {
       float* d = delta_ + t * H;
       std::fill(d, d + H, 0.0f);
       for (std::size_t j = 0; j < K; ++j) {
-        kernels::add_scaled(isa, moe_out_ + selected_row_[t * K + j] * H, selected_weight_[t * K + j], d, H);
+        // (an expert whose input was weighted adds its output as it is: 1 * x is exact)
+        const float weight = weighted_input ? 1.0f : selected_weight_[t * K + j];
+        kernels::add_scaled(isa, moe_out_ + selected_row_[t * K + j] * H, weight, d, H);
       }
       if (gated) {
         kernels::add_scaled(isa, shared_out_ + t * H, shared_logit_[t], d, H);
@@ -812,6 +908,9 @@ void Forward::output(std::size_t n, float* logits, bool all_logits) {
 Status Forward::step(const std::int32_t* tokens, std::size_t n, std::size_t position, float* logits,
                      bool all_logits) {
   const ModelConfig& c = *config_;
+  // cos | sin of the step's positions, shared by every layer (bit-identical to a
+  // table made once: each row depends on its position only)
+  kernels::rope_cos_sin(inv_freq_, c.rope.config.rotary_dim, rope_attention_factor_, position, n, rope_rows_);
   embed(tokens, n);
   std::size_t rows = n;
   for (std::size_t layer = 0; layer < c.num_layers; ++layer) {

@@ -63,6 +63,12 @@ class Forward {
   Status init(const ModelConfig& config, const ModelWeights& weights, cache::ExpertProvider* experts, KvCache* cache,
               ThreadPool* pool, MemoryLedger* ledger, const ForwardOptions& options);
 
+  // The bytes init() charges to the ledger as kScratch for `config` and
+  // `options` (activations for options.batch tokens and the matrix products'
+  // workspace), without allocating anything. It does not depend on the context
+  // length: RoPE angles are computed for each step's positions.
+  static std::uint64_t scratch_bytes(const ModelConfig& config, const ForwardOptions& options);
+
   // Runs tokens[0, n) (1 <= n <= batch, ids < vocab) at positions
   // [position, position + n) (within the cache's capacity) and writes the logits
   // of every token (all_logits: [n, vocab]) or of the last one ([1, vocab]);
@@ -78,9 +84,18 @@ class Forward {
   void set_routing_profile(cache::RoutingProfile* profile) { routing_ = profile; }
 
  private:
+  // Where each activation buffer lies in the scratch block, in floats.
+  struct ScratchLayout {
+    std::vector<std::pair<float* Forward::*, std::size_t>> offsets;
+    std::size_t floats = 0;
+  };
+  static ScratchLayout lay_out_scratch(const ModelConfig& config, const ForwardOptions& options);
+  // Bytes of matrix-product workspace the largest pass of a step needs.
+  static std::size_t workspace_bytes(const ModelConfig& config, const ForwardOptions& options);
+
   // Steps of init().
   Status allocate_scratch();
-  Status fill_rope_table();
+  Status prepare_rope();
   void size_routing();
   Status reserve_workspace();
 
@@ -89,6 +104,8 @@ class Forward {
   void norm(const NormWeights& weights, const float* in, float* out, std::size_t n);
   void attention_grouped(std::size_t layer, std::size_t n, std::size_t position);
   void attention_latent(std::size_t layer, std::size_t n, std::size_t position);
+  void normalize_queries_and_keys(std::size_t layer, std::size_t n, bool after_rope);
+  void scale_queries_by_position(std::size_t n, std::size_t position);
   void ffn_dense(std::size_t layer, std::size_t n);
   Status ffn_moe(std::size_t layer, std::size_t n);
   void route(std::size_t layer, std::size_t n);
@@ -149,8 +166,9 @@ class Forward {
   float* moe_out_ = nullptr;    // [n * k, hidden]
   float* ahead_xn_ = nullptr;   // [n, hidden]       gate-ahead: x normalized for the next MoE layer
   float* ahead_logits_ = nullptr;  // [n, experts]   gate-ahead: the next MoE layer's router logits
-  float* rope_table_ = nullptr; // [capacity, rotary_dim]  cos | sin per position
+  float* rope_rows_ = nullptr;  // [n, rotary_dim]  cos | sin of each position of the step
   float* inv_freq_ = nullptr;   // [rotary_dim / 2]
+  float rope_attention_factor_ = 1.0f;  // multiplies cos and sin (YaRN, longrope)
 
   // Routing of the step: token t's j-th expert and weight at [t * k + j], and the
   // row of its output in moe_out_ (rows grouped by expert, in expert id order).

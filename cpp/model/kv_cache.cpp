@@ -1,10 +1,40 @@
 #include "model/kv_cache.h"
 
 #include <cstring>
+#include <limits>
 
 #include "kernels/kernels.h"
 
 namespace zipmoe::model {
+
+namespace {
+
+// Positions layer `layer` holds: sliding-window and chunked layers need only the
+// window (chunk) and the tokens of one step.
+std::size_t layer_capacity(const ModelConfig& config, std::size_t layer, std::size_t capacity, std::size_t batch) {
+  const std::size_t window = config.layers[layer].attention_span();
+  return window && window + batch - 1 < capacity ? window + batch - 1 : capacity;
+}
+
+// Elements of one position of one layer: the latent row, or K and V of every KV head.
+std::uint64_t position_elements(const ModelConfig& config) {
+  if (config.family->attention == AttentionKind::kLatent) return config.kv_lora_rank + config.qk_rope_head_dim;
+  return std::uint64_t(2) * config.num_kv_heads * config.head_dim;
+}
+
+}  // namespace
+
+std::uint64_t KvCache::bytes_for(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype) {
+  constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
+  auto times = [&](std::uint64_t a, std::uint64_t b) { return b && a > kMax / b ? kMax : a * b; };
+  const std::uint64_t row = times(position_elements(config), dtype_size(dtype));
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i < config.num_layers; ++i) {
+    const std::uint64_t layer = times(row, layer_capacity(config, i, capacity, batch));
+    total = layer > kMax - total ? kMax : total + layer;
+  }
+  return total;
+}
 
 Status KvCache::allocate(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype,
                          MemoryLedger* ledger) {
@@ -17,9 +47,7 @@ Status KvCache::allocate(const ModelConfig& config, std::size_t capacity, std::s
   buffers_.resize(config.num_layers);
   views_.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
-    std::size_t layer_capacity = capacity;
-    const std::size_t window = config.layers[i].sliding_window;
-    if (window && window + batch - 1 < layer_capacity) layer_capacity = window + batch - 1;
+    const std::size_t layer_capacity = model::layer_capacity(config, i, capacity, batch);
     const std::size_t es = dtype_size(dtype);
     if (latent) {
       const std::size_t row = config.kv_lora_rank + config.qk_rope_head_dim;

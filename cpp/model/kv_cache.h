@@ -4,12 +4,13 @@
 // (the kernels' default head-major layout). Latent attention (DeepSeek MLA)
 // keeps one row per position, [kv_lora_rank normalized latent | rope key], and
 // reads the values as the first kv_lora_rank components of the same rows.
-// Sliding-window layers hold only window + batch - 1 positions (the kernels
+// Sliding-window and chunked layers hold only window (chunk) + batch - 1 positions (the kernels
 // index positions modulo the capacity). Elements are F32, BF16 or F16 (rounded
 // to nearest-even when stored). The memory is charged to the ledger as kKvCache.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "common/memory_ledger.h"
@@ -25,6 +26,10 @@ class KvCache {
   // forward steps of at most `batch` tokens.
   Status allocate(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype,
                   MemoryLedger* ledger);
+
+  // The bytes allocate() charges to the ledger for these arguments, without
+  // allocating anything (saturating at UINT64_MAX for absurd sizes).
+  static std::uint64_t bytes_for(const ModelConfig& config, std::size_t capacity, std::size_t batch, DType dtype);
 
   const kernels::KvCacheView& layer(std::size_t i) const { return views_[i]; }
   std::size_t capacity() const { return capacity_; }

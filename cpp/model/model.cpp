@@ -14,10 +14,12 @@
 #include "cache/routing_profile.h"
 #include "common/cpu_features.h"
 #include "common/memory_ledger.h"
+#include "common/system_memory.h"
 #include "format/container_file.h"
 #include "model/config.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
+#include "model/load_plan.h"
 #include "model/weights.h"
 #include "zipmoe/thread_pool.h"
 
@@ -27,19 +29,6 @@ namespace {
 constexpr std::size_t kDefaultContext = 4096;
 constexpr std::size_t kDefaultBatch = 256;
 constexpr std::size_t kMaxContext = std::size_t(1) << 24;
-
-std::string human_bytes(std::uint64_t bytes) {
-  char text[64];
-  const double b = double(bytes);
-  if (b >= 1e9) {
-    std::snprintf(text, sizeof(text), "%.2f GB", b / 1e9);
-  } else if (b >= 1e6) {
-    std::snprintf(text, sizeof(text), "%.1f MB", b / 1e6);
-  } else {
-    std::snprintf(text, sizeof(text), "%.1f kB", b / 1e3);
-  }
-  return std::string(text) + " (" + std::to_string(bytes) + " bytes)";
-}
 
 // Checks the options that do not depend on the container.
 Status check_options(const ModelOptions& options) {
@@ -93,10 +82,17 @@ struct Model::Impl {
   Status load(const std::string& path, const ModelOptions& options);
   Status open(const ModelOptions& options);
   Status load_routing_profiles(const ModelOptions& options);
+  Status plan(const ModelOptions& options, std::size_t context, std::size_t batch);
   Status load_weights(const ModelOptions& options);
   Status allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch);
   Status start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch);
   void describe(std::size_t context);
+
+  // Experts come through the expert cache (a memory budget was given) or are all decoded at load.
+  static bool streams_experts(const ModelOptions& options) { return options.memory_budget > 0; }
+  // What the forward pass is built with (the same when planned and when allocated).
+  model::ForwardOptions forward_options(const ModelOptions& options, std::size_t batch) const;
+  model::MemoryPlan held_memory(std::size_t context, std::size_t batch) const;
 
   Status run(const std::int32_t* tokens, std::size_t count, float* logits, bool last_only);
 };
@@ -114,21 +110,18 @@ Status Model::Impl::load(const std::string& model_path, const ModelOptions& opti
   const std::size_t context =
       options.max_context ? options.max_context : std::min(config.max_position_embeddings, kDefaultContext);
   const std::size_t batch = std::min(options.batch ? options.batch : kDefaultBatch, context);
+  ZIPMOE_RETURN_IF_ERROR(plan(options, context, batch));
   pool = std::make_unique<ThreadPool>(options.threads);
   ZIPMOE_RETURN_IF_ERROR(load_weights(options));
   ZIPMOE_RETURN_IF_ERROR(allocate_sequence(options, context, batch));
-  if (options.memory_budget > 0) ZIPMOE_RETURN_IF_ERROR(start_streaming(options, context, batch));
+  if (streams_experts(options)) ZIPMOE_RETURN_IF_ERROR(start_streaming(options, context, batch));
   describe(context);
   return Status::Ok();
 }
 
 // The container and its config.
 Status Model::Impl::open(const ModelOptions& options) {
-  // Streaming in mmap mode maps the file in the cache (pages dropped after each
-  // read); the dense weights are read once at load, through pread.
-  const bool streaming = options.memory_budget > 0;
-  const IoMode load_mode = streaming && options.io_mode == IoMode::kMmap ? IoMode::kPread : options.io_mode;
-  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, load_mode, &reader));
+  ZIPMOE_RETURN_IF_ERROR(format::ContainerFile::open(path, options.io_mode, &reader));
   ZIPMOE_RETURN_IF_ERROR(model::parse_model_config(reader->metadata(), &config).with_context(path));
   for (const TensorInfo& t : reader->tensors()) {
     if (!is_float_dtype(t.dtype)) {
@@ -151,6 +144,16 @@ Status Model::Impl::load_routing_profiles(const ModelOptions& options) {
   return prior->check_compatible(c.num_layers, moe_layers, c.num_experts).with_context(options.routing_profile);
 }
 
+// Before anything is read or allocated: the container's tensors are those of its
+// architecture, and what the load will hold fits the budget and the machine.
+Status Model::Impl::plan(const ModelOptions& options, std::size_t context, std::size_t batch) {
+  ZIPMOE_RETURN_IF_ERROR(model::bind_tensors(*reader, config));
+  model::MemoryPlan memory;
+  ZIPMOE_RETURN_IF_ERROR(model::plan_memory(*reader, config, context, options.kv_cache_dtype,
+                                            forward_options(options, batch), streams_experts(options), &memory));
+  return model::check_memory(memory, options.memory_budget, available_memory(), path);
+}
+
 // Dense weights, decoded; routed experts decoded too, or a cache to stream them.
 Status Model::Impl::load_weights(const ModelOptions& options) {
   ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
@@ -160,7 +163,7 @@ Status Model::Impl::load_weights(const ModelOptions& options) {
   const kernels::WeightMatrix& embedding = weights.embedding;
   const std::uint64_t table = std::uint64_t(embedding.rows) * embedding.cols * dtype_size(embedding.dtype);
   shapes.dense_bytes_per_token = dense.bytes() - (weights.output.data == embedding.data ? 0 : std::min(table, dense.bytes()));
-  if (options.memory_budget > 0) {
+  if (streams_experts(options)) {
     std::unique_ptr<cache::ExpertCache> streamed;
     ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));
     expert_cache = streamed.get();
@@ -177,37 +180,19 @@ Status Model::Impl::load_weights(const ModelOptions& options) {
 // The KV cache and the forward pass's buffers.
 Status Model::Impl::allocate_sequence(const ModelOptions& options, std::size_t context, std::size_t batch) {
   ZIPMOE_RETURN_IF_ERROR(cache.allocate(config, context, batch, options.kv_cache_dtype, &ledger));
-  model::ForwardOptions forward_options;
-  forward_options.isa = isa;
-  const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
-  forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
-  forward_options.batch = batch;
-  forward_options.gate_ahead = options.prefetch && expert_cache != nullptr;
   ZIPMOE_RETURN_IF_ERROR(
-      forward.init(config, weights, experts.get(), &cache, pool.get(), &ledger, forward_options));
+      forward.init(config, weights, experts.get(), &cache, pool.get(), &ledger, forward_options(options, batch)));
   forward.set_routing_profile(routing.get());
   return Status::Ok();
 }
 
 // Everything but the experts is allocated now: what is left of the budget goes
-// to the expert cache, which needs at least its minimum.
+// to the expert cache, which needs at least its minimum (plan() checked that
+// from the container; checked again from the ledger, which must agree).
 Status Model::Impl::start_streaming(const ModelOptions& options, std::size_t context, std::size_t batch) {
   const std::uint64_t held = ledger.total();
-  const std::uint64_t expert_minimum = expert_cache ? expert_cache->minimum_bytes() : 0;
-  const std::uint64_t minimum = held + expert_minimum;
-  if (options.memory_budget < minimum) {
-    std::string what = "dense weights " + human_bytes(ledger.bytes(MemoryCategory::kDenseWeights)) + ", KV cache " +
-                       human_bytes(ledger.bytes(MemoryCategory::kKvCache)) + " for " + std::to_string(context) +
-                       " positions, scratch " + human_bytes(ledger.bytes(MemoryCategory::kScratch)) +
-                       " for steps of " + std::to_string(batch) + " tokens";
-    if (expert_cache) {
-      what += ", and the expert cache's working set " + human_bytes(expert_minimum) + " (" +
-              std::to_string(config.experts_per_token) + " decoded experts and one fetch buffer)";
-    }
-    return Status::Budget("memory_budget of " + human_bytes(options.memory_budget) + " is too small for " + path +
-                          ": the minimum is " + human_bytes(minimum) + ": " + what +
-                          " (a smaller max_context or batch lowers it)");
-  }
+  ZIPMOE_RETURN_IF_ERROR(
+      model::check_memory(held_memory(context, batch), options.memory_budget, AvailableMemory(), path));
   ledger.set_limit(options.memory_budget);
   if (!expert_cache) return Status::Ok();
   cache::CacheOptions cache_options;
@@ -222,6 +207,31 @@ Status Model::Impl::start_streaming(const ModelOptions& options, std::size_t con
   cache_options.reorder_fetches = options.reorder_fetches;
   cache_options.io_threads = options.io_threads > 0 ? options.io_threads : 2;
   return expert_cache->start(cache_options);
+}
+
+// What the ledger holds before the expert cache starts, with the cache's minimum.
+model::MemoryPlan Model::Impl::held_memory(std::size_t context, std::size_t batch) const {
+  model::MemoryPlan held;
+  held.dense_weights = ledger.bytes(MemoryCategory::kDenseWeights);
+  held.kv_cache = ledger.bytes(MemoryCategory::kKvCache);
+  held.scratch = ledger.bytes(MemoryCategory::kScratch);
+  held.experts = expert_cache ? expert_cache->minimum_bytes() : 0;
+  held.streamed = true;
+  held.experts_per_token = config.experts_per_token;
+  held.context = context;
+  held.batch = batch;
+  return held;
+}
+
+model::ForwardOptions Model::Impl::forward_options(const ModelOptions& options, std::size_t batch) const {
+  model::ForwardOptions forward_options;
+  forward_options.isa = isa;
+  const bool exact = options.precision == Precision::kExact || config.family->exact_matmuls;
+  forward_options.precision = exact ? kernels::MatmulPrecision::kExact : kernels::MatmulPrecision::kFast;
+  forward_options.batch = batch;
+  const bool streamed_experts = streams_experts(options) && config.num_moe_layers() > 0 && config.num_experts > 0;
+  forward_options.gate_ahead = options.prefetch && streamed_experts;
+  return forward_options;
 }
 
 void Model::Impl::describe(std::size_t context) {

@@ -18,6 +18,23 @@ struct WantedTensor {
   bool required = true;
 };
 
+// The dense tensors load() keeps an F32 copy of besides (the kernels and the
+// router read them as floats): attention sinks, DeepSeek-V3's score-correction
+// bias, GGUF llama 3's rope_freqs. make_views() makes the copies.
+bool widened_to_f32(const std::string& name) {
+  auto ends_with = [&](const char* suffix) {
+    const std::size_t n = std::char_traits<char>::length(suffix);
+    return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  return name == "rope_freqs.weight" || ends_with(".attn_sinks.weight") || ends_with(".exp_probs_b.bias");
+}
+
+// Bytes a buffer of `bytes` is charged (an empty tensor still gets one byte).
+std::uint64_t charged(std::uint64_t bytes) { return bytes ? bytes : 1; }
+
+// The F32 ones make_views() gives a weightless q/k norm (Llama 4).
+std::uint64_t unit_head_norm_bytes(const ModelConfig& config) { return charged(config.head_dim * sizeof(float)); }
+
 // Every dense tensor the forward pass may read, with the shape the config implies.
 std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
   std::vector<WantedTensor> out;
@@ -63,10 +80,10 @@ std::vector<WantedTensor> wanted_tensors(const ModelConfig& c) {
       add(p + "attn_k.bias", {kv_rows}, false);
       add(p + "attn_v.bias", {kv_rows}, false);
       add(p + "attn_output.bias", {H}, false);
-      if (f.qk_norm == QkNormKind::kPerHead) {
+      if (c.qk_norm == QkNormKind::kPerHead || c.qk_norm == QkNormKind::kPerHeadAfterRope) {
         add(p + "attn_q_norm.weight", {c.head_dim});
         add(p + "attn_k_norm.weight", {c.head_dim});
-      } else if (f.qk_norm == QkNormKind::kWholeProjection) {
+      } else if (c.qk_norm == QkNormKind::kWholeProjection) {
         add(p + "attn_q_norm.weight", {q_rows});
         add(p + "attn_k_norm.weight", {kv_rows});
       }
@@ -129,21 +146,20 @@ const DenseWeightStore::Tensor* DenseWeightStore::find(const std::string& name) 
 
 Status DenseWeightStore::load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool,
                               MemoryLedger* ledger, Isa isa, ModelWeights* weights) {
-  std::vector<const TensorInfo*> found;
-  ZIPMOE_RETURN_IF_ERROR(resolve(reader, config, &found));
-  ZIPMOE_RETURN_IF_ERROR(decode_all(reader, found, pool, ledger, isa));
+  DensePlan plan;
+  ZIPMOE_RETURN_IF_ERROR(DenseWeightStore::plan(reader, config, &plan));
+  ZIPMOE_RETURN_IF_ERROR(decode_all(reader, plan.tensors, pool, ledger, isa));
   ModelWeights w;
   ZIPMOE_RETURN_IF_ERROR(make_views(config, ledger, &w));
   *weights = std::move(w);
   return Status::Ok();
 }
 
-// Finds every dense tensor `config` needs and checks its role and shape, before anything is allocated.
-Status DenseWeightStore::resolve(const format::ContainerFile& reader, const ModelConfig& config,
-                                 std::vector<const TensorInfo*>* found) {
+Status DenseWeightStore::plan(const format::ContainerFile& reader, const ModelConfig& config, DensePlan* out) {
   const std::string& path = reader.path();
   const std::vector<WantedTensor> wanted = wanted_tensors(config);
-  found->reserve(wanted.size());
+  DensePlan plan;
+  plan.tensors.reserve(wanted.size());
   for (const WantedTensor& w : wanted) {
     const TensorInfo* t = reader.find(w.name);
     if (!t) {
@@ -158,8 +174,13 @@ Status DenseWeightStore::resolve(const format::ContainerFile& reader, const Mode
       return Status::Format(path + ": tensor " + w.name + " has shape " + shape_text(t->shape) +
                             " but the config implies " + shape_text(w.shape) + " (config and tensors disagree)");
     }
-    found->push_back(t);
+    plan.tensors.push_back(t);
+    plan.ledger_bytes += charged(t->decoded_bytes());
+    if (widened_to_f32(t->name)) plan.ledger_bytes += charged(t->num_elements) * sizeof(float);
   }
+  // make_views' unit weights of a weightless q/k norm
+  if (config.qk_norm == QkNormKind::kUnitPerHeadAfterRope) plan.ledger_bytes += unit_head_norm_bytes(config);
+  *out = std::move(plan);
   return Status::Ok();
 }
 
@@ -172,7 +193,7 @@ Status DenseWeightStore::decode_all(const format::ContainerFile& reader, const s
     tensors_[i].info = found[i];
     index_[found[i]->name] = i;
     const std::size_t bytes = static_cast<std::size_t>(found[i]->decoded_bytes());
-    ZIPMOE_RETURN_IF_ERROR(tensors_[i].buffer.allocate(ledger, MemoryCategory::kDenseWeights, bytes ? bytes : 1));
+    ZIPMOE_RETURN_IF_ERROR(tensors_[i].buffer.allocate(ledger, MemoryCategory::kDenseWeights, charged(bytes)));
     bytes_ += bytes;
   }
   std::vector<std::size_t> small, large;
@@ -198,14 +219,15 @@ kernels::WeightVector DenseWeightStore::vector(const std::string& name) const {
   return t ? vector_of(*t->info, t->buffer.data()) : kernels::WeightVector();
 }
 
-// An F32 copy of a small vector (sinks, score correction); null when absent.
+// An F32 copy of a small vector (a name widened_to_f32() lists); null when absent.
 Status DenseWeightStore::widened(const std::string& name, MemoryLedger* ledger, const float** out) {
   *out = nullptr;
   const Tensor* t = find(name);
   if (!t) return Status::Ok();
   const std::size_t n = static_cast<std::size_t>(t->info->num_elements);
   derived_.emplace_back();
-  ZIPMOE_RETURN_IF_ERROR(derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, (n ? n : 1) * 4));
+  ZIPMOE_RETURN_IF_ERROR(
+      derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, charged(n) * sizeof(float)));
   bytes_ += n * 4;
   float* dst = derived_.back().as<float>();
   kernels::convert_to_f32(Isa::kScalar, t->info->dtype, t->buffer.data(), dst, n);
@@ -220,6 +242,16 @@ Status DenseWeightStore::make_views(const ModelConfig& config, MemoryLedger* led
   w->output = find("output.weight") ? matrix("output.weight") : w->embedding;
   w->output_bias = vector("output.bias");
   ZIPMOE_RETURN_IF_ERROR(widened("rope_freqs.weight", ledger, &w->rope_factors));
+  if (config.qk_norm == QkNormKind::kUnitPerHeadAfterRope) {
+    // A weightless RMSNorm is one with unit weights (times 1 is exact).
+    derived_.emplace_back();
+    ZIPMOE_RETURN_IF_ERROR(
+        derived_.back().allocate(ledger, MemoryCategory::kDenseWeights, unit_head_norm_bytes(config)));
+    bytes_ += config.head_dim * 4;
+    float* ones = derived_.back().as<float>();
+    std::fill(ones, ones + config.head_dim, 1.0f);
+    w->unit_head_norm = {ones, DType::kF32, config.head_dim};
+  }
   w->layers.resize(config.num_layers);
   for (std::size_t i = 0; i < config.num_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";

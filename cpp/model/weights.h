@@ -77,15 +77,29 @@ struct ModelWeights {
   kernels::WeightMatrix output;     // [vocab, hidden]; the embedding when tied
   kernels::WeightVector output_bias;
   const float* rope_factors = nullptr;  // [rotary_dim / 2], F32: GGUF llama 3 rope_freqs, or null
+  kernels::WeightVector unit_head_norm;  // [head_dim] ones, F32: the weight of a weightless q/k norm (Llama 4)
   std::vector<LayerWeights> layers;
+};
+
+// The dense tensors a model reads, found in its container, and what holding
+// them costs.
+struct DensePlan {
+  std::vector<const TensorInfo*> tensors;  // every dense tensor the forward pass reads
+  std::uint64_t ledger_bytes = 0;          // what DenseWeightStore::load charges to the ledger
 };
 
 // Owns the decoded dense tensors (charged to the ledger as kDenseWeights).
 class DenseWeightStore {
  public:
-  // Resolves every dense tensor `config` needs in `reader`, checks names, roles
-  // and shapes (FormatError status naming the tensor), decodes them in parallel
-  // on `pool` and fills *weights with views into this store.
+  // Resolves every dense tensor `config` needs in `reader` and checks names,
+  // roles and shapes (FormatError status naming the tensor), without reading
+  // or allocating anything. The tensors are those of the family's table
+  // (architecture.h): the required ones must be present, optional ones are read
+  // when present.
+  static Status plan(const format::ContainerFile& reader, const ModelConfig& config, DensePlan* out);
+
+  // Plans, then decodes the tensors in parallel on `pool` and fills *weights
+  // with views into this store.
   Status load(const format::ContainerFile& reader, const ModelConfig& config, ThreadPool* pool, MemoryLedger* ledger,
               Isa isa, ModelWeights* weights);
 
@@ -102,8 +116,6 @@ class DenseWeightStore {
   kernels::WeightVector vector(const std::string& name) const;
 
   // Steps of load().
-  Status resolve(const format::ContainerFile& reader, const ModelConfig& config,
-                 std::vector<const TensorInfo*>* found);
   Status decode_all(const format::ContainerFile& reader, const std::vector<const TensorInfo*>& found,
                     ThreadPool* pool, MemoryLedger* ledger, Isa isa);
   Status make_views(const ModelConfig& config, MemoryLedger* ledger, ModelWeights* weights);

@@ -5,14 +5,15 @@
 //
 //   pread, direct  through ContainerFile::read_chunk (O_DIRECT reads need the
 //                  4096-aligned, padded buffers the scheduler hands out)
-//   mmap           a mapping of our own: the chunk is copied out of it and its
-//                  pages are dropped from this process right after
-//                  (MADV_DONTNEED), so that mapped file pages never add to the
-//                  resident size the memory budget promises; the file's size is
-//                  checked before each copy so that a file truncated under a
-//                  running model is an error rather than SIGBUS (a truncation
-//                  racing with the copy itself still faults: prefer pread or
-//                  direct for files that may change).
+//   mmap           copied out of mappings of the chunk's pages, at most
+//                  kMappedCopyWindow (256 KiB) at a time per reader thread, each
+//                  unmapped right after its copy (File::copy_mapped), so that
+//                  mapped file pages never build up in the resident size the
+//                  memory budget promises; the file's size is checked before
+//                  each mapping so that a file truncated under a running model
+//                  is an error rather than SIGBUS (a truncation racing with the
+//                  copy itself still faults: prefer pread or direct for files
+//                  that may change).
 //
 // Thread-safety: read() may be called from any number of threads at once.
 #pragma once
@@ -22,6 +23,7 @@
 #include <memory>
 #include <string>
 
+#include "common/file_io.h"
 #include "common/status.h"
 #include "format/container_file.h"
 #include "zipmoe/container.h"
@@ -33,7 +35,6 @@ class ChunkSource {
   // `reader` must outlive the source; `mode` is how chunks are read (the
   // reader's own mode does not matter for kMmap).
   static Status open(const format::ContainerFile* reader, IoMode mode, std::unique_ptr<ChunkSource>* out);
-  ~ChunkSource();
   ChunkSource(const ChunkSource&) = delete;
   ChunkSource& operator=(const ChunkSource&) = delete;
 
@@ -51,9 +52,7 @@ class ChunkSource {
   ChunkSource() = default;
   const format::ContainerFile* reader_ = nullptr;
   IoMode mode_ = IoMode::kPread;
-  int fd_ = -1;                      // kMmap
-  const std::uint8_t* map_ = nullptr;  // kMmap
-  std::size_t map_size_ = 0;
+  std::unique_ptr<File> file_;  // kMmap: the file, opened again (the reader's may be opened for O_DIRECT)
 };
 
 }  // namespace zipmoe::sched

@@ -60,7 +60,7 @@ constexpr std::size_t kMaxTensorDims = 8;
 enum class IoMode : std::uint8_t {
   kPread = 0,   // pread() through the page cache
   kDirect = 1,  // O_DIRECT, bypassing the page cache (pread where the filesystem refuses it)
-  kMmap = 2,    // a read-only mapping of the whole file
+  kMmap = 2,    // read-only mappings of the chunks read, each removed once its bytes are used
 };
 // "pread", "direct", "mmap".
 const char* io_mode_name(IoMode mode);
@@ -226,7 +226,8 @@ class ContainerReader {
   // Reads both chunks and decodes the tensor into `out` (exactly
   // decoded_bytes()), verifying the checksums during the decode: a damaged chunk
   // throws ChecksumError and leaves `out` unspecified. In kMmap mode the chunks
-  // are decoded in place.
+  // are decoded in place (from mappings of their pages, removed when the call
+  // returns).
   void decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool = nullptr,
                      std::optional<Isa> isa = std::nullopt) const;
   // By name; InvalidArgumentError when no tensor has it.

@@ -19,7 +19,7 @@
 //   - a token's logits do not depend on how the sequence is split into eval()
 //     calls (how many tokens share its step).
 // So with kExact a seed samples the same text everywhere. Two caveats, both
-// outside the kernels: the RoPE tables are built at load from the C library's
+// outside the kernels: the RoPE angles are computed from the C library's
 // double-precision cos, sin, pow and log, rounded to float (they agree between
 // C libraries unless a value lies within about 2^-29 of a float rounding
 // boundary), and the sampler's exp (zipmoe/sampler.h). Results involving NaN are
@@ -108,7 +108,7 @@ struct MemoryUse {
   std::uint64_t dense_weights = 0;  // attention, norms, embeddings, routers, shared experts
   std::uint64_t experts = 0;        // routed experts
   std::uint64_t kv_cache = 0;
-  std::uint64_t scratch = 0;        // activations, matmul workspace, rope table
+  std::uint64_t scratch = 0;        // activations, matmul workspace (not growing with the context)
   std::uint64_t total = 0;
   std::uint64_t peak = 0;           // the highest total since load
 };
@@ -135,8 +135,11 @@ class Model {
   // RAM on the model's thread pool. Throws UnsupportedModelError (an
   // architecture or feature the engine cannot run; the message names the
   // supported ones), FormatError / ChecksumError (a damaged or inconsistent
-  // container), IoError, InvalidArgumentError (bad options), BudgetError (a
-  // memory_budget below the minimum, which the message states).
+  // container, or one holding tensors its architecture does not use),
+  // IoError, InvalidArgumentError (bad options), BudgetError (a memory_budget
+  // below the minimum, or a minimum beyond the memory available to the process;
+  // the message states it, itemized). Both are found from the container's index
+  // and config before any weight is read or buffer allocated.
   //
   // With a memory_budget, logits() and eval() read experts from the file while
   // they run: a file damaged, truncated or rewritten in place under a running

@@ -806,7 +806,9 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     memory_budget: None (every expert decoded at load), or the bytes the engine may
         hold in all, an int or a string such as "4GB" (see parse_size): dense weights,
         KV cache, scratch and the expert cache, which streams experts from the file.
-        A budget below the minimum raises BudgetError stating the minimum.
+        A budget below the minimum raises BudgetError stating the minimum, before any
+        weight is read; so does a minimum beyond the memory available to the process
+        (MemAvailable, lowered to the headroom of its memory cgroup), with or without a budget.
     cache_policy: "affinity" (LRU weighted by each layer's routing frequency), "lru" or "lfu".
     prefetch: prefetch the next layer's experts from a gate-ahead guess.
     tiers: the expert states the cache may use, e.g. ("full", "sm") for the ZipMoE
@@ -820,9 +822,10 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     io_threads: threads reading the container for the cache, 1 to 64 (None: 2), in the scheduler's order.
 
     Raises UnsupportedModelError (an architecture or feature the engine cannot run),
-    FormatError / ChecksumError (a damaged or inconsistent container; a GGUF file gets the command
-    that converts it), IoError (a Hugging Face folder gets that command too),
-    InvalidArgumentError (bad arguments), BudgetError (a budget below the minimum).
+    FormatError / ChecksumError (a damaged or inconsistent container, or one holding tensors its
+    architecture does not use; a GGUF file gets the command that converts it), IoError (a Hugging
+    Face folder gets that command too), InvalidArgumentError (bad arguments), BudgetError (a budget,
+    or the memory available, below the minimum).
     """
     if path is None:
         path = default_model_path()

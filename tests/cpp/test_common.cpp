@@ -4,10 +4,12 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "common/checksum.h"
 #include "common/cpu_features.h"
+#include "common/system_memory.h"
 #include "test_framework.h"
 #include "zipmoe/error.h"
 #include "zipmoe/thread_pool.h"
@@ -171,4 +173,31 @@ ZTEST(thread_pool_survives_many_short_jobs) {
     for (int round = 0; round < 20000; ++round) expected += 1 + round % 7;
     ZCHECK_EQ(total, expected);
   }
+}
+
+// ---------------------------------------------------------------------------- available memory
+
+ZTEST(available_memory_is_meminfo_lowered_to_a_cgroup_headroom) {
+  const std::string meminfo = "MemTotal:       24000000 kB\nMemFree:         1000000 kB\n"
+                              "MemAvailable:    2000000 kB\nBuffers:           100 kB\n";
+  // no cgroup limit: MemAvailable, in bytes
+  zipmoe::AvailableMemory a = zipmoe::available_memory_from(meminfo, 0, 0, 0, "");
+  ZCHECK(a.known);
+  ZCHECK_EQ(a.bytes, std::uint64_t(2000000) * 1024);
+  ZCHECK(a.source.find("MemAvailable") != std::string::npos);
+  // a cgroup limit of 1 GB holding 600 MB, 200 MB of it reclaimable file cache: 600 MB of headroom
+  a = zipmoe::available_memory_from(meminfo, 1000000000, 600000000, 200000000, "/sys/fs/cgroup/job");
+  ZCHECK_EQ(a.bytes, std::uint64_t(600000000));
+  ZCHECK(a.source.find("/sys/fs/cgroup/job") != std::string::npos);
+  // a cgroup over its limit has none; one far above MemAvailable changes nothing
+  ZCHECK_EQ(zipmoe::available_memory_from(meminfo, 1000, 5000, 0, "x").bytes, std::uint64_t(0));
+  ZCHECK_EQ(zipmoe::available_memory_from(meminfo, std::uint64_t(1) << 40, 0, 0, "x").bytes,
+            std::uint64_t(2000000) * 1024);
+  // keys match whole (MemAvailableX is not MemAvailable); no figure at all: unknown
+  ZCHECK(!zipmoe::available_memory_from("MemAvailableX: 5 kB\n", 0, 0, 0, "").known);
+  ZCHECK(!zipmoe::available_memory_from("", 0, 0, 0, "").known);
+#if defined(__linux__)
+  const zipmoe::AvailableMemory here = zipmoe::available_memory();
+  ZCHECK(here.known && here.bytes > 0);
+#endif
 }

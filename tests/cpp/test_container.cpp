@@ -17,6 +17,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.h"
@@ -787,9 +788,13 @@ ZTEST(file_io_reads_maps_and_writes_atomically) {
     ZCHECK(contains(past_end.message(), path));
     // A direct read of the last, partial block comes back short: truncated, not garbage.
     ZCHECK(f->read_direct(3 * 4096, aligned.data(), 4096).code() == StatusCode::kFormat);
-    const std::uint8_t* mapped = nullptr;
-    throw_if_error(f->map(&mapped));
-    ZCHECK(mapped != nullptr && std::equal(bytes.begin(), bytes.end(), mapped));
+    MappedRange range;
+    throw_if_error(f->map_range(4000, 300, &range));
+    ZCHECK(range.size() == 300 && std::equal(range.data(), range.data() + 300, bytes.begin() + 4000));
+    ZCHECK(f->map_range(bytes.size() - 10, 20, &range).code() == StatusCode::kFormat);
+    ZCHECK(range.data() == nullptr);
+    throw_if_error(f->copy_mapped(10, got.data(), got.size()));
+    ZCHECK(std::equal(got.begin(), got.end(), bytes.begin() + 10));
   }
   std::unique_ptr<File> missing;
   Status st = File::open(dir.file("nope"), false, &missing);
@@ -829,6 +834,57 @@ ZTEST(file_io_reads_maps_and_writes_atomically) {
   ZCHECK(buffer.data() == before && buffer.size() == 50);
   AlignedBuffer moved = std::move(buffer);
   ZCHECK(moved.data() == before && buffer.data() == nullptr);
+}
+
+namespace {
+
+// The lines of /proc/self/maps that map `path`, as [start, end) pairs.
+std::vector<std::pair<std::uintptr_t, std::uintptr_t>> mappings_of(const std::string& path) {
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> out;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    const std::size_t dash = line.find('-'), space = line.find(' ');
+    out.emplace_back(std::stoull(line.substr(0, dash), nullptr, 16),
+                     std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16));
+  }
+  return out;
+}
+
+}  // namespace
+
+// Mapped reads map only the pages of the range asked for, and nothing of the file
+// stays mapped after them (so no page of it stays in the resident size).
+ZTEST(file_io_mapped_reads_leave_no_pages_behind) {
+  TempDir dir;
+  const std::string path = dir.file("big.bin");
+  std::vector<std::uint8_t> bytes(3 * kMappedCopyWindow + 12345);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 13 + i / 4099);
+  save(path, bytes);
+  std::unique_ptr<File> f;
+  throw_if_error(File::open(path, false, &f));
+  const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  {
+    MappedRange range;
+    const std::uint64_t offset = 5 * page + 17;
+    throw_if_error(f->map_range(offset, 2 * page, &range));
+    ZCHECK(std::equal(range.data(), range.data() + range.size(), bytes.begin() + offset));
+    const auto maps = mappings_of(path);
+    ZCHECK_EQ(maps.size(), std::size_t(1));
+    ZCHECK_EQ(maps[0].second - maps[0].first, 3 * page);  // the three pages the range touches, nothing around
+  }
+  ZCHECK(mappings_of(path).empty());
+  std::vector<std::uint8_t> copy(bytes.size() - 1001);
+  throw_if_error(f->copy_mapped(1001, copy.data(), copy.size()));
+  ZCHECK(std::equal(copy.begin(), copy.end(), bytes.begin() + 1001));
+  ZCHECK(mappings_of(path).empty());
+  throw_if_error(f->copy_mapped(7, copy.data(), 0));
+  ::truncate(path.c_str(), static_cast<off_t>(2 * kMappedCopyWindow));
+  const Status truncated = f->copy_mapped(1001, copy.data(), copy.size());
+  ZCHECK(truncated.code() == StatusCode::kFormat);
+  ZCHECK(contains(truncated.message(), "truncated"));
+  ZCHECK(mappings_of(path).empty());
 }
 
 ZTEST(container_utf8_validation) {

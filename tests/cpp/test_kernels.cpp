@@ -783,6 +783,7 @@ struct AttentionCase {
   DType dtype;
   bool alias_v;  // V = the first v_dim components of K
   const char* name;
+  std::size_t chunk;  // attention chunk (0: none)
 };
 
 struct AttentionData {
@@ -838,6 +839,7 @@ k::AttentionParams params_for(const AttentionCase& c, const AttentionData& d) {
   p.n_heads = c.n_heads;
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.k_dim)));
   p.sliding_window = c.window;
+  p.chunk_size = c.chunk;
   p.sinks = c.sinks ? d.sinks.data() : nullptr;
   return p;
 }
@@ -849,7 +851,8 @@ std::vector<double> naive_attention(const AttentionCase& c, const AttentionData&
   const std::size_t rep = c.n_heads / c.n_kv_heads;
   for (std::size_t i = 0; i < c.m; ++i) {
     const std::size_t position = c.first_position + i;
-    const std::size_t first = c.window && position + 1 > c.window ? position + 1 - c.window : 0;
+    std::size_t first = c.window && position + 1 > c.window ? position + 1 - c.window : 0;
+    if (c.chunk) first = std::max(first, position / c.chunk * c.chunk);
     for (std::size_t h = 0; h < c.n_heads; ++h) {
       const std::size_t kv = h / rep;
       std::vector<double> scores;
@@ -876,15 +879,17 @@ std::vector<double> naive_attention(const AttentionCase& c, const AttentionData&
 }
 
 const AttentionCase kAttentionCases[] = {
-    {4, 4, 64, 64, 1, 100, 128, 0, false, DType::kF32, false, "mha decode"},
-    {8, 2, 32, 32, 19, 0, 64, 0, false, DType::kF32, false, "gqa prefill"},
-    {12, 1, 20, 13, 5, 70, 80, 0, false, DType::kBF16, false, "mqa 12 heads (chunks 8+4), odd dims, bf16"},
-    {3, 3, 48, 32, 17, 40, 96, 0, false, DType::kF16, false, "k_dim != v_dim (mla-like), f16"},
-    {4, 2, 16, 16, 9, 200, 40, 32, true, DType::kF32, false, "sliding window + sinks, ring buffer"},
-    {6, 2, 24, 24, 1, 300, 512, 0, true, DType::kBF16, false, "sinks decode"},
-    {16, 1, 36, 32, 3, 90, 128, 0, false, DType::kBF16, true, "absorbed mla: v aliases k"},
-    {2, 1, 8, 8, 70, 0, 70, 0, false, DType::kF32, false, "prefill over several key blocks"},
-    {2, 2, 7, 5, 4, 150, 160, 129, true, DType::kF16, false, "window longer than a key block"},
+    {4, 4, 64, 64, 1, 100, 128, 0, false, DType::kF32, false, "mha decode", 0},
+    {8, 2, 32, 32, 19, 0, 64, 0, false, DType::kF32, false, "gqa prefill", 0},
+    {12, 1, 20, 13, 5, 70, 80, 0, false, DType::kBF16, false, "mqa 12 heads (chunks 8+4), odd dims, bf16", 0},
+    {3, 3, 48, 32, 17, 40, 96, 0, false, DType::kF16, false, "k_dim != v_dim (mla-like), f16", 0},
+    {4, 2, 16, 16, 9, 200, 40, 32, true, DType::kF32, false, "sliding window + sinks, ring buffer", 0},
+    {6, 2, 24, 24, 1, 300, 512, 0, true, DType::kBF16, false, "sinks decode", 0},
+    {16, 1, 36, 32, 3, 90, 128, 0, false, DType::kBF16, true, "absorbed mla: v aliases k", 0},
+    {2, 1, 8, 8, 70, 0, 70, 0, false, DType::kF32, false, "prefill over several key blocks", 0},
+    {2, 2, 7, 5, 4, 150, 160, 129, true, DType::kF16, false, "window longer than a key block", 0},
+    {4, 2, 16, 16, 37, 0, 64, 0, false, DType::kF32, false, "chunks of 8 (Llama 4), prefill across chunks", 8},
+    {4, 1, 16, 16, 9, 130, 80, 70, true, DType::kBF16, false, "chunks of 64 and a window, decode in a chunk", 64},
 };
 
 }  // namespace

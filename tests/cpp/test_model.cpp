@@ -23,6 +23,7 @@
 #include "common/memory_ledger.h"
 #include "format/container_file.h"
 #include "model/config.h"
+#include "model/load_plan.h"
 #include "golden.h"
 #include "test_data.h"
 #include "test_framework.h"
@@ -578,4 +579,152 @@ ZTEST(model_load_rejects_inconsistent_containers) {
   spec.metadata = R"({"architecture": "generic", "config": {}})";
   write_model(spec, dir.file("generic.zmoe"), Codec::kAuto);
   ZCHECK_THROWS(Model::load(dir.file("generic.zmoe"), options(1)), UnsupportedModelError);
+}
+
+// ---------------------------------------------------------------------------- load plan
+
+namespace {
+
+model::MemoryPlan plan_for(const std::string& path, const ModelOptions& o, std::size_t context) {
+  std::unique_ptr<format::ContainerFile> reader;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &reader).ok());
+  model::ModelConfig config;
+  ZCHECK(model::parse_model_config(reader->metadata(), &config).ok());
+  model::ForwardOptions forward;
+  forward.isa = o.isa ? *o.isa : default_isa();
+  forward.precision = kernels::MatmulPrecision::kExact;
+  forward.batch = o.batch;
+  forward.gate_ahead = o.prefetch && o.memory_budget > 0;
+  model::MemoryPlan plan;
+  ZCHECK(model::plan_memory(*reader, config, context, o.kv_cache_dtype, forward, o.memory_budget > 0, &plan).ok());
+  return plan;
+}
+
+}  // namespace
+
+// The plan that refuses a load before anything is read must be what the load
+// then holds, to the byte, or it refuses loads that fit (or admits ones that do not).
+ZTEST(load_plan_is_what_the_load_charges) {
+  ModelDir dir;
+  for (const ModelSpec& spec : {qwen3_like(), deepseek_like()}) {
+    const std::string path = dir.file("m.zmoe");
+    write_model(spec, path, Codec::kAuto);
+    for (std::uint64_t budget : {std::uint64_t(0), std::uint64_t(1) << 26}) {
+      ModelOptions o = options(1);
+      o.max_context = 48;
+      o.memory_budget = budget;
+      const model::MemoryPlan plan = plan_for(path, o, 48);
+      const MemoryUse use = Model::load(path, o).memory();
+      ZCHECK_EQ(plan.dense_weights, use.dense_weights);
+      ZCHECK_EQ(plan.kv_cache, use.kv_cache);
+      ZCHECK_EQ(plan.scratch, use.scratch);
+      if (budget == 0) ZCHECK_EQ(plan.experts, use.experts);  // streamed: the cache takes what the budget leaves
+      ZCHECK(plan.experts > 0 && plan.minimum() <= use.total);
+    }
+  }
+}
+
+// A context of a million positions costs KV cache (allocated, untouched), not
+// scratch: RoPE angles are computed per step, for the step's positions (a table
+// of every position was written at load, 32 MB here), to the same bits.
+ZTEST(scratch_does_not_grow_with_the_context) {
+  ModelDir dir;
+  for (const ModelSpec& spec : {qwen3_like(), deepseek_like()}) {
+    const std::string path = dir.file("m.zmoe");
+    write_model(spec, path, Codec::kAuto);
+    ModelOptions o = options(1);
+    o.max_context = 16;
+    Model small = Model::load(path, o);
+    o.max_context = std::size_t(1) << 20;
+    Model large = Model::load(path, o);
+    ZCHECK_EQ(small.memory().scratch, large.memory().scratch);
+    const std::vector<std::int32_t> prompt = tokens(12, 5);
+    std::vector<float> a(12 * 64), b(12 * 64);
+    small.eval(prompt.data(), prompt.size(), a.data());
+    large.eval(prompt.data(), prompt.size(), b.data());
+    ZCHECK(a == b);
+  }
+}
+
+// A tensor the architecture never reads means the container is not what its
+// metadata says (relabelled, or a config edited): refused, naming the tensor.
+ZTEST(model_load_refuses_tensors_its_architecture_does_not_use) {
+  ModelDir dir;
+  ModelSpec spec = qwen3_like();
+  add(&spec, "blk.1.ffn_gate_shexp.weight", {16, 32});  // a shared expert: qwen2_moe's, not qwen3_moe's
+  write_model(spec, dir.file("extra.zmoe"), Codec::kAuto);
+  try {
+    Model::load(dir.file("extra.zmoe"), options(1));
+    ZCHECK(false);
+  } catch (const FormatError& e) {
+    ZCHECK(std::string(e.what()).find("blk.1.ffn_gate_shexp.weight") != std::string::npos);
+    ZCHECK(std::string(e.what()).find("not part of a qwen3_moe model") != std::string::npos);
+  }
+}
+
+ZTEST(check_memory_refuses_a_budget_or_machine_below_the_minimum) {
+  model::MemoryPlan plan;
+  plan.dense_weights = 1000;
+  plan.kv_cache = 1 << 20;
+  plan.scratch = 500;
+  plan.experts = 2000;
+  plan.streamed = true;
+  plan.context = 4096;
+  plan.batch = 8;
+  const std::uint64_t minimum = plan.minimum();
+  ZCHECK_EQ(minimum, std::uint64_t(1000 + (1 << 20) + 500 + 2000));
+  AvailableMemory unknown, plenty, scarce;
+  plenty.known = scarce.known = true;
+  plenty.bytes = minimum;
+  scarce.bytes = minimum - 1;
+  scarce.source = "the limit of memory cgroup /x";
+  ZCHECK(model::check_memory(plan, minimum, plenty, "m.zmoe").ok());
+  ZCHECK(model::check_memory(plan, 0, unknown, "m.zmoe").ok());
+  const Status small_budget = model::check_memory(plan, minimum - 1, unknown, "m.zmoe");
+  ZCHECK(small_budget.code() == StatusCode::kBudget);
+  ZCHECK(small_budget.message().find("KV cache 1.0 MB (1048576 bytes) for 4096 positions") != std::string::npos);
+  const Status small_machine = model::check_memory(plan, 0, scarce, "m.zmoe");
+  ZCHECK(small_machine.code() == StatusCode::kBudget);
+  ZCHECK(small_machine.message().find("memory cgroup /x") != std::string::npos);
+  ZCHECK(small_machine.message().find("memory_budget streams") == std::string::npos);  // the KV cache is in the way
+  plan.streamed = false;
+  plan.kv_cache = 0;
+  scarce.bytes = plan.minimum() - 1;
+  ZCHECK(model::check_memory(plan, 0, scarce, "m.zmoe").message().find("memory_budget streams") != std::string::npos);
+  plan.kv_cache = 1 << 20;
+  plan.streamed = true;
+  // saturating: a context no machine holds is refused, never wrapped around to a small figure
+  plan.kv_cache = ~std::uint64_t(0);
+  ZCHECK_EQ(plan.minimum(), ~std::uint64_t(0));
+  ZCHECK(model::check_memory(plan, 0, plenty, "m.zmoe").code() == StatusCode::kBudget);
+}
+
+// DeepSeek-V3's multi-token-prediction layers (blk.<num_layers>.*, experts
+// included) are kept in the container for export and never computed: carried,
+// as many as num_nextn_predict_layers says, and refused beyond that.
+ZTEST(model_load_carries_deepseek_v3_prediction_layers_its_config_counts) {
+  ModelDir dir;
+  for (int counted : {1, 0}) {
+    ModelSpec spec = deepseek_like();
+    const std::string v2 = R"("architecture": "deepseek_v2", "config": {)";
+    spec.metadata.replace(spec.metadata.find(v2), v2.size(),
+                          R"("architecture": "deepseek_v3", "config": {"num_nextn_predict_layers": )" +
+                              std::to_string(counted) + ", ");
+    add(&spec, "blk.1.exp_probs_b.bias", {4}, DType::kF32);
+    add(&spec, "blk.2.nextn.enorm.weight", {32}, DType::kBF16, true);
+    add(&spec, "blk.2.attn_norm.weight", {32}, DType::kBF16, true);
+    add_experts(&spec, 2, 4, 16, 32);
+    write_model(spec, dir.file("v3.zmoe"), Codec::kAuto);
+    if (counted) {
+      ZCHECK_EQ(Model::load(dir.file("v3.zmoe"), options(1)).info().num_layers, std::size_t(2));
+      continue;
+    }
+    try {
+      Model::load(dir.file("v3.zmoe"), options(1));
+      ZCHECK(false);
+    } catch (const FormatError& e) {
+      ZCHECK(std::string(e.what()).find("14 tensors are not part of a deepseek_v3 model") != std::string::npos);
+      ZCHECK(std::string(e.what()).find("blk.2.nextn.enorm.weight") != std::string::npos);
+    }
+  }
 }

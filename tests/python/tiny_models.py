@@ -8,8 +8,8 @@
 Each model is built offline by transformers from a small config
 (``AutoConfig.for_model`` -> ``AutoModelForCausalLM.from_config``), cast to BF16
 and saved with ``save_pretrained``, in about a second. DeepSeek V2/V3 routers and
-V3's score-correction bias are kept in F32, as the published checkpoints have
-them. torch and transformers are test-only dependencies: import this module
+V3's score-correction bias (and those of GLM-4.5, dots.llm1, ERNIE 4.5, Hunyuan)
+are kept in F32, as the published checkpoints have them. torch and transformers are test-only dependencies: import this module
 only from tests and tools.
 
 The configs also satisfy llama.cpp's convert_hf_to_gguf.py where it has extra
@@ -27,6 +27,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 TINY_ARCHITECTURES = ("qwen2_moe", "qwen3_moe", "mixtral", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss",
                       "granitemoe", "phimoe", "llama", "qwen2")
+# The families added with the 2026 MoE releases (tests of their own: test_families.py).
+FAMILY_ARCHITECTURES = ("glm4_moe", "dots1", "minimax_m2", "hunyuan_v1_moe", "ernie4_5_moe", "dbrx", "llama4_text")
 
 _COMMON = dict(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=0,
@@ -51,13 +53,34 @@ TINY_CONFIGS = {
     "phimoe": dict(num_local_experts=4, num_experts_per_tok=2),
     "llama": dict(),
     "qwen2": dict(),
+    # first layer dense, sigmoid routing with a correction bias, a shared expert, half-rotary RoPE
+    "glm4_moe": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
+                     first_k_dense_replace=1),
+    "dots1": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1,
+                  first_k_dense_replace=1),
+    "minimax_m2": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=16, head_dim=8, rotary_dim=4),
+    # per-layer lists, as the published configs write them
+    "hunyuan_v1_moe": dict(num_experts=4, moe_topk=[2, 2], intermediate_size=16, moe_intermediate_size=[16, 16],
+                           num_shared_expert=[1, 1], use_qk_norm=True, use_cla=False, head_dim=8),
+    "ernie4_5_moe": dict(moe_num_experts=4, moe_k=2, moe_intermediate_size=16, moe_num_shared_experts=1),
+    "dbrx": dict(ffn_config={"ffn_hidden_size": 16, "moe_num_experts": 4, "moe_top_k": 2},
+                 attn_config={"kv_n_heads": 2, "clip_qkv": 8.0, "rope_theta": 10000.0}),
+    # 4 layers: MoE every second one (top-1, a shared expert), NoPE every second one (temperature tuning from
+    # position 7), chunks of 8 positions on the RoPE layers
+    "llama4_text": dict(num_hidden_layers=4, num_local_experts=4, num_experts_per_tok=1, intermediate_size=16,
+                        intermediate_size_mlp=48, interleave_moe_layer_step=2, no_rope_layer_interval=2,
+                        attention_chunk_size=8, floor_scale=8, head_dim=8),
 }
 
 CHAT_TEMPLATE = ("{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n"
                  "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 _F32_IN_PUBLISHED_CHECKPOINTS = {"deepseek_v2": ("mlp.gate.weight",),
-                                 "deepseek_v3": ("mlp.gate.weight", "mlp.gate.e_score_correction_bias")}
+                                 "deepseek_v3": ("mlp.gate.weight", "mlp.gate.e_score_correction_bias"),
+                                 "glm4_moe": ("mlp.gate.weight", "mlp.gate.e_score_correction_bias"),
+                                 "dots1": ("mlp.gate.weight", "mlp.gate.e_score_correction_bias"),
+                                 "ernie4_5_moe": ("mlp.gate.weight", "moe_statics.e_score_correction_bias"),
+                                 "hunyuan_v1_moe": ("mlp.gate.wg.weight",)}
 
 
 def tiny_config(arch: str, **overrides):
@@ -65,8 +88,16 @@ def tiny_config(arch: str, **overrides):
     from transformers import AutoConfig
 
     if arch not in TINY_CONFIGS:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(TINY_ARCHITECTURES)}")
-    return AutoConfig.for_model(arch, **{**_COMMON, **TINY_CONFIGS[arch], **overrides})
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(TINY_ARCHITECTURES + FAMILY_ARCHITECTURES)}")
+    common = dict(_COMMON)
+    if arch == "dbrx":  # MPT-style names; the KV heads live in attn_config
+        common = {_DBRX_NAMES.get(k, k): v for k, v in common.items() if k not in ("intermediate_size",
+                                                                                   "num_key_value_heads")}
+    return AutoConfig.for_model(arch, **{**common, **TINY_CONFIGS[arch], **overrides})
+
+
+_DBRX_NAMES = {"hidden_size": "d_model", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+               "max_position_embeddings": "max_seq_len"}
 
 
 def make_tiny_tokenizer(out_dir, vocab_size: int = 128, chat_template: str = CHAT_TEMPLATE):
@@ -85,7 +116,7 @@ def make_tiny_tokenizer(out_dir, vocab_size: int = 128, chat_template: str = CHA
 
 
 def make_tiny_model(arch: str, out_dir, *, shard_size: str | None = None, seed: int = 0, tokenizer: bool = True,
-                    keep_published_dtypes: bool = True, **config_overrides) -> pathlib.Path:
+                    keep_published_dtypes: bool = True, qk_scale: float = 1.0, **config_overrides) -> pathlib.Path:
     """Builds a tiny random ``arch`` model in BF16 and saves it to ``out_dir``; returns the folder.
 
     shard_size: e.g. "40KB" to split the weights into several safetensors files
@@ -93,6 +124,9 @@ def make_tiny_model(arch: str, out_dir, *, shard_size: str | None = None, seed: 
     tokenizer: also save a tiny word-level tokenizer with a chat template.
     keep_published_dtypes: keep the tensors that published checkpoints store in
         F32 (DeepSeek routers, V3's correction bias) in F32.
+    qk_scale: multiplies the query and key projections, so that attention scores
+        are of order 1 rather than nearly uniform (random weights give q.k ~ 0.01):
+        position encodings, windows and masks then change the logits visibly.
     config_overrides: any config key, e.g. num_hidden_layers=3.
     """
     import torch
@@ -107,8 +141,13 @@ def make_tiny_model(arch: str, out_dir, *, shard_size: str | None = None, seed: 
             if tensor.dtype == torch.bfloat16 and name.endswith(("norm.weight", "layernorm.weight")):
                 # norms start at exactly 1.0; random values make every element count in round trips
                 tensor.copy_(1.0 + 0.1 * torch.randn_like(tensor, dtype=torch.float32))
-            elif tensor.dtype == torch.bfloat16 and tensor.ndim == 1 and torch.count_nonzero(tensor) == 0:
+            elif tensor.dtype == torch.bfloat16 and (tensor.ndim == 1 or name.endswith("correction_bias")) \
+                    and torch.count_nonzero(tensor) == 0:
                 tensor.copy_(0.02 * torch.randn_like(tensor, dtype=torch.float32))
+        if qk_scale != 1.0:
+            for name, tensor in model.named_parameters():
+                if name.endswith(("q_proj.weight", "k_proj.weight", "Wqkv.weight")):
+                    tensor.mul_(qk_scale)
         if keep_published_dtypes:
             suffixes = _F32_IN_PUBLISHED_CHECKPOINTS.get(arch, ())
             for module_name, module in model.named_modules():

@@ -143,7 +143,7 @@ def _prepare_hf(src: str, generic: bool):
             f"{src}: unsupported architecture {architecture!r} (config.json model_type); supported: "
             f"{registry.supported_list()}. --generic compresses any checkpoint losslessly without expert roles")
     plan = build_plan(folder.source.tensors, architecture, config,
-                      lambda t: registry.hf_pieces(architecture, t.name, t.shape), src, generic)
+                      lambda t: registry.hf_pieces(architecture, t.name, t.shape, config), src, generic)
     auxiliary = []
     for entry in folder.auxiliary:
         if entry["name"] == "tokenizer.json" and "text" in entry:
@@ -188,8 +188,8 @@ def _prepare_gguf(src: str, generic: bool):
                 f"without expert roles")
         architecture = model_type
         config = synthesize_config(gguf, arch, model_type)
-    heads = config.get("num_attention_heads", 0)
-    kv_heads = config.get("num_key_value_heads", heads)
+    heads = config.get("num_attention_heads") or config.get("n_heads") or 0  # n_heads: DBRX's name
+    kv_heads = config.get("num_key_value_heads") or (config.get("attn_config") or {}).get("kv_n_heads") or heads
     shapes = {t.name: t.shape for t in source.tensors}
     plan = build_plan(source.tensors, architecture, config,
                       lambda t: registry.gguf_pieces(arch, t.name, t.shape, shapes, heads, kv_heads), src, generic)

@@ -101,8 +101,8 @@ def synthesize_config(gguf: GGUFFile, arch: str, model_type: str) -> dict:
             stacked = shapes.get("blk.0.ffn_gate_exps.weight")
             experts = stacked[0] if stacked else None
         key = {"qwen2_moe": "num_experts", "qwen3_moe": "num_experts", "olmoe": "num_experts",
-               "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts"}.get(model_type,
-                                                                                          "num_local_experts")
+               "deepseek_v2": "n_routed_experts", "deepseek_v3": "n_routed_experts", "glm4_moe": "n_routed_experts",
+               "dots1": "n_routed_experts"}.get(model_type, "num_local_experts")
         config[key] = experts
         config["num_experts_per_tok"] = kv("expert_used_count")
     if model_type in ("qwen2_moe", "qwen3_moe"):
@@ -158,11 +158,107 @@ def synthesize_config(gguf: GGUFFile, arch: str, model_type: str) -> dict:
                 config[name] = value
     if model_type == "phimoe":
         config["lm_head_bias"] = "output.bias" in shapes
+    if model_type in _FAMILY_KEYS:
+        _FAMILY_KEYS[model_type](config, kv, shapes)
     return {k: v for k, v in config.items() if v is not None}
+
+
+def _deepseek_style_routing(config: dict, kv) -> None:
+    """Sigmoid routing with a correction bias, groups, shared experts and leading dense layers (GLM-4.5, dots.llm1)."""
+    config.update({
+        "moe_intermediate_size": kv("expert_feed_forward_length"),
+        "n_shared_experts": kv("expert_shared_count", 0),
+        "first_k_dense_replace": kv("leading_dense_block_count", 0),
+        "routed_scaling_factor": kv("expert_weights_scale", 1.0),
+        "norm_topk_prob": bool(kv("expert_weights_norm", False)),
+        "n_group": kv("expert_group_count", 1),
+        "topk_group": kv("expert_group_used_count", 1),
+    })
+
+
+def _glm4_moe(config: dict, kv, shapes: dict) -> None:
+    _deepseek_style_routing(config, kv)
+    nextn = kv("nextn_predict_layers", 0)
+    if config.get("num_hidden_layers") is not None:
+        config["num_hidden_layers"] -= nextn  # llama.cpp counts the multi-token-prediction layers as blocks
+    config["num_nextn_predict_layers"] = nextn
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if kv("rope.dimension_count"):
+        config["partial_rotary_factor"] = kv("rope.dimension_count") / head_dim
+    config["use_qk_norm"] = "blk.0.attn_q_norm.weight" in shapes
+    config["attention_bias"] = "blk.0.attn_q.bias" in shapes  # q, k and v only
+
+
+def _dots1(config: dict, kv, shapes: dict) -> None:
+    _deepseek_style_routing(config, kv)
+
+
+def _minimax_m2(config: dict, kv, shapes: dict) -> None:
+    config["intermediate_size"] = kv("expert_feed_forward_length", config.get("intermediate_size"))
+    config["rotary_dim"] = kv("rope.dimension_count")
+
+
+def _hunyuan_v1_moe(config: dict, kv, shapes: dict) -> None:
+    # llama.cpp writes the NTK-alpha-scaled base as rope.freq_base, so no alpha is needed here
+    config["intermediate_size"] = kv("expert_feed_forward_length", config.get("intermediate_size"))
+    config["moe_topk"] = config.pop("num_experts_per_tok", None)
+    config["num_shared_expert"] = kv("expert_shared_count", 1)
+    config["num_experts"] = config.pop("num_local_experts", None)
+
+
+def _ernie4_5_moe(config: dict, kv, shapes: dict) -> None:
+    config.update({
+        "moe_num_experts": config.pop("num_local_experts", None),
+        "moe_k": config.pop("num_experts_per_tok", None),
+        "moe_intermediate_size": kv("expert_feed_forward_length"),
+        "moe_num_shared_experts": kv("expert_shared_count", 0),
+        "moe_layer_start_index": kv("leading_dense_block_count", 0),
+        "moe_layer_interval": kv("interleave_moe_layer_step", 1),
+        "moe_layer_end_index": -1,
+    })
+
+
+def _dbrx(config: dict, kv, shapes: dict) -> None:
+    # DBRX's own (MPT-style) config names; llama.cpp always renormalizes the top-k weights by their sum
+    for gguf_name, dbrx_name in (("hidden_size", "d_model"), ("num_hidden_layers", "n_layers"),
+                                 ("num_attention_heads", "n_heads"), ("max_position_embeddings", "max_seq_len")):
+        config[dbrx_name] = config.pop(gguf_name, None)
+    config["attn_config"] = {k: v for k, v in (("kv_n_heads", config.pop("num_key_value_heads", None)),
+                                               ("clip_qkv", kv("attention.clamp_kqv")),
+                                               ("rope_theta", config.get("rope_theta"))) if v is not None}
+    config["ffn_config"] = {k: v for k, v in (("ffn_hidden_size", kv("expert_feed_forward_length",
+                                                                       config.pop("intermediate_size", None))),
+                                              ("moe_num_experts", config.pop("num_local_experts", None)),
+                                              ("moe_top_k", config.pop("num_experts_per_tok", None)),
+                                              ("moe_normalize_expert_weights", 1.0)) if v is not None}
+    config.pop("head_dim", None)
+    config.pop("rms_norm_eps", None)
+
+
+def _llama4_text(config: dict, kv, shapes: dict) -> None:
+    # llama.cpp's fixed Llama 4 settings: RoPE skipped every 4th layer, chunks of 8192 positions on the others,
+    # temperature tuning from 8192, q/k norms unless there are 128 experts (Maverick); a sliding_window of 0
+    # switches chunks and NoPE layers off
+    config["intermediate_size_mlp"] = config.get("intermediate_size")
+    config["intermediate_size"] = kv("expert_feed_forward_length")
+    config["interleave_moe_layer_step"] = kv("interleave_moe_layer_step", 1)
+    config["use_qk_norm"] = config.get("num_local_experts") != 128
+    if kv("attention.sliding_window") == 0:
+        config["attention_chunk_size"] = None
+        config["no_rope_layers"] = [1] * (config.get("num_hidden_layers") or 0)
+    else:
+        config.update({"attention_chunk_size": 8192, "no_rope_layer_interval": 4, "attn_temperature_tuning": True,
+                       "floor_scale": 8192, "attn_scale": 0.1})
+
+
+_FAMILY_KEYS = {"glm4_moe": _glm4_moe, "dots1": _dots1, "minimax_m2": _minimax_m2, "hunyuan_v1_moe": _hunyuan_v1_moe,
+                "ernie4_5_moe": _ernie4_5_moe, "dbrx": _dbrx, "llama4_text": _llama4_text}
 
 
 _HF_CLASS = {"qwen2_moe": "Qwen2MoeForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM", "mixtral": "MixtralForCausalLM",
              "olmoe": "OlmoeForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM",
              "deepseek_v3": "DeepseekV3ForCausalLM", "gpt_oss": "GptOssForCausalLM",
              "granitemoe": "GraniteMoeForCausalLM", "phimoe": "PhimoeForCausalLM", "llama": "LlamaForCausalLM",
-             "qwen2": "Qwen2ForCausalLM"}
+             "qwen2": "Qwen2ForCausalLM", "glm4_moe": "Glm4MoeForCausalLM", "dots1": "Dots1ForCausalLM",
+             "minimax_m2": "MiniMaxM2ForCausalLM", "hunyuan_v1_moe": "HunYuanMoEV1ForCausalLM",
+             "ernie4_5_moe": "Ernie4_5_MoeForCausalLM", "dbrx": "DbrxForCausalLM", "llama4_text": "Llama4ForCausalLM"}
