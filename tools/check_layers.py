@@ -40,6 +40,7 @@ LAYERS = {
 # Public headers (include/...) -> the folder of cpp/ that implements them.
 PUBLIC_HEADERS = {
     "zipmoe/error.h": "common",
+    "zipmoe/export.h": "common",
     "zipmoe/types.h": "common",
     "zipmoe/thread_pool.h": "common",
     "zipmoe/codec.h": "codec",

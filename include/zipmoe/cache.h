@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "zipmoe/export.h"
+
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // How the expert cache ranks experts when it admits and evicts (docs/CACHE.md).
@@ -127,3 +130,4 @@ struct ExpertCacheStats {
 };
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

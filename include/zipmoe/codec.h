@@ -15,9 +15,11 @@
 #include <vector>
 
 #include "zipmoe/error.h"
+#include "zipmoe/export.h"
 #include "zipmoe/thread_pool.h"
 #include "zipmoe/types.h"
 
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 struct CompressOptions {
@@ -58,3 +60,4 @@ void decompress(const void* blob, std::size_t size, void* out, std::size_t out_s
                 std::optional<Isa> isa = std::nullopt);
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

@@ -39,9 +39,11 @@
 #include <vector>
 
 #include "zipmoe/error.h"
+#include "zipmoe/export.h"
 #include "zipmoe/thread_pool.h"
 #include "zipmoe/types.h"
 
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // The version this build writes: 1.0, or 1.1 for a file that holds a U8 tensor
@@ -241,3 +243,4 @@ class ContainerReader {
 };
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

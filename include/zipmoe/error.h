@@ -10,6 +10,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "zipmoe/export.h"
+
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // Base class of every zipmoe error.
@@ -65,3 +68,4 @@ class BusyError : public Error {
 };
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

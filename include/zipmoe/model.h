@@ -57,8 +57,10 @@
 #include "zipmoe/cache.h"
 #include "zipmoe/container.h"
 #include "zipmoe/error.h"
+#include "zipmoe/export.h"
 #include "zipmoe/types.h"
 
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // How matrix products and attention sum (see the top of this file and
@@ -197,3 +199,4 @@ class Model {
 };
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

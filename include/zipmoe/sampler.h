@@ -55,7 +55,9 @@
 #include <vector>
 
 #include "zipmoe/error.h"
+#include "zipmoe/export.h"
 
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // xoshiro256** (Blackman and Vigna, 2018), a 64-bit generator with 256 bits
@@ -138,3 +140,4 @@ struct TokenLogprobs {
 TokenLogprobs token_logprobs(const float* logits, std::size_t vocab, std::int32_t token, std::size_t top_n);
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

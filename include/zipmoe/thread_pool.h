@@ -10,6 +10,9 @@
 #include <functional>
 #include <memory>
 
+#include "zipmoe/export.h"
+
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 class ThreadPool {
@@ -48,3 +51,4 @@ class ThreadPool {
 void parallel_for(ThreadPool* pool, std::size_t n, const std::function<void(std::size_t)>& fn);
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

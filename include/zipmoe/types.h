@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <string>
 
+#include "zipmoe/export.h"
+
+ZIPMOE_PUBLIC_BEGIN
 namespace zipmoe {
 
 // Element types zipmoe stores losslessly. The numeric values are part of the
@@ -50,3 +53,4 @@ enum class Isa : std::uint8_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kNeon = 3 }
 constexpr int kNumIsas = 4;
 
 }  // namespace zipmoe
+ZIPMOE_PUBLIC_END

@@ -30,6 +30,7 @@ from .container import Container, ContainerWriter, TensorInfo, open_container  #
 from .conversion import convert, export, verify_against  # noqa: F401,E402
 from .model import Model, default_model_path, load  # noqa: F401,E402
 from .chat_template import ChatTemplate  # noqa: F401,E402
+from ._library import get_cmake_dir, get_include, get_library_dir, get_pkgconfig_dir  # noqa: F401,E402
 from .tokenizer import Tokenizer  # noqa: F401,E402
 
 __all__ = [
@@ -56,6 +57,10 @@ __all__ = [
     "Model",
     "default_model_path",
     "ChatTemplate",
+    "get_include",
+    "get_library_dir",
+    "get_cmake_dir",
+    "get_pkgconfig_dir",
     "available_isas",
     "default_isa",
     "cpu_features",

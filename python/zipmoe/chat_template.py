@@ -133,6 +133,8 @@ def _compile(source: str):
         return environment.from_string(source)
     except jinja2.exceptions.TemplateSyntaxError as error:
         raise _core.FormatError(f"chat template does not parse (line {error.lineno}): {error.message}") from None
+    except SyntaxError as error:  # jinja2 compiles to Python: e.g. {% break %} outside a loop
+        raise _core.FormatError(f"chat template does not parse (line {error.lineno}): {error.msg}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -216,7 +218,7 @@ class ChatTemplate:
                                          **variables)
         except jinja2.exceptions.TemplateError as error:
             raise _core.InvalidArgumentError(f"chat template: {error}") from None
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, ArithmeticError) as error:
             raise _core.InvalidArgumentError(f"chat template failed on this conversation: "
                                              f"{type(error).__name__}: {error}") from None
 

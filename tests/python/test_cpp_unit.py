@@ -1,4 +1,5 @@
-"""Builds the C++ unit tests (tests/cpp) with CMake and runs them once, under ctest.
+"""Builds the C++ unit tests (tests/cpp) and the C API's test programs (tests/c) with CMake and runs them once, under
+ctest.
 
 ctest has one entry per suite (cpp.<suite>), and one per instruction set (cpp.<suite>.<isa>, ZIPMOE_ISA forced) for
 the suites whose code takes the process-default kernel path; see tests/cpp/CMakeLists.txt. The build is the
@@ -39,7 +40,11 @@ def cpp_build():
         subprocess.run([cmake, "-S", str(REPO), "-B", str(build), *generator, "-DZIPMOE_BUILD_TESTS=ON",
                         "-DZIPMOE_BUILD_PYTHON=OFF", "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
     jobs = str(os.cpu_count() or 2)
-    done = subprocess.run([cmake, "--build", str(build), "-j", jobs, "--target", "zipmoe_tests"],
+    # zipmoe_tests, and with ZIPMOE_BUILD_SHARED the C API's test programs and libzipmoe (tests/c)
+    targets = ["zipmoe_tests"]
+    if "ZIPMOE_BUILD_SHARED:BOOL=OFF" not in (build / "CMakeCache.txt").read_text(errors="replace"):
+        targets += ["zipmoe_c_tests", "zipmoe_cxx_link_tests"]
+    done = subprocess.run([cmake, "--build", str(build), "-j", jobs, "--target", *targets],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
     return build
@@ -66,7 +71,8 @@ def test_cpp_suites_pass_once_under_ctest(cpp_build, tmp_path):
 
     status = {case.get("name"): case.get("status") for case in ElementTree.parse(report).iter("testcase")}
     available = set(zipmoe.available_isas())
-    expected = {}
+    # the C API's programs (tests/c) run once each, on the default path
+    expected = {name: "run" for name in status if name.startswith("c.")}
     for suite in _suites(cpp_build):
         per_isa = {name: name.rsplit(".", 1)[1] for name in status if name.startswith(f"cpp.{suite}.")}
         if not per_isa:
