@@ -228,7 +228,7 @@ typedef struct {
   uint64_t bytes_read;                    /* bytes read from the container (prefetches included) */
   uint64_t prefetch_bytes_read;           /* of which by prefetches */
   uint64_t chunks_read;
-  double read_seconds;                    /* time the reader threads spent reading and checksumming */
+  double read_seconds;                    /* time the reader threads spent reading (checksums: during the decode) */
   uint64_t decoded_bytes;                 /* bytes of expert weights decoded */
   double decode_seconds;                  /* thread time spent decoding */
   double stall_seconds;                   /* time the forward pass waited for experts with nothing to do */

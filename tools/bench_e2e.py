@@ -291,9 +291,13 @@ def cache_stats(model) -> dict:
     out = {k: s["total"][k] for k in ("requests", "hits", "misses", "bytes_read", "prefetch_bytes_read",
                                       "chunks_read", "read_seconds", "decoded_bytes", "decode_seconds",
                                       "stall_seconds", "prefetch_hits", "served_from")}
+    for k in ("unused_bytes_read", "reread_bytes", "unused_decoded_bytes", "fused_decoded_bytes"):
+        if k in s["total"]:
+            out[k] = s["total"][k]
     for k in ("experts_in", "tier_bytes", "tier_capacity", "working_set_bytes", "prefetches", "prefetches_used",
               "prefetches_cancelled", "admissions", "evictions", "storage_bandwidth", "read_latency",
-              "decode_throughput", "other_cpu_seconds", "planned_seconds_per_token"):
+              "decode_throughput", "other_cpu_seconds", "planned_seconds_per_token", "replans", "load_bytes_read",
+              "replan_dropped_bytes", "replan_demotions", "io_busy_seconds", "forward_seconds", "planner"):
         if k in s:
             out[k] = s[k]
     return out

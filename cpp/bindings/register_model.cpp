@@ -91,9 +91,13 @@ py::dict layer_stats_dict(const ExpertLayerStats& s) {
   d["prefetch_hits"] = s.prefetch_hits;
   d["bytes_read"] = s.bytes_read;
   d["prefetch_bytes_read"] = s.prefetch_bytes_read;
+  d["unused_bytes_read"] = s.unused_bytes_read;
+  d["reread_bytes"] = s.reread_bytes;
   d["chunks_read"] = s.chunks_read;
   d["read_seconds"] = double(s.read_ns) * 1e-9;
   d["decoded_bytes"] = s.decoded_bytes;
+  d["unused_decoded_bytes"] = s.unused_decoded_bytes;
+  d["fused_decoded_bytes"] = s.fused_decoded_bytes;
   d["decode_seconds"] = double(s.decode_ns) * 1e-9;
   d["stall_seconds"] = double(s.stall_ns) * 1e-9;
   return d;
@@ -124,6 +128,44 @@ py::dict stats_dict(const ExpertCacheStats& s) {
   d["storage_bandwidth"] = s.storage_bandwidth;
   d["decode_throughput"] = s.decode_throughput;
   d["planned_seconds_per_token"] = s.planned_seconds_per_token;
+  d["load_bytes_read"] = s.load_bytes_read;
+  d["replan_dropped_bytes"] = s.replan_dropped_bytes;
+  d["replan_demotions"] = s.replan_demotions;
+  d["io_busy_seconds"] = s.io_busy_seconds;
+  d["forward_seconds"] = s.forward_seconds;
+  const PlannerReport& p = s.planner;
+  py::dict planner;
+  planner["source"] = p.source;
+  planner["storage_bandwidth"] = p.storage_bandwidth;
+  planner["read_latency"] = p.read_latency;
+  planner["decode_throughput"] = p.decode_throughput;
+  planner["coded_decode_throughput"] = p.coded_decode_throughput;
+  planner["matmul_throughput"] = p.matmul_throughput;
+  planner["merge_throughput"] = p.merge_throughput;
+  planner["other_cpu_seconds"] = p.other_cpu_seconds;
+  planner["seconds_per_token"] = p.seconds_per_token;
+  planner["raw_seconds_per_token"] = p.raw_seconds_per_token;
+  planner["compressed_slower_than_raw"] = p.compressed_slower_than_raw;
+  planner["choice"] = p.choice;
+  planner["warning"] = p.warning;
+  d["planner"] = planner;
+  py::list timeline;
+  for (const FetchTimelineEvent& e : s.timeline) {
+    py::dict event;
+    event["kind"] = e.kind;
+    event["thread"] = e.thread;
+    event["start"] = e.start;
+    event["end"] = e.end;
+    if (e.kind == "read" || e.kind == "decode" || e.kind == "fused") {
+      event["prefetch"] = e.prefetch;
+      event["layer"] = e.layer;
+      event["expert"] = e.expert;
+      event["projection"] = e.projection;
+      if (e.kind == "read") event["plane"] = e.sm ? "sm" : "exponent";
+    }
+    timeline.append(event);
+  }
+  d["timeline"] = timeline;
   return d;
 }
 

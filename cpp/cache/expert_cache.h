@@ -57,8 +57,10 @@
 #include <memory>
 #include <vector>
 
+#include "cache/coded_product.h"
 #include "cache/expert_layout.h"
 #include "cache/expert_provider.h"
+#include "cache/machine_profile.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
@@ -123,6 +125,8 @@ class ExpertCache final : public ExpertProvider {
   Status acquire(ExpertRequest* request) override;
   Status wait_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count) override;
   void release(ExpertRequest* request) override;
+  Status multiply(const ExpertRequest& request, std::size_t index, ExpertProjection projection,
+                  const kernels::LinearJob& job, kernels::MatmulPrecision precision) override;
   std::uint64_t resident_bytes() const override;
   bool wants_prefetch() const override { return started_ && options_.prefetch; }
   void collect_stats(ExpertCacheStats* out) const override;
@@ -148,7 +152,17 @@ class ExpertCache final : public ExpertProvider {
 
   // Set-up (start).
   void size_working_set(std::size_t* decode_buffers, std::size_t* staging_buffers) const;
+  struct ProbeProducts {
+    double plain_seconds = 0;  // the probe expert's single-token products over its decoded weights
+    double coded_seconds = 0;  // the same, coded (0: not measured)
+    double last_seconds = 0;
+  };
   Status measure(CostModel* model);
+  Status probe_machine(MachineSpeeds* speeds);
+  Status probe_products(const ExpertLayout& x, ProbeProducts* out);
+  double probe_merge(const ExpertLayout& x);
+  TierPlan make_plan() const;
+  void report_plan(const std::vector<ExpertTier>& tiers);
   void set_prior(const CacheOptions& options);
   Status fill_planned(const TierPlan& plan);
   Status load_resident(std::size_t expert, ExpertTier tier);
@@ -161,6 +175,14 @@ class ExpertCache final : public ExpertProvider {
   void deliver_ready(ExpertRequest* request, std::uint32_t* ready, std::size_t* count);
   Status make_progress(Lock& lock, const ExpertRequest& request);
   void recycle_delivered();
+  // The timeline: the forward pass's time between the cache's calls.
+  void enter();
+  void leave(sched::TimelineKind kind);
+
+  // Coded delivery (COMPRESSED experts multiplied through CodedProducts).
+  Status size_coded_products();
+  bool deliver_coded(std::size_t expert, std::uint32_t tokens, double key) const;
+  bool could_enter_full(std::size_t expert, double key) const;
 
   // States (all under the lock).
   bool pinned(std::size_t expert) const;
@@ -174,11 +196,16 @@ class ExpertCache final : public ExpertProvider {
   std::uint64_t bytes_in(std::size_t expert, ExpertTier tier) const;
   // Plans again from the routing frequencies seen so far and shrinks the states
   // whose capacity went down (their lowest-key experts move down at once; the
-  // states that grew fill as fetched experts are admitted).
-  void replan();
+  // states that grew fill as fetched experts are admitted). A new plan replaces
+  // the one in force only when clearly faster, unless the budget changed
+  // (`budget_changed`): then the plan in force may no longer fit.
+  void replan(bool budget_changed = false);
 
   const format::ContainerFile* reader_ = nullptr;
   ThreadPool* pool_ = nullptr;
+  Isa isa_ = Isa::kScalar;
+  CodedProducts products_;  // allocated when COMPRESSED experts may be delivered coded
+  bool use_coded_ = false;  // ... and they are (measure())
   MemoryLedger* ledger_ = nullptr;
   ExpertTable table_;
   CacheOptions options_;
@@ -188,6 +215,11 @@ class ExpertCache final : public ExpertProvider {
 
   std::vector<ExpertSlot> experts_;
   std::vector<ExpertCosts> costs_;
+  std::vector<ExpertCosts> raw_costs_;       // the same experts as a raw container would hold them
+  bool raw_container_ = false;               // the experts are stored uncompressed
+  std::uint64_t dense_bytes_per_token_ = 0;  // ExpertShapes
+  MachineSpeeds speeds_;                     // measured (or cached) at load
+  std::vector<ExpertTier> plan_in_force_;    // the plan the capacities come from
   PolicyRanker ranker_;
   std::uint64_t capacity_[kNumExpertTiers] = {0, 0, 0, 0, 0};
   std::uint64_t used_[kNumExpertTiers] = {0, 0, 0, 0, 0};
@@ -195,6 +227,7 @@ class ExpertCache final : public ExpertProvider {
   // The request between acquire and release.
   ExpertRequest* request_ = nullptr;
   std::vector<sched::FetchId> request_fetch_;  // per request index: its fetch, or kNoFetch (FULL at acquire)
+  std::vector<std::uint8_t> request_coded_;    // per request index: delivered coded (COMPRESSED, no fetch)
   std::vector<std::size_t> request_ids_;
   std::vector<sched::FetchId> pending_;        // the undelivered fetches, in request order
   std::vector<sched::FetchId> delivered_group_;  // fetches delivered by the last wait_ready
@@ -209,6 +242,16 @@ class ExpertCache final : public ExpertProvider {
   std::uint64_t working_set_ = 0;      // the pipeline's buffers as start() allocated them
   std::uint64_t next_replan_step_ = 0;  // 0: never
   std::uint64_t replans_ = 0;
+
+  // Bytes read beyond the requests', and the timeline (stats()).
+  std::uint64_t load_bytes_read_ = 0;
+  std::uint64_t replan_dropped_bytes_ = 0;
+  std::uint64_t replan_demotions_ = 0;
+  std::uint64_t io_busy_at_reset_ = 0;
+  PlannerReport planner_report_;
+  std::chrono::steady_clock::time_point timeline_origin_{};
+  std::chrono::steady_clock::time_point returned_at_{};  // when the cache last returned to the forward pass
+  int returned_kind_ = -1;  // the sched::TimelineKind the forward pass spends until the next call; -1: none
 
   // What the forward pass spends besides the cache, for the next plan (not reset by reset_stats).
   std::uint64_t measured_other_ns_ = 0;   // CPU time between requests besides decoding and waiting

@@ -89,7 +89,7 @@ ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block) {
   kernels::WeightMatrix* matrices[kProjections] = {&w.gate, &w.up, &w.down};
   for (int j = 0; j < kProjections; ++j) {
     const ProjectionLayout& p = x.projection(j);
-    matrices[j]->data = block + p.decoded_offset;
+    matrices[j]->data = block ? block + p.decoded_offset : nullptr;
     matrices[j]->dtype = p.tensor->dtype;
     matrices[j]->rows = static_cast<std::size_t>(p.tensor->shape[0]);
     matrices[j]->cols = static_cast<std::size_t>(p.tensor->shape[1]);

@@ -69,7 +69,8 @@ struct ExpertTable {
 // shape (FormatError status naming the expert otherwise).
 Status build_expert_table(const format::ContainerFile& reader, const ExpertShapes& shapes, ExpertTable* table);
 
-// The weights of expert `x` decoded into `block` (laid out as x's decoded block).
+// The weights of expert `x` decoded into `block` (laid out as x's decoded block);
+// a null block gives the shapes only (a coded delivery).
 ExpertWeights expert_weights(const ExpertLayout& x, const std::uint8_t* block);
 
 }  // namespace zipmoe::cache

@@ -37,7 +37,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "kernels/kernel_types.h"
+#include "kernels/kernels.h"
 #include "zipmoe/cache.h"
 
 namespace zipmoe::cache {
@@ -52,15 +52,27 @@ struct ExpertShapes {
   std::size_t experts_per_token = 0;      // k: experts each token is routed to
   std::size_t hidden_size = 0;
   std::size_t intermediate_size = 0;      // of one expert
+  // Bytes of weights a single-token step multiplies besides the routed experts
+  // (attention, shared experts, routers, the output matrix): for the planner's
+  // estimate of the compute time beside the experts; 0: unknown.
+  std::uint64_t dense_bytes_per_token = 0;
 };
 
 // All projections of one routed expert, in HF semantics:
 //   gate, up: [intermediate, hidden];  down: [hidden, intermediate]
+// `coded`: the provider delivers the expert as it rests, coded (the matrices
+// give shapes and dtypes, their data is null): the caller multiplies with its
+// projections through ExpertProvider::multiply, which decodes them into the
+// products tile by tile.
 struct ExpertWeights {
   kernels::WeightMatrix gate;
   kernels::WeightMatrix up;
   kernels::WeightMatrix down;
+  bool coded = false;
 };
+
+// The projections of an expert, as ExpertProvider::multiply names them.
+enum class ExpertProjection : int { kGate = 0, kUp = 1, kDown = 2 };
 
 // The experts of one MoE layer that a forward step needs. The caller fills
 // `layer` and `experts` (distinct ids < num_experts) and keeps the object between
@@ -105,6 +117,16 @@ class ExpertProvider {
 
   // Ends the request: the provider may evict its experts from now on.
   virtual void release(ExpertRequest* request) = 0;
+
+  // For request->experts[index] delivered with weights.coded, while its
+  // delivery is valid: job.y = job.x W^T (+ job.bias) with W its `projection`
+  // (job.weight: that projection's matrix from request->weights, data null),
+  // bit-identical to kernels::linear_batch with the decoded W and `precision`.
+  virtual Status multiply(const ExpertRequest& request, std::size_t index, ExpertProjection projection,
+                          const kernels::LinearJob& job, kernels::MatmulPrecision precision) {
+    (void)request, (void)index, (void)projection, (void)job, (void)precision;
+    return Status::Internal("this expert provider delivers no coded experts");
+  }
 
   // Bytes of expert weights this provider holds now (also in the ledger).
   virtual std::uint64_t resident_bytes() const = 0;

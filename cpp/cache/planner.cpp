@@ -12,12 +12,35 @@ double expert_io_seconds(const ExpertCosts& expert, ExpertTier tier, const CostM
 
 double expert_decode_seconds(const ExpertCosts& expert, ExpertTier tier, const CostModel& model) {
   if (tier == ExpertTier::kFull) return 0.0;
-  return double(expert.decoded_bytes) / std::max(model.decode_bytes_per_second, 1.0);
+  const double rate = tier == ExpertTier::kCompressed && model.coded_decode_bytes_per_second > 0
+                          ? model.coded_decode_bytes_per_second
+                          : model.decode_bytes_per_second;
+  return double(expert.decoded_bytes) / std::max(rate, 1.0);
 }
 
 double layer_seconds(double io, double cpu, std::size_t experts_per_token) {
   const double k = double(std::max<std::size_t>(experts_per_token, 1));
   return std::max(io, cpu) + std::min(io, cpu) / k;
+}
+
+PlanTotals plan_totals(const std::vector<ExpertCosts>& experts, const std::vector<ExpertTier>& tiers,
+                       std::size_t num_groups, std::size_t experts_per_token, const CostModel& model) {
+  std::vector<double> io(num_groups, 0.0), decode(num_groups, 0.0);
+  for (std::size_t i = 0; i < experts.size() && i < tiers.size(); ++i) {
+    const ExpertCosts& e = experts[i];
+    if (e.group >= num_groups) continue;
+    io[e.group] += e.probability * expert_io_seconds(e, tiers[i], model);
+    decode[e.group] += e.probability * expert_decode_seconds(e, tiers[i], model);
+  }
+  PlanTotals totals;
+  const double other = std::max(model.other_cpu_seconds, 0.0);
+  for (std::size_t g = 0; g < num_groups; ++g) {
+    totals.seconds += layer_seconds(io[g], decode[g] + other, experts_per_token);
+    totals.io += io[g];
+    totals.decode += decode[g];
+    totals.other += other;
+  }
+  return totals;
 }
 
 namespace {

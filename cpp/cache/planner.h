@@ -5,7 +5,11 @@
 //   io(state)     = reads(state) * read_latency + read_bytes(state) / storage_bandwidth
 //                   FULL, COMPRESSED: nothing; SM: its 3 exponent chunks; E: its 3 SM
 //                   chunks; ABSENT: all 6
-//   decode(state) = decoded_bytes / decode_throughput (all decode threads), 0 for FULL
+//   decode(state) = decoded_bytes / decode_throughput (all decode threads), 0 for FULL;
+//                   COMPRESSED at the coded throughput when its experts are
+//                   multiplied coded (decoded tile by tile into the products,
+//                   coded_product.h), which saves the decoded copy's trip
+//                   through memory
 // One layer runs its reads on one I/O thread while the CPU decodes and computes,
 // so with p_e the probability that a token routes to expert e, a layer costs
 //   IO  = sum_e p_e io(state_e)
@@ -42,6 +46,8 @@ struct CostModel {
   double storage_bytes_per_second = 1.5e9;
   double read_latency_seconds = 80e-6;
   double decode_bytes_per_second = 3e9;  // decoded output of all decode threads together
+  double coded_decode_bytes_per_second = 0;  // COMPRESSED experts multiplied coded: their decoding's
+                                             // rate (time beyond the plain product); 0: decoded whole
   double other_cpu_seconds = 0;          // C: CPU time of one layer besides decoding, per token
 };
 
@@ -67,6 +73,16 @@ double expert_io_seconds(const ExpertCosts& expert, ExpertTier tier, const CostM
 double expert_decode_seconds(const ExpertCosts& expert, ExpertTier tier, const CostModel& model);
 // T of one layer from its expected IO and CPU seconds.
 double layer_seconds(double io, double cpu, std::size_t experts_per_token);
+// What experts resting in `tiers` (per expert) cost per token: the sum over
+// layers of T, and of its parts.
+struct PlanTotals {
+  double seconds = 0;  // sum of T
+  double io = 0;       // sum of IO (reads)
+  double decode = 0;   // sum of the decoding part of CPU
+  double other = 0;    // sum of C
+};
+PlanTotals plan_totals(const std::vector<ExpertCosts>& experts, const std::vector<ExpertTier>& tiers,
+                       std::size_t num_groups, std::size_t experts_per_token, const CostModel& model);
 
 // Plans the states of `experts` (groups numbered 0 .. num_groups-1) within
 // `budget` bytes, using only the states in `allowed` (a mask of

@@ -262,14 +262,18 @@ std::size_t CodedPlane::segment_count(std::size_t s) const {
 }
 
 Status CodedPlane::decode_segment(std::size_t s, const MergeTarget& plane_target, Isa isa) const {
-  return decode_one(s, plane_target, isa, nullptr);
+  if (s >= num_segments()) return Status::InvalidArgument("segment index out of range");
+  return decode_one(s, plane_target.advanced(s * std::size_t(segment_symbols_)), isa, nullptr);
 }
 
-Status CodedPlane::decode_one(std::size_t s, const MergeTarget& plane_target, Isa isa, SegmentSums* sums) const {
+Status CodedPlane::decode_segment_at(std::size_t s, const MergeTarget& segment_target, Isa isa) const {
+  ZIPMOE_RETURN_IF_ERROR(check_isa(isa));
+  return decode_one(s, segment_target, isa, nullptr);
+}
+
+Status CodedPlane::decode_one(std::size_t s, const MergeTarget& target, Isa isa, SegmentSums* sums) const {
   if (s >= num_segments()) return Status::InvalidArgument("segment index out of range");
-  const std::size_t begin = s * std::size_t(segment_symbols_);
   const std::size_t count = segment_count(s);
-  const MergeTarget target = plane_target.advanced(begin);
   const std::uint8_t* payload = data_ + segment_offsets_[s];
   const int isa_index = static_cast<int>(isa);
   const int scalar_index = static_cast<int>(Isa::kScalar);
@@ -313,7 +317,9 @@ Status CodedPlane::decode(const MergeTarget& plane_target, ThreadPool* pool, Isa
 Status CodedPlane::decode_all(const MergeTarget& plane_target, ThreadPool* pool, Isa isa, SegmentSums* sums) const {
   ZIPMOE_RETURN_IF_ERROR(check_isa(isa));
   const std::size_t n = num_segments();
-  auto run = [&](std::size_t s) { return decode_one(s, plane_target, isa, sums ? &sums[s] : nullptr); };
+  auto run = [&](std::size_t s) {
+    return decode_one(s, plane_target.advanced(s * std::size_t(segment_symbols_)), isa, sums ? &sums[s] : nullptr);
+  };
   if (n == 1 || pool == nullptr) {
     for (std::size_t s = 0; s < n; ++s) ZIPMOE_RETURN_IF_ERROR(run(s));
     return Status::Ok();

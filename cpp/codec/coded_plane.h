@@ -78,6 +78,9 @@ class CodedPlane {
   // Decodes segment s into `plane_target` (a target for the whole plane: element 0
   // is the plane's first symbol).
   Status decode_segment(std::size_t s, const MergeTarget& plane_target, Isa isa) const;
+  // Decodes segment s into `segment_target`, whose element 0 is the segment's
+  // first symbol (e.g. a small buffer that holds one decoded segment).
+  Status decode_segment_at(std::size_t s, const MergeTarget& segment_target, Isa isa) const;
   // Decodes every segment, in parallel on `pool` (inline when null).
   Status decode(const MergeTarget& plane_target, ThreadPool* pool, Isa isa) const;
 
@@ -99,8 +102,8 @@ class CodedPlane {
     SegmentChecksums coded;    // payload and SM high bytes
     std::uint32_t sm_low = 0;  // F32: the SM low words
   };
-  // decode_segment() with checksums when `sums` is not null.
-  Status decode_one(std::size_t s, const MergeTarget& plane_target, Isa isa, SegmentSums* sums) const;
+  // decode_segment_at() with checksums when `sums` is not null.
+  Status decode_one(std::size_t s, const MergeTarget& segment_target, Isa isa, SegmentSums* sums) const;
   // decode() and decode_checksummed(); `sums` null: no checksums.
   Status decode_all(const MergeTarget& plane_target, ThreadPool* pool, Isa isa, SegmentSums* sums) const;
   std::size_t payload_size(std::size_t s) const {

@@ -117,7 +117,10 @@ std::string ContainerFile::where(const TensorInfo& t, const ChunkInfo& c) const 
 }
 
 Status ContainerFile::verify_crc(const ChunkInfo& c, const std::uint8_t* bytes) const {
-  const std::uint32_t computed = crc32c(bytes, static_cast<std::size_t>(c.stored_size));
+  return check_crc(c, crc32c(bytes, static_cast<std::size_t>(c.stored_size)));
+}
+
+Status ContainerFile::check_crc(const ChunkInfo& c, std::uint32_t computed) const {
   if (computed != c.crc32c) {
     return Status::Checksum(where(tensors_[c.tensor], c) + ": checksum mismatch (stored " + hex32(c.crc32c) +
                             ", computed " + hex32(computed) + "): the chunk is damaged");
@@ -133,10 +136,22 @@ Status ContainerFile::read_chunk(std::uint32_t chunk, void* buffer, std::size_t 
   if (chunk >= chunks_.size()) {
     return Status::InvalidArgument(path_ + ": chunk " + std::to_string(chunk) + " does not exist");
   }
-  return read_chunk_bytes(chunks_[chunk], static_cast<std::uint8_t*>(buffer), buffer_size);
+  return read_chunk_bytes(chunks_[chunk], static_cast<std::uint8_t*>(buffer), buffer_size, true);
 }
 
-Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer, std::size_t buffer_size) const {
+Status ContainerFile::read_chunk_unverified(std::uint32_t chunk, void* buffer, std::size_t buffer_size) const {
+  if (chunk >= chunks_.size()) {
+    return Status::InvalidArgument(path_ + ": chunk " + std::to_string(chunk) + " does not exist");
+  }
+  return read_chunk_bytes(chunks_[chunk], static_cast<std::uint8_t*>(buffer), buffer_size, false);
+}
+
+Status ContainerFile::verify_chunk(std::uint32_t chunk, const void* bytes) const {
+  return verify_crc(chunks_[chunk], static_cast<const std::uint8_t*>(bytes));
+}
+
+Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer, std::size_t buffer_size,
+                                       bool verify) const {
   const std::size_t padded = static_cast<std::size_t>(round_up(c.stored_size, kContainerAlignment));
   if (buffer_size < padded) {
     return Status::InvalidArgument(where(tensors_[c.tensor], c) + ": buffer of " + std::to_string(buffer_size) +
@@ -154,7 +169,7 @@ Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer,
   if (!st.ok()) {
     return Status(st.code(), describe_tensor(tensors_[c.tensor]) + ": " + describe_chunk(c) + ": " + st.message());
   }
-  return verify_crc(c, buffer);
+  return verify ? verify_crc(c, buffer) : Status::Ok();
 }
 
 Status ContainerFile::map_chunk(const ChunkInfo& c, MappedRange* out) const {
@@ -172,10 +187,25 @@ Status ContainerFile::check_tensor(const TensorInfo& tensor, const char* call) c
   return Status::Ok();
 }
 
-Status ContainerFile::decode_chunks(const TensorInfo& t, const void* exponent_chunk, std::size_t exponent_size,
-                                    const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size,
-                                    ThreadPool* pool, Isa isa) const {
+Status ContainerFile::check_decoded_size(const TensorInfo& t, std::size_t out_size) const {
+  if (out_size != t.decoded_bytes()) {
+    return Status::InvalidArgument(path_ + ": " + describe_tensor(t) + ": output buffer has " +
+                                   std::to_string(out_size) + " bytes, the tensor needs " +
+                                   std::to_string(t.decoded_bytes()));
+  }
+  return Status::Ok();
+}
+
+Status ContainerFile::prepare_decode(const TensorInfo& t, const std::uint8_t* exponent, std::size_t exponent_size,
+                                     std::size_t sm_size, std::size_t out_size, codec::CodedPlane* plane) const {
   ZIPMOE_RETURN_IF_ERROR(check_tensor(t, "decode_chunks"));
+  ZIPMOE_RETURN_IF_ERROR(check_decoded_size(t, out_size));
+  return parse_chunks(t, exponent, exponent_size, sm_size, plane);
+}
+
+Status ContainerFile::parse_chunks(const TensorInfo& t, const void* exponent_chunk, std::size_t exponent_size,
+                                   std::size_t sm_size, codec::CodedPlane* plane) const {
+  ZIPMOE_RETURN_IF_ERROR(check_tensor(t, "parse_chunks"));
   const auto* exponent = static_cast<const std::uint8_t*>(exponent_chunk);
   const ChunkInfo& ec = chunks_[t.exponent_chunk];
   const ChunkInfo& sc = chunks_[t.sm_chunk];
@@ -185,24 +215,62 @@ Status ContainerFile::decode_chunks(const TensorInfo& t, const void* exponent_ch
                                    " differ from the stored " + std::to_string(ec.stored_size) + " and " +
                                    std::to_string(sc.stored_size));
   }
-  if (out_size != t.decoded_bytes()) {
-    return Status::InvalidArgument(path_ + ": " + describe_tensor(t) + ": output buffer has " +
-                                   std::to_string(out_size) + " bytes, the tensor needs " +
-                                   std::to_string(t.decoded_bytes()));
-  }
   if (exponent_size > 0 && exponent[0] != static_cast<std::uint8_t>(ec.codec)) {
     return Status::Format(where(t, ec) + ": coded plane says codec " + std::to_string(exponent[0]) +
                           ", the chunk table says " + codec_name(ec.codec));
   }
-  codec::CodedPlane plane;
-  ZIPMOE_RETURN_IF_ERROR(codec::CodedPlane::parse(exponent, exponent_size, &plane).with_context(where(t, ec)));
-  if (plane.num_symbols() != t.num_elements) {
-    return Status::Format(where(t, ec) + ": holds " + std::to_string(plane.num_symbols()) + " symbols for " +
+  ZIPMOE_RETURN_IF_ERROR(codec::CodedPlane::parse(exponent, exponent_size, plane).with_context(where(t, ec)));
+  if (plane->num_symbols() != t.num_elements) {
+    return Status::Format(where(t, ec) + ": holds " + std::to_string(plane->num_symbols()) + " symbols for " +
                           std::to_string(t.num_elements) + " elements");
   }
+  return Status::Ok();
+}
+
+Status ContainerFile::decode_chunks(const TensorInfo& t, const void* exponent_chunk, std::size_t exponent_size,
+                                    const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size,
+                                    ThreadPool* pool, Isa isa) const {
+  codec::CodedPlane plane;
+  ZIPMOE_RETURN_IF_ERROR(
+      prepare_decode(t, static_cast<const std::uint8_t*>(exponent_chunk), exponent_size, sm_size, out_size, &plane));
   const codec::MergeTarget target = codec::make_merge_target(t.dtype, static_cast<const std::uint8_t*>(sm_chunk),
                                                              static_cast<std::size_t>(t.num_elements), out);
-  return plane.decode(target, pool, isa).with_context(where(t, ec));
+  return plane.decode(target, pool, isa).with_context(where(t, chunks_[t.exponent_chunk]));
+}
+
+Status ContainerFile::damaged_or(const TensorInfo& t, const void* exponent_chunk, const void* sm_chunk,
+                                 Status failure) const {
+  if (t.index < tensors_.size() && &tensors_[t.index] == &t) {
+    ZIPMOE_RETURN_IF_ERROR(verify_crc(chunks_[t.exponent_chunk], static_cast<const std::uint8_t*>(exponent_chunk)));
+    ZIPMOE_RETURN_IF_ERROR(verify_crc(chunks_[t.sm_chunk], static_cast<const std::uint8_t*>(sm_chunk)));
+  }
+  return failure;
+}
+
+Status ContainerFile::decode_chunks_verified(const TensorInfo& t, const void* exponent_chunk,
+                                             std::size_t exponent_size, const void* sm_chunk, std::size_t sm_size,
+                                             void* out, std::size_t out_size, ThreadPool* pool, Isa isa) const {
+  const auto* exponent = static_cast<const std::uint8_t*>(exponent_chunk);
+  const auto* sm = static_cast<const std::uint8_t*>(sm_chunk);
+  codec::CodedPlane plane;
+  // A damaged chunk may make the plane malformed: reported as the damage it is.
+  Status status = prepare_decode(t, exponent, exponent_size, sm_size, out_size, &plane);
+  if (!status.ok()) return status.code() == StatusCode::kInvalidArgument ? status : damaged_or(t, exponent, sm, status);
+  const ChunkInfo& ec = chunks_[t.exponent_chunk];
+  const ChunkInfo& sc = chunks_[t.sm_chunk];
+  const codec::MergeTarget target =
+      codec::make_merge_target(t.dtype, sm, static_cast<std::size_t>(t.num_elements), out);
+  if (!target.merge) {
+    // Raw bytes (U8) have no plane to merge with: checked in a pass of their own, then decoded.
+    ZIPMOE_RETURN_IF_ERROR(verify_crc(ec, exponent));
+    ZIPMOE_RETURN_IF_ERROR(verify_crc(sc, sm));
+    return plane.decode(target, pool, isa).with_context(where(t, ec));
+  }
+  codec::CodedPlane::Checksums sums;
+  status = plane.decode_checksummed(target, pool, isa, &sums);
+  if (!status.ok()) return damaged_or(t, exponent, sm, status.with_context(where(t, ec)));
+  ZIPMOE_RETURN_IF_ERROR(check_crc(ec, sums.coded_plane));
+  return check_crc(sc, sums.sm_plane);
 }
 
 Status ContainerFile::decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool,
@@ -226,18 +294,17 @@ Status ContainerFile::decode_tensor(const TensorInfo& tensor, void* out, std::si
     ZIPMOE_RETURN_IF_ERROR(map_chunk(sc, &sm_pages));
     exponent = exponent_pages.data();
     sm = sm_pages.data();
-    ZIPMOE_RETURN_IF_ERROR(verify_crc(ec, exponent));
-    ZIPMOE_RETURN_IF_ERROR(verify_crc(sc, sm));
   } else {
     ZIPMOE_RETURN_IF_ERROR(exponent_buffer.try_allocate(chunk_buffer_size(ec.index), kContainerAlignment));
     ZIPMOE_RETURN_IF_ERROR(sm_buffer.try_allocate(chunk_buffer_size(sc.index), kContainerAlignment));
-    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(ec, exponent_buffer.data(), exponent_buffer.size()));
-    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(sc, sm_buffer.data(), sm_buffer.size()));
+    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(ec, exponent_buffer.data(), exponent_buffer.size(), false));
+    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(sc, sm_buffer.data(), sm_buffer.size(), false));
     exponent = exponent_buffer.data();
     sm = sm_buffer.data();
   }
-  return decode_chunks(tensor, exponent, static_cast<std::size_t>(ec.stored_size), sm,
-                       static_cast<std::size_t>(sc.stored_size), out, out_size, pool, isa);
+  // The checksums are verified during the decode.
+  return decode_chunks_verified(tensor, exponent, static_cast<std::size_t>(ec.stored_size), sm,
+                                static_cast<std::size_t>(sc.stored_size), out, out_size, pool, isa);
 }
 
 }  // namespace zipmoe::format

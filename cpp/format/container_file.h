@@ -22,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "codec/coded_plane.h"
 #include "common/file_io.h"
 #include "common/status.h"
 #include "format/layout.h"
@@ -60,6 +61,14 @@ class ContainerFile {
   // their CRC-32C. In kDirect mode a buffer aligned to kContainerAlignment is
   // read with O_DIRECT; an unaligned one through pread.
   Status read_chunk(std::uint32_t chunk, void* buffer, std::size_t buffer_size) const;
+  // read_chunk() without the checksum: for a caller that decodes the chunk with
+  // decode_chunks_verified(), which checks it during the decode. Until then the
+  // bytes may be damaged; nothing decoded from them may be used before that
+  // call succeeds.
+  Status read_chunk_unverified(std::uint32_t chunk, void* buffer, std::size_t buffer_size) const;
+  // Verifies the CRC-32C of chunk `chunk` (must exist) whose stored bytes are at
+  // `bytes` (ChecksumError naming the file, tensor and chunk).
+  Status verify_chunk(std::uint32_t chunk, const void* bytes) const;
 
   // Decodes `tensor` (one of tensors()) from its two chunks' stored bytes, as
   // read_chunk() gave them (checksums are not verified again; structure is),
@@ -68,9 +77,24 @@ class ContainerFile {
   Status decode_chunks(const TensorInfo& tensor, const void* exponent_chunk, std::size_t exponent_size,
                        const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size, ThreadPool* pool,
                        Isa isa) const;
-  // Reads both chunks (verifying checksums) and decodes the tensor into `out`
-  // (exactly decoded_bytes()). In kMmap mode the chunks are decoded in place,
-  // from mappings of their pages made for the call and removed after it.
+  // decode_chunks() for chunks read by read_chunk_unverified(): the CRC-32Cs of
+  // both chunks are computed during the decode (by the threads that decode,
+  // while the bytes are in their caches) and compared at the end. A damaged chunk
+  // is a ChecksumError, also when the damage makes the coded plane malformed;
+  // `out` is then unspecified and must not be used.
+  Status decode_chunks_verified(const TensorInfo& tensor, const void* exponent_chunk, std::size_t exponent_size,
+                                const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size,
+                                ThreadPool* pool, Isa isa) const;
+  // The structural checks of decode_chunks() (sizes, codec, framing, symbol
+  // count) and the parsed exponent plane of `tensor` from its exponent chunk's
+  // stored bytes, which must outlive *plane: for a caller that decodes segment
+  // by segment (CodedPlane::decode_segment_at) from chunks already checked.
+  Status parse_chunks(const TensorInfo& tensor, const void* exponent_chunk, std::size_t exponent_size,
+                      std::size_t sm_size, codec::CodedPlane* plane) const;
+  // Reads both chunks and decodes the tensor into `out` (exactly
+  // decoded_bytes()) with decode_chunks_verified(). In kMmap mode the chunks are
+  // decoded in place, from mappings of their pages made for the call and
+  // removed after it.
   Status decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool, Isa isa) const;
 
  private:
@@ -82,7 +106,15 @@ class ContainerFile {
   // "<path>: tensor 'x': chunk 3 (exponent plane)"
   std::string where(const TensorInfo& tensor, const ChunkInfo& chunk) const;
   Status verify_crc(const ChunkInfo& chunk, const std::uint8_t* bytes) const;
-  Status read_chunk_bytes(const ChunkInfo& chunk, std::uint8_t* buffer, std::size_t buffer_size) const;
+  Status check_crc(const ChunkInfo& chunk, std::uint32_t computed) const;
+  Status read_chunk_bytes(const ChunkInfo& chunk, std::uint8_t* buffer, std::size_t buffer_size, bool verify) const;
+  // The checks of decode_chunks, and the parsed exponent plane.
+  Status prepare_decode(const TensorInfo& tensor, const std::uint8_t* exponent, std::size_t exponent_size,
+                        std::size_t sm_size, std::size_t out_size, codec::CodedPlane* plane) const;
+  Status check_decoded_size(const TensorInfo& tensor, std::size_t out_size) const;
+  // ChecksumError for whichever of the two chunks is damaged, else `failure`.
+  Status damaged_or(const TensorInfo& tensor, const void* exponent_chunk, const void* sm_chunk,
+                    Status failure) const;
   Status map_chunk(const ChunkInfo& chunk, MappedRange* out) const;  // kMmap
   Status check_tensor(const TensorInfo& tensor, const char* call) const;
 

@@ -805,19 +805,41 @@ Status Forward::run_experts(std::size_t layer, const FfnWeights& f, std::size_t 
     std::size_t ready = 0;
     ZIPMOE_RETURN_IF_ERROR(experts_->wait_ready(&request_, ready_.data(), &ready));
     if (ready == 0) return Status::Ok();
-    run_expert_group(f, n, ready, gathered, first_group && config_->shared_intermediate_size);
+    ZIPMOE_RETURN_IF_ERROR(run_expert_group(f, n, ready, gathered, first_group && config_->shared_intermediate_size));
   }
 }
 
-void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t ready, bool gathered,
-                               bool with_shared) {
+Status Forward::multiply_coded(const FfnWeights& f, std::size_t ready, bool gathered,
+                               cache::ExpertProjection projection) {
+  const std::size_t H = config_->hidden_size, I = config_->expert_intermediate_size;
+  for (std::size_t r = 0; r < ready; ++r) {
+    const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
+    const cache::ExpertWeights& w = request_.weights[i];
+    if (!w.coded) continue;
+    kernels::LinearJob product;
+    if (projection == cache::ExpertProjection::kDown) {
+      product = job(moe_gate_ + row * I, rows, I, w.down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H);
+    } else {
+      const bool gate = projection == cache::ExpertProjection::kGate;
+      product = job(gathered ? moe_in_ + row * H : xn_, rows, H, gate ? w.gate : w.up,
+                    row_of(gate ? f.expert_gate_bias : f.expert_up_bias, e), (gate ? moe_gate_ : moe_up_) + row * I, I);
+    }
+    ZIPMOE_RETURN_IF_ERROR(experts_->multiply(request_, i, projection, product, options_.precision));
+  }
+  return Status::Ok();
+}
+
+Status Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t ready, bool gathered,
+                                 bool with_shared) {
   const ModelConfig& c = *config_;
   const std::size_t H = c.hidden_size, I = c.expert_intermediate_size, S = c.shared_intermediate_size;
   // gate_e = x_e Wg_e^T (+ b), up_e = x_e Wu_e^T (+ b) for every ready expert e   [rows_e, I] x2
+  // (experts delivered coded are multiplied by their provider, decoding on the way)
   jobs_.clear();
   for (std::size_t r = 0; r < ready; ++r) {
     const std::size_t i = ready_[r], e = request_.experts[i], row = expert_first_[i], rows = expert_rows_[e];
     const cache::ExpertWeights& w = request_.weights[i];
+    if (w.coded) continue;
     const float* x = gathered ? moe_in_ + row * H : xn_;
     jobs_.push_back(job(x, rows, H, w.gate, row_of(f.expert_gate_bias, e), moe_gate_ + row * I, I));
     jobs_.push_back(job(x, rows, H, w.up, row_of(f.expert_up_bias, e), moe_up_ + row * I, I));
@@ -829,6 +851,8 @@ void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t r
     if (f.shared_router.data) jobs_.push_back(job(xn_, n, H, f.shared_router, {}, shared_logit_, 1));
   }
   linear(jobs_.data(), jobs_.size());
+  ZIPMOE_RETURN_IF_ERROR(multiply_coded(f, ready, gathered, cache::ExpertProjection::kGate));
+  ZIPMOE_RETURN_IF_ERROR(multiply_coded(f, ready, gathered, cache::ExpertProjection::kUp));
   // h_e = act(gate_e, up_e); out_e = h_e Wd_e^T (+ b)     [rows_e, hidden]
   jobs_.clear();
   for (std::size_t r = 0; r < ready; ++r) {
@@ -839,6 +863,7 @@ void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t r
     } else {
       kernels::silu_mul(options_.isa, gate, moe_up_ + row * I, gate, rows * I);
     }
+    if (request_.weights[i].coded) continue;
     jobs_.push_back(job(gate, rows, I, request_.weights[i].down, row_of(f.expert_down_bias, e), moe_out_ + row * H, H));
   }
   if (with_shared) {
@@ -847,6 +872,7 @@ void Forward::run_expert_group(const FfnWeights& f, std::size_t n, std::size_t r
     jobs_.push_back(job(ffn_gate_, n, S, f.shared_down, {}, shared_out_, H));
   }
   linear(jobs_.data(), jobs_.size());
+  return multiply_coded(f, ready, gathered, cache::ExpertProjection::kDown);
 }
 
 Status Forward::ffn_moe(std::size_t layer, std::size_t n) {

@@ -145,7 +145,10 @@ class Forward {
   void route_token(const FfnWeights& ffn, const float* logits, std::int32_t* experts, float* weights);
   void group_by_expert(std::size_t n);
   Status run_experts(std::size_t layer, const FfnWeights& ffn, std::size_t n);
-  void run_expert_group(const FfnWeights& ffn, std::size_t n, std::size_t ready, bool gathered, bool with_shared);
+  Status run_expert_group(const FfnWeights& ffn, std::size_t n, std::size_t ready, bool gathered, bool with_shared);
+  // The experts of the group delivered coded (ExpertWeights::coded), multiplied
+  // through the provider one projection at a time.
+  Status multiply_coded(const FfnWeights& ffn, std::size_t ready, bool gathered, cache::ExpertProjection projection);
   void prefetch_next_layer(std::size_t layer, std::size_t n);
   void add_residual(const float* delta, std::size_t n);
   void output(std::size_t rows, float* logits);

@@ -4,6 +4,7 @@
 #include "zipmoe/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <mutex>
@@ -111,7 +112,11 @@ Status Model::Impl::plan(std::size_t context) {
 Status Model::Impl::load_weights() {
   ZIPMOE_RETURN_IF_ERROR(dense.load(*reader, config, pool.get(), &ledger, isa, &weights));
   if (config.num_moe_layers() == 0 || config.num_experts == 0) return Status::Ok();
-  const cache::ExpertShapes shapes = model::expert_shapes(config);
+  cache::ExpertShapes shapes = model::expert_shapes(config);
+  // The embedding is read one row per token, unless the output matrix is the same one.
+  const kernels::WeightMatrix& embedding = weights.embedding;
+  const std::uint64_t table = std::uint64_t(embedding.rows) * embedding.cols * dtype_size(embedding.dtype);
+  shapes.dense_bytes_per_token = dense.bytes() - (weights.output.data == embedding.data ? 0 : std::min(table, dense.bytes()));
   if (streams_experts()) {
     std::unique_ptr<cache::ExpertCache> streamed;
     ZIPMOE_RETURN_IF_ERROR(cache::ExpertCache::create(reader.get(), shapes, pool.get(), &ledger, isa, &streamed));
@@ -260,7 +265,11 @@ void Model::Impl::give_back_locked() {
 
 Status Model::Impl::step(const model::StepSegment* segments, std::size_t count, float* logits) {
   const std::lock_guard<std::mutex> lock(step_mutex);
-  return forward.step(segments, count, logits);
+  const auto started = std::chrono::steady_clock::now();
+  const Status stepped = forward.step(segments, count, logits);
+  forward_ns += static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+  return stepped;
 }
 
 // ---------------------------------------------------------------------------
@@ -429,12 +438,14 @@ ExpertCacheStats Model::stats() const {
   std::lock_guard<std::mutex> lock(impl_->step_mutex);
   ExpertCacheStats out;
   if (impl_->experts) impl_->experts->collect_stats(&out);
+  out.forward_seconds = double(impl_->forward_ns) * 1e-9;
   return out;
 }
 
 void Model::reset_stats() {
   std::lock_guard<std::mutex> lock(impl_->step_mutex);
   if (impl_->experts) impl_->experts->reset_stats();
+  impl_->forward_ns = 0;
 }
 
 std::string Model::routing_profile_json() const {

@@ -53,6 +53,7 @@ struct Model::Impl {
   std::unique_ptr<cache::RoutingProfile> prior;    // ModelOptions::routing_profile
   model::Forward forward;
   mutable std::mutex step_mutex;
+  std::uint64_t forward_ns = 0;  // wall time of forward steps since load or reset_stats (stats()); under step_mutex
   // Making and freeing contexts (a budget check and its allocation happen as one). Taken before step_mutex.
   std::mutex contexts_mutex;
 

@@ -32,8 +32,11 @@ Status ChunkSource::open(const format::ContainerFile* reader, IoMode mode, std::
   return Status::Ok();
 }
 
-Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const {
-  if (mode_ != IoMode::kMmap) return reader_->read_chunk(chunk, buffer, buffer_size);
+Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size, bool verify) const {
+  if (mode_ != IoMode::kMmap) {
+    return verify ? reader_->read_chunk(chunk, buffer, buffer_size)
+                  : reader_->read_chunk_unverified(chunk, buffer, buffer_size);
+  }
   const std::vector<ChunkInfo>& chunks = reader_->chunks();
   if (chunk >= chunks.size()) return Status::InvalidArgument(reader_->path() + ": chunk " + std::to_string(chunk) + " does not exist");
   const ChunkInfo& c = chunks[chunk];
@@ -42,6 +45,7 @@ Status ChunkSource::read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t 
   if (buffer_size < c.stored_size) return Status::InvalidArgument(reader_->path() + ": " + where + ": buffer too small");
   const Status copied = file_->copy_mapped(c.offset, buffer, static_cast<std::size_t>(c.stored_size));
   if (!copied.ok()) return Status(copied.code(), where + ": " + copied.message());
+  if (!verify) return Status::Ok();
   const std::uint32_t computed = crc32c(buffer, static_cast<std::size_t>(c.stored_size));
   if (computed != c.crc32c) {
     return Status::Checksum(reader_->path() + ": " + where + ": checksum mismatch (stored " + hex32(c.crc32c) +

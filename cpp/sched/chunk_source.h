@@ -1,5 +1,5 @@
 // ChunkSource: reads container chunks for the fetch scheduler, verifying each
-// chunk's CRC-32C, and never throws: every failure is a Status naming the file,
+// chunk's CRC-32C (or leaving that to the decode), and never throws: every failure is a Status naming the file,
 // tensor and chunk (ChecksumError for damaged bytes, FormatError for a file that
 // got shorter, IoError when the OS refuses).
 //
@@ -40,8 +40,10 @@ class ChunkSource {
 
   // Reads chunk `chunk` into buffer[0, stored_size) (buffer_size >= the
   // reader's chunk_buffer_size(chunk); 4096-aligned buffers read with O_DIRECT
-  // in direct mode) and verifies its checksum.
-  Status read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size) const;
+  // in direct mode) and verifies its checksum, unless `verify` is false: then
+  // the caller verifies it while it decodes (ContainerFile::decode_chunks_verified)
+  // and uses nothing decoded from it before that succeeds.
+  Status read(std::uint32_t chunk, std::uint8_t* buffer, std::size_t buffer_size, bool verify = true) const;
 
   IoMode mode() const { return mode_; }
   const format::ContainerFile& reader() const { return *reader_; }

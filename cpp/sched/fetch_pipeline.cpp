@@ -50,6 +50,8 @@ Status FetchPipeline::allocate(const PipelineOptions& options) {
   options_ = options;
   ZIPMOE_RETURN_IF_ERROR(ChunkSource::open(file_, options.io_mode, &source_));
   counters_.assign(options.groups, FetchCounters());
+  dropped_epoch_.assign(options.items, 0);
+  timeline_.reserve(std::min<std::size_t>(options.timeline_events, 1 << 16));
   decode_.resize(options.decode_buffers);
   for (std::size_t b = 0; b < options.decode_buffers; ++b) {
     ZIPMOE_RETURN_IF_ERROR(decode_[b].allocate(ledger_, options.decoded_block_bytes));
@@ -74,7 +76,7 @@ Status FetchPipeline::probe_reads(const std::vector<const FetchLayout*>& sample,
       const PartLayout& p = layout->parts[j];
       for (int plane = 0; plane < kPlanes; ++plane) {
         const auto start = Clock::now();
-        ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], buffer, buffer_size));
+        ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], buffer, buffer_size, false));  // timed alone
         out->read_ns[plane] += nanoseconds_since(start);
         out->read_bytes[plane] += p.stored_bytes[plane];
         ++out->reads[plane];
@@ -88,9 +90,13 @@ Status FetchPipeline::probe_decode(const FetchLayout& layout, std::uint64_t min_
                                    int max_rounds, PipelineMeasurements* out) {
   const bool both[kPlanes] = {true, true};
   const std::uint8_t* staged = nullptr;
-  ZIPMOE_RETURN_IF_ERROR(stage_now(layout, both, &staged));
+  ZIPMOE_RETURN_IF_ERROR(stage_now(layout, both, &staged, false));  // checked by each decode, as streamed chunks are
   std::uint64_t decoded_bytes = 0;
   for (int j = 0; j < layout.part_count; ++j) decoded_bytes += layout.parts[j].decoded_bytes;
+  // Untimed first: the decode buffer's pages are touched for the first time
+  // (faults and zeroing the running cache never pays again), and the decoder's
+  // tables and the pool's threads warm up.
+  ZIPMOE_RETURN_IF_ERROR(decode_staged_now(layout, decode_[0].data()));
   for (int round = 0; round < max_rounds && (out->decoded_bytes < min_bytes || out->decode_ns < min_ns); ++round) {
     const auto start = Clock::now();
     ZIPMOE_RETURN_IF_ERROR(decode_staged_now(layout, decode_[0].data()));
@@ -100,13 +106,15 @@ Status FetchPipeline::probe_decode(const FetchLayout& layout, std::uint64_t min_
   return Status::Ok();
 }
 
-Status FetchPipeline::stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging) {
+Status FetchPipeline::stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging,
+                                bool verify) {
   std::uint8_t* base = staging_[0].data();
   for (int j = 0; j < layout.part_count; ++j) {
     const PartLayout& p = layout.parts[j];
     for (int plane = 0; plane < kPlanes; ++plane) {
       if (!read[plane]) continue;
-      ZIPMOE_RETURN_IF_ERROR(source_->read(p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane]));
+      ZIPMOE_RETURN_IF_ERROR(
+          source_->read(p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], verify));
     }
   }
   *staging = base;
@@ -117,7 +125,7 @@ Status FetchPipeline::decode_staged_now(const FetchLayout& layout, std::uint8_t*
   const std::uint8_t* base = staging_[0].data();
   for (int j = 0; j < layout.part_count; ++j) {
     const PartLayout& p = layout.parts[j];
-    ZIPMOE_RETURN_IF_ERROR(file_->decode_chunks(
+    ZIPMOE_RETURN_IF_ERROR(file_->decode_chunks_verified(
         *p.tensor, base + p.staging_offset[kExponentPlane], p.stored_bytes[kExponentPlane],
         base + p.staging_offset[kSmPlane], p.stored_bytes[kSmPlane], out + p.decoded_offset, p.decoded_bytes, pool_,
         isa_));
@@ -234,7 +242,8 @@ bool FetchPipeline::adopt(FetchId id) {
   } else if (fetch->reads_pending > 0) {
     io_->promote(id);
   }
-  return fetch->state == FetchState::kDecoded;
+  fetch->used = fetch->state == FetchState::kDecoded;
+  return fetch->used;
 }
 
 void FetchPipeline::cancel(FetchId id) {
@@ -270,6 +279,15 @@ void FetchPipeline::free(FetchId id) {
 }
 
 void FetchPipeline::free_record(Fetch* fetch) {
+  if (!fetch->used) {
+    // Read or decoded for nothing: a wrong guess, a cancelled or failed fetch.
+    FetchCounters& counters = counters_[fetch->spec.group];
+    counters.unused_bytes_read += fetch->bytes_read;
+    counters.unused_decoded_bytes += fetch->bytes_decoded;
+    if (fetch->bytes_read > 0 && fetch->spec.item < dropped_epoch_.size()) {
+      dropped_epoch_[fetch->spec.item] = epoch_ + 1;
+    }
+  }
   if (fetch->buffer >= 0) return_decode_buffer(fetch->buffer);
   fetch->buffer = -1;
   release_staging(fetch);
@@ -342,13 +360,15 @@ void FetchPipeline::submit_reads(Fetch* fetch) {
   std::uint8_t* base = staging_[fetch->staging].data();
   const std::uint32_t prefetch_bit = spec.priority == IoPriority::kPrefetch ? kCookiePrefetch : 0;
   fetch->state = FetchState::kActive;
+  fetch->reread = spec.item < dropped_epoch_.size() && dropped_epoch_[spec.item] == epoch_ + 1;
   for (int j = 0; j < spec.layout->part_count; ++j) {
     const PartLayout& p = spec.layout->parts[j];
     for (int plane = 0; plane < kPlanes; ++plane) {
       if (!spec.read[plane]) continue;
       ++fetch->reads_pending;
       const std::uint32_t cookie = std::uint32_t(j) | (plane == kSmPlane ? kCookieSm : 0) | prefetch_bit;
-      io_->submit({p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], fetch->id, cookie},
+      // Unverified: decode() checks the chunk while it decodes it, on the cores that decode.
+      io_->submit({p.chunk[plane], base + p.staging_offset[plane], p.staging_size[plane], fetch->id, cookie, false},
                   spec.priority);
     }
   }
@@ -364,6 +384,21 @@ void FetchPipeline::on_read_done(const ReadRequest& read, const ReadResult& resu
   counters.bytes_read += result.bytes;
   counters.read_ns += result.nanoseconds;
   if (read.cookie & kCookiePrefetch) counters.prefetch_bytes_read += result.bytes;
+  if (fetch->reread) counters.reread_bytes += result.bytes;
+  fetch->bytes_read += result.bytes;
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kRead;
+    event.thread = static_cast<std::int16_t>(result.thread);
+    event.prefetch = (read.cookie & kCookiePrefetch) != 0;
+    event.part = static_cast<std::int8_t>(read.cookie & kCookiePart);
+    event.sm = plane == kSmPlane;
+    event.group = fetch->spec.group;
+    event.item = fetch->spec.item;
+    event.start = result.start;
+    event.end = result.start + std::chrono::nanoseconds(result.nanoseconds);
+    record(event);
+  }
   if (result.status.ok()) {
     ++counters.chunks_read;
     measured_.read_ns[plane] += result.nanoseconds;
@@ -408,6 +443,8 @@ int FetchPipeline::take_decode_buffer(bool for_demand) {
     const int b = fetch.buffer;
     fetch.buffer = -1;
     fetch.decoded_parts = 0;
+    counters_[fetch.spec.group].unused_decoded_bytes += fetch.bytes_decoded;  // decoded again later
+    fetch.bytes_decoded = 0;
     for (int j = 0; j < fetch.spec.layout->part_count; ++j) {
       if (fetch.parts[j] == PartState::kDecoded) fetch.parts[j] = PartState::kReadable;
     }
@@ -512,10 +549,26 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
   const auto start = Clock::now();
   {
     const Unlocked unlocked(lock);
-    status = file_->decode_chunks(*p.tensor, planes[kExponentPlane], p.stored_bytes[kExponentPlane],
-                                  planes[kSmPlane], p.stored_bytes[kSmPlane], out, p.decoded_bytes, pool_, isa_);
+    // Planes read for this fetch are unverified: checked during the decode. The
+    // others rest in the owner's blocks, which hold only checked bytes.
+    const auto decode_chunks = planes_read(fetch) > 0 ? &format::ContainerFile::decode_chunks_verified
+                                                      : &format::ContainerFile::decode_chunks;
+    status = (file_->*decode_chunks)(*p.tensor, planes[kExponentPlane], p.stored_bytes[kExponentPlane],
+                                     planes[kSmPlane], p.stored_bytes[kSmPlane], out, p.decoded_bytes, pool_, isa_);
   }
   const std::uint64_t nanoseconds = nanoseconds_since(start);
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kDecode;
+    event.thread = -1;
+    event.prefetch = spec.priority == IoPriority::kPrefetch;
+    event.part = static_cast<std::int8_t>(j);
+    event.group = spec.group;
+    event.item = spec.item;
+    event.start = start;
+    event.end = start + std::chrono::nanoseconds(nanoseconds);
+    record(event);
+  }
   FetchCounters& counters = counters_[spec.group];
   counters.decode_ns += nanoseconds;
   counters.decoded_bytes += p.decoded_bytes;
@@ -532,9 +585,11 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
     return nanoseconds;
   }
   fetch.parts[j] = PartState::kDecoded;
+  fetch.bytes_decoded += p.decoded_bytes;
   if (++fetch.decoded_parts == spec.layout->part_count) {
     fetch.state = FetchState::kDecoded;
     *completed = spec.priority == IoPriority::kDemand;
+    fetch.used = *completed;
   }
   return nanoseconds;
 }
@@ -542,7 +597,16 @@ std::uint64_t FetchPipeline::decode(Lock& lock, const DecodeJob& job, bool* comp
 std::uint64_t FetchPipeline::wait(Lock& lock) {
   const auto start = Clock::now();
   changed_.wait(lock);
-  return nanoseconds_since(start);
+  const std::uint64_t waited = nanoseconds_since(start);
+  if (options_.timeline_events > 0) {
+    TimelineEvent event;
+    event.kind = TimelineKind::kStall;
+    event.thread = -1;
+    event.start = start;
+    event.end = start + std::chrono::nanoseconds(waited);
+    record(event);
+  }
+  return waited;
 }
 
 bool FetchPipeline::decode_buffer_held() const {
@@ -634,6 +698,10 @@ std::size_t FetchPipeline::prefetch_allowance() {
 // Counters
 
 void FetchPipeline::reset_counters() { std::fill(counters_.begin(), counters_.end(), FetchCounters()); }
+
+void FetchPipeline::record(const TimelineEvent& event) {
+  if (timeline_.size() < options_.timeline_events) timeline_.push_back(event);
+}
 
 std::uint64_t FetchPipeline::working_set_bytes() const {
   std::uint64_t bytes = 0;

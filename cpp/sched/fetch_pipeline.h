@@ -106,10 +106,26 @@ struct FetchSpec {
 struct FetchCounters {
   std::uint64_t bytes_read = 0;           // stored bytes of chunks read (failed reads included)
   std::uint64_t prefetch_bytes_read = 0;  // of which for prefetches
+  std::uint64_t unused_bytes_read = 0;    // of which for fetches no request used (wrong guesses, failures)
+  std::uint64_t reread_bytes = 0;         // of which for an item whose unused read was dropped in the same epoch
   std::uint64_t chunks_read = 0;          // reads that succeeded
-  std::uint64_t read_ns = 0;              // reader threads' time (read and checksum)
+  std::uint64_t read_ns = 0;              // reader threads' time
   std::uint64_t decoded_bytes = 0;
+  std::uint64_t unused_decoded_bytes = 0;  // of which for fetches no request used, or decoded again later
   std::uint64_t decode_ns = 0;
+};
+
+// One interval of the pipeline's work, for a timeline (FetchPipeline::record).
+enum class TimelineKind : std::uint8_t { kRead, kDecode, kStall, kCompute, kOther, kFused };
+struct TimelineEvent {
+  TimelineKind kind = TimelineKind::kRead;
+  std::int16_t thread = 0;  // kRead: the reader thread; others: the forward thread (-1)
+  bool prefetch = false;    // kRead, kDecode: for a prefetch
+  std::int8_t part = -1;    // kRead, kDecode: the part (kRead: plane = kSmPlane when sm)
+  bool sm = false;
+  std::uint32_t group = 0;
+  std::uint64_t item = 0;
+  std::chrono::steady_clock::time_point start{}, end{};
 };
 
 // Timings the planner fits its cost model to (never reset): reads of exponent
@@ -130,6 +146,8 @@ struct PipelineOptions {
   IoMode io_mode = IoMode::kPread;
   std::size_t groups = 0;               // counter groups
   std::size_t items_per_request = 1;    // k: how many items a request usually asks for (prefetch limits)
+  std::size_t items = 0;                // the owner's items are 0 .. items-1 (re-read accounting)
+  std::size_t timeline_events = 0;      // keep up to this many TimelineEvents (0: none)
 };
 
 struct DecodeJob {
@@ -158,15 +176,21 @@ class FetchPipeline {
   Status probe_reads(const std::vector<const FetchLayout*>& sample, std::uint64_t max_bytes,
                      PipelineMeasurements* out);
   // Decodes `layout` from its stored planes up to `max_rounds` times, until
-  // `min_bytes` and `min_ns` are reached (into out->decode_*).
+  // `min_bytes` and `min_ns` are reached (into out->decode_*). Its planes stay
+  // in the first staging buffer and its decoded parts in load_time_buffer().
   Status probe_decode(const FetchLayout& layout, std::uint64_t min_bytes, std::uint64_t min_ns, int max_rounds,
                       PipelineMeasurements* out);
   // Reads the planes `read` selects of every part of `layout` into the first
-  // staging buffer, whose start it returns in *staging.
-  Status stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging);
-  // Decodes every part of `layout` from the planes stage_now() read into `out`
-  // (a decoded block).
+  // staging buffer, whose start it returns in *staging; verified unless
+  // !verify (then only decode_staged_now() may use them).
+  Status stage_now(const FetchLayout& layout, const bool read[kPlanes], const std::uint8_t** staging,
+                   bool verify = true);
+  // Decodes every part of `layout` from both planes stage_now() read into `out`
+  // (a decoded block), checking their checksums on the way.
   Status decode_staged_now(const FetchLayout& layout, std::uint8_t* out);
+  // The first decode buffer, for load-time work (probes) before start().
+  std::uint8_t* load_time_buffer() { return decode_.empty() ? nullptr : decode_[0].data(); }
+  const std::uint8_t* load_time_staging() const { return staging_.empty() ? nullptr : staging_[0].data(); }
   // Starts `io_threads` reader threads: fetches may be created from now on.
   void start(int io_threads);
 
@@ -245,6 +269,16 @@ class FetchPipeline {
   // Counters and measurements.
   const FetchCounters& counters(std::size_t group) const { return counters_[group]; }
   void reset_counters();
+  // The owner's clock for re-read accounting (a forward step): a read of an item
+  // whose unused read was dropped in the same epoch counts as reread_bytes.
+  void set_epoch(std::uint64_t epoch) { epoch_ = epoch; }
+  // Wall time the drive was busy (any read in progress) since start().
+  std::uint64_t io_busy_ns() const { return io_ ? io_->busy_nanoseconds() : 0; }
+  // The timeline (PipelineOptions::timeline_events, the first ones kept): the
+  // owner adds its own intervals.
+  void record(const TimelineEvent& event);
+  const std::vector<TimelineEvent>& timeline() const { return timeline_; }
+  void clear_timeline() { timeline_.clear(); }
   const PipelineMeasurements& measurements() const { return measured_; }
   std::uint64_t prefetches_cancelled() const { return prefetches_cancelled_; }
   void reset_prefetches_cancelled() { prefetches_cancelled_ = 0; }
@@ -266,6 +300,10 @@ class FetchPipeline {
     PartState parts[kMaxParts] = {PartState::kReading, PartState::kReading, PartState::kReading};
     int decoded_parts = 0;
     Status error;
+    std::uint64_t bytes_read = 0;     // by its reads so far (in flight ones added as they complete)
+    std::uint64_t bytes_decoded = 0;  // into its decode buffer, still there
+    bool used = false;                // a request took it over and it completed
+    bool reread = false;              // its item's unused read was dropped in this epoch
   };
 
   // A live record of `id`, or null for a stale handle.
@@ -319,6 +357,9 @@ class FetchPipeline {
   std::uint64_t guess_probe_ = 0;
 
   std::vector<FetchCounters> counters_;
+  std::uint64_t epoch_ = 0;
+  std::vector<std::uint64_t> dropped_epoch_;  // per item: epoch + 1 of its last unused read, 0: none
+  std::vector<TimelineEvent> timeline_;
   PipelineMeasurements measured_;
   std::uint64_t prefetches_cancelled_ = 0;
 };

@@ -7,7 +7,7 @@ namespace zipmoe::sched {
 
 IoQueue::IoQueue(const ChunkSource* source, Completion on_done, int threads)
     : source_(source), on_done_(std::move(on_done)) {
-  for (int t = 0; t < std::max(threads, 1); ++t) threads_.emplace_back([this] { run(); });
+  for (int t = 0; t < std::max(threads, 1); ++t) threads_.emplace_back([this, t] { run(t); });
 }
 
 IoQueue::~IoQueue() {
@@ -58,9 +58,19 @@ std::uint64_t IoQueue::completed() const {
   return completed_;
 }
 
-void IoQueue::run() {
+std::uint64_t IoQueue::busy_nanoseconds() const {
+  using namespace std::chrono;
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::uint64_t busy = busy_ns_;
+  if (in_flight_ > 0) busy += static_cast<std::uint64_t>(duration_cast<nanoseconds>(steady_clock::now() - busy_since_).count());
+  return busy;
+}
+
+void IoQueue::run(int thread) {
+  using namespace std::chrono;
   for (;;) {
     ReadRequest read;
+    ReadResult result;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !demand_.empty() || !prefetch_.empty(); });
@@ -68,16 +78,18 @@ void IoQueue::run() {
       std::deque<ReadRequest>& q = demand_.empty() ? prefetch_ : demand_;
       read = q.front();
       q.pop_front();
+      result.start = steady_clock::now();
+      if (in_flight_++ == 0) busy_since_ = result.start;
     }
-    ReadResult result;
-    const auto start = std::chrono::steady_clock::now();
-    result.status = source_->read(read.chunk, read.buffer, read.buffer_size);
-    result.nanoseconds = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+    result.thread = thread;
+    result.status = source_->read(read.chunk, read.buffer, read.buffer_size, read.verify);
+    const auto end = steady_clock::now();
+    result.nanoseconds = static_cast<std::uint64_t>(duration_cast<nanoseconds>(end - result.start).count());
     if (result.status.ok()) result.bytes = source_->reader().chunks()[read.chunk].stored_size;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ++completed_;
+      if (--in_flight_ == 0) busy_ns_ += static_cast<std::uint64_t>(duration_cast<nanoseconds>(end - busy_since_).count());
     }
     on_done_(read, result);
   }

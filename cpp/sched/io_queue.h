@@ -9,7 +9,8 @@
 // reader spends as long waiting to be scheduled after each read as the read
 // itself takes (measured here: O_DIRECT 512 KiB reads fell from 0.91 to
 // 0.43 GB/s with two busy processes on two cores). With O_DIRECT a read costs
-// no CPU beyond its checksum.
+// no CPU beyond its checksum, and none when the owner checks the chunk while
+// decoding it (ReadRequest::verify).
 //
 // The owner may cancel queued reads of a tag (a prefetch that guessed wrong) or
 // promote them to demand reads (a prefetch that a request took over). A read
@@ -20,6 +21,7 @@
 // (it may call submit/cancel/promote).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -42,12 +44,15 @@ struct ReadRequest {
   std::size_t buffer_size = 0;
   std::uint64_t tag = 0;     // the owner's name for a group of reads
   std::uint32_t cookie = 0;  // the owner's data, returned with the completion
+  bool verify = true;        // false: the owner checks the chunk while decoding it (ChunkSource::read)
 };
 
 struct ReadResult {
   Status status;
   std::uint64_t bytes = 0;   // stored bytes read
   std::uint64_t nanoseconds = 0;
+  std::chrono::steady_clock::time_point start{};  // when the read began
+  int thread = 0;            // which reader thread read it
 };
 
 class IoQueue {
@@ -71,9 +76,12 @@ class IoQueue {
   std::size_t queued() const;
   // Reads completed since start.
   std::uint64_t completed() const;
+  // Wall time, since start, during which at least one read was in progress:
+  // how long the drive was busy, whatever the number of reader threads.
+  std::uint64_t busy_nanoseconds() const;
 
  private:
-  void run();
+  void run(int thread);
 
   const ChunkSource* source_;
   Completion on_done_;
@@ -83,6 +91,9 @@ class IoQueue {
   std::deque<ReadRequest> prefetch_;
   bool stopping_ = false;
   std::uint64_t completed_ = 0;
+  int in_flight_ = 0;
+  std::chrono::steady_clock::time_point busy_since_{};
+  std::uint64_t busy_ns_ = 0;
   std::vector<std::thread> threads_;
 };
 

@@ -49,13 +49,51 @@ struct ExpertLayerStats {
   std::uint64_t prefetch_hits = 0;  // requests that found a prefetch of the expert under way or done
   std::uint64_t bytes_read = 0;     // stored bytes read from the container for requests (prefetches included)
   std::uint64_t prefetch_bytes_read = 0;  // of which by prefetches (used or not)
+  std::uint64_t unused_bytes_read = 0;    // of which no request used: wrong guesses, cancelled or failed fetches
+  std::uint64_t reread_bytes = 0;   // of which read again in the step that dropped an unused read of the expert
   std::uint64_t chunks_read = 0;
-  std::uint64_t read_ns = 0;        // time the I/O thread spent reading (and checksumming) them
-  std::uint64_t decoded_bytes = 0;  // bytes of expert weights decoded
-  std::uint64_t decode_ns = 0;      // thread time spent decoding (summed over the callers of the pool)
+  std::uint64_t read_ns = 0;        // time the reader threads spent reading them (summed over the threads)
+  std::uint64_t decoded_bytes = 0;  // bytes of expert weights decoded (fused decodes included)
+  std::uint64_t unused_decoded_bytes = 0;  // of which no request used, or decoded again later
+  std::uint64_t fused_decoded_bytes = 0;   // of which decoded tile by tile into the products (COMPRESSED hits)
+  std::uint64_t decode_ns = 0;      // time the forward pass spent decoding (on the pool, wall clock)
   std::uint64_t stall_ns = 0;       // time the forward pass waited for experts with nothing to do
   std::uint64_t hits() const { return requests - served_from[static_cast<int>(ExpertTier::kAbsent)]; }
   std::uint64_t misses() const { return served_from[static_cast<int>(ExpertTier::kAbsent)]; }
+};
+
+// One interval of the expert cache's work (ExpertCacheStats::timeline).
+struct FetchTimelineEvent {
+  std::string kind;           // "read", "decode" (into a decode buffer), "stall" (waiting for a read),
+                              // "compute" (products with delivered experts), "other" (the rest of the step),
+                              // "fused" (a COMPRESSED expert's projection decoded into its product, within "compute")
+  int thread = -1;            // "read": the reader thread; -1: the forward thread
+  bool prefetch = false;      // "read", "decode": for a guess of the next layer
+  std::uint32_t layer = 0;    // "read", "decode": the expert's decoder layer and id
+  std::uint32_t expert = 0;
+  int projection = -1;        // "read", "decode": 0 gate, 1 up, 2 down
+  bool sm = false;            // "read": the sign/mantissa chunk (else the exponent chunk)
+  double start = 0, end = 0;  // seconds since the timeline began (load, or reset_stats())
+};
+
+// What the planner measured and chose (ExpertCacheStats::planner).
+struct PlannerReport {
+  std::string source;                   // "measured" at this load, "cached" (an earlier load's figures), "given"
+  double storage_bandwidth = 0;         // bytes/s of the probe reads (with read_latency per read)
+  double read_latency = 0;              // seconds per chunk read
+  double decode_throughput = 0;         // decoded bytes/s of all threads, into memory (misses, SM and E hits)
+  double coded_decode_throughput = 0;   // decoded bytes/s of all threads within coded products (COMPRESSED
+                                        // hits): their time beyond the product itself; 0: not used
+  double matmul_throughput = 0;         // weight bytes/s of all threads, single-token products
+  double merge_throughput = 0;          // bytes/s of all threads merging uncompressed planes (a raw
+                                        // container's decode)
+  double other_cpu_seconds = 0;         // the estimate of a layer's CPU time besides decoding, at load
+  double seconds_per_token = 0;         // the plan's expected time per token (as planned_seconds_per_token)
+  double raw_seconds_per_token = 0;     // the best plan's if the experts were stored uncompressed (0: not
+                                        // estimated: an uncompressed container, or no measurement)
+  bool compressed_slower_than_raw = false;  // the best plan is over 5% slower than raw bytes would be
+  std::string choice;                   // one line: the states the plan fills, and what bounds a token
+  std::string warning;                  // when compressed_slower_than_raw: one line naming the speeds
 };
 
 struct ExpertCacheStats {
@@ -80,6 +118,15 @@ struct ExpertCacheStats {
   double other_cpu_seconds = 0;          // measured CPU time per layer besides decoding (single-token steps)
   double decode_throughput = 0;          // decoded bytes/s per thread the planner used
   double planned_seconds_per_token = 0;  // the planner's expected expert fetch time per token
+  // Bytes read beyond the requests' (every byte read is in total.bytes_read, load_bytes_read, or here):
+  std::uint64_t load_bytes_read = 0;     // read at load for the planned residents
+  std::uint64_t replan_dropped_bytes = 0;  // bytes of states dropped by re-plans (since reset_stats)
+  std::uint64_t replan_demotions = 0;    // experts a re-plan moved down
+  double io_busy_seconds = 0;            // wall time with at least one read in progress (the drive busy)
+  double forward_seconds = 0;            // wall time of forward steps (Model fills it): with decode and stall
+                                         // seconds, the rest is compute
+  PlannerReport planner;
+  std::vector<FetchTimelineEvent> timeline;  // kept when ZIPMOE_TIMELINE=N (N events at most); else empty
 };
 
 }  // namespace zipmoe

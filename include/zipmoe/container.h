@@ -225,9 +225,11 @@ class ContainerReader {
                      const void* sm_chunk, std::size_t sm_size, void* out, std::size_t out_size,
                      ThreadPool* pool = nullptr, std::optional<Isa> isa = std::nullopt) const;
 
-  // Reads both chunks (verifying checksums) and decodes the tensor into `out`
-  // (exactly decoded_bytes()). In kMmap mode the chunks are decoded in place
-  // (from mappings of their pages, removed when the call returns).
+  // Reads both chunks and decodes the tensor into `out` (exactly
+  // decoded_bytes()), verifying the checksums during the decode: a damaged chunk
+  // throws ChecksumError and leaves `out` unspecified. In kMmap mode the chunks
+  // are decoded in place (from mappings of their pages, removed when the call
+  // returns).
   void decode_tensor(const TensorInfo& tensor, void* out, std::size_t out_size, ThreadPool* pool = nullptr,
                      std::optional<Isa> isa = std::nullopt) const;
   // By name; InvalidArgumentError when no tensor has it.

@@ -318,7 +318,25 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         if shares else ""
     print(f"{args.output}: {len(prompts)} prompts, {tokens} tokens through {len(profile['layers'])} MoE layers "
           f"(top-{k} of {profile['num_experts']}){skew}; {time.perf_counter() - start:.1f} s")
+    stats = model.stats()
+    if stats["streaming"]:
+        print(_planner_summary(stats["planner"]))
     return 0
+
+
+def _planner_summary(planner: dict) -> str:
+    """The expert cache planner's speeds and choice (Model.stats()["planner"]) in two lines."""
+    def rate(name):
+        return f"{planner[name] / 1e9:.2f} GB/s"
+
+    coded = f", into products {rate('coded_decode_throughput')}" if planner["coded_decode_throughput"] else ""
+    raw = ""
+    if planner["raw_seconds_per_token"]:
+        raw = f"; an uncompressed container: {planner['raw_seconds_per_token']:.4f} s per token"
+    return (f"machine ({planner['source']}): reads {rate('storage_bandwidth')} + "
+            f"{planner['read_latency'] * 1e6:.0f} us per read, decoding {rate('decode_throughput')}{coded}, "
+            f"products {rate('matmul_throughput')}, raw planes merged {rate('merge_throughput')}\n"
+            f"plan: {planner['choice']}{raw}")
 
 
 # ------------------------------------------------------------------------------------------- run / chat
@@ -373,6 +391,8 @@ def _print_cache_stats(model) -> None:
     print(f"storage: {_human_bytes(total['bytes_read'])} read in {total['chunks_read']} chunks "
           f"({total['read_seconds']:.3f} s); decoded {_human_bytes(total['decoded_bytes'])} in "
           f"{total['decode_seconds']:.3f} s; stalled {total['stall_seconds']:.3f} s", file=sys.stderr)
+    if stats["streaming"]:
+        print(_planner_summary(stats["planner"]), file=sys.stderr)
     memory = model.memory()
     print(f"memory: {_human_bytes(memory['total'])} held (peak {_human_bytes(memory['peak'])}): dense "
           f"{_human_bytes(memory['dense_weights'])}, experts {_human_bytes(memory['experts'])}, KV cache "
@@ -676,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-context", type=int, default=None, help="KV cache positions (default: the model's, <= 4096)")
     p.add_argument("--batch", type=int, default=None, metavar="N",
                    help="most prompt tokens per forward step (default 256; fewer need less memory)")
-    p.add_argument("--memory-budget", default=None, help="run within this budget, e.g. 4GB (default: all resident)")
+    p.add_argument("--memory-budget", default=None,
+                   help="run within this budget, e.g. 4GB (default: all resident); also prints the speeds the "
+                        "expert cache measured on this machine and the plan it chose")
     _add_io_argument(p)
     p.add_argument("--progress", action="store_true", help="show progress")
     p.set_defaults(func=_cmd_profile)

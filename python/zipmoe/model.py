@@ -528,6 +528,18 @@ class Model:
         working_set_bytes, prefetches, prefetches_used, prefetches_cancelled,
         admissions, evictions, steps, the storage_bandwidth and decode_throughput
         the planner used, and streaming (False: no budget, experts resident).
+        Every byte read is in ``total["bytes_read"]`` or ``load_bytes_read``; of the former,
+        unused_bytes_read (wrong guesses, cancelled fetches) and reread_bytes (read again), and of the
+        decoded bytes unused_decoded_bytes and fused_decoded_bytes (COMPRESSED experts decoded into their
+        products); also replan_dropped_bytes, io_busy_seconds and forward_seconds (docs/CACHE.md
+        "Statistics"; ZIPMOE_TIMELINE=N keeps the first N intervals in ``timeline``).
+
+        ``planner``: what the planner measured and chose: source ("measured" at this load, "cached" from an
+        earlier load on this machine, "given"), storage_bandwidth, read_latency, decode_throughput,
+        coded_decode_throughput (COMPRESSED experts decoded into their products; 0: decoded whole),
+        matmul_throughput, merge_throughput, other_cpu_seconds, seconds_per_token, raw_seconds_per_token
+        (the same budget over an uncompressed container), compressed_slower_than_raw, choice (one line) and
+        warning (when slower than raw; load() also warns once).
         """
         return self._native.stats()
 
@@ -1008,4 +1020,9 @@ def load(path=None, threads: int | None = None, max_context: int | None = None, 
     if max_context is not None and 0 < trained < max_context:
         warnings.warn(f"max_context {max_context} is beyond the {trained} positions {path} was trained for "
                       f"(max_position_embeddings): text past them may be poor", stacklevel=2)
+    if memory_budget is not None:
+        # Once per load: the expert cache expects this compressed container to be slower than raw bytes here.
+        warning = native.stats().get("planner", {}).get("warning")
+        if warning:
+            warnings.warn(warning, stacklevel=2)
     return Model(native)

@@ -6,6 +6,7 @@
 // truncated or overwritten under a running model failing that call only.
 // The Python side (tests/python/test_cache.py) adds transformers models and the
 // resident-size check over a long generation.
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,15 +15,22 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cache/coded_product.h"
+#include "cache/machine_profile.h"
 #include "cache/planner.h"
 #include "cache/policy.h"
 #include "cache/routing_profile.h"
 #include "common/memory_block.h"
 #include "common/memory_ledger.h"
+#include "common/cpu_features.h"
+#include "common/json.h"
+#include "format/container_file.h"
+#include "kernels/kernels.h"
 #include "test_data.h"
 #include "test_framework.h"
 #include "zipmoe/container.h"
@@ -129,6 +137,45 @@ ZTEST(cache_planner_layer_cost_model) {
   ZCHECK_EQ(expert_io_seconds(e, ExpertTier::kCompressed, model), 0.0);
   ZCHECK_EQ(expert_decode_seconds(e, ExpertTier::kFull, model), 0.0);
   ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kE, model) - 2e6 / 4e9) < 1e-15);
+}
+
+ZTEST(cache_planner_prices_compressed_hits_at_the_coded_rate) {
+  CostModel model;
+  model.storage_bytes_per_second = 4e9;
+  model.read_latency_seconds = 80e-6;
+  model.decode_bytes_per_second = 1e9;
+  model.other_cpu_seconds = 2e-3;  // CPU-bound: decoding competes with the layer's other work
+  const ExpertCosts e = expert(1.0, 0, 1000000);
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kCompressed, model) - 2e6 / 1e9) < 1e-15);
+  const std::vector<ExpertCosts> experts = layer_of({0.9, 0.5, 0.3, 0.1, 0.1, 0.05, 0.03, 0.02}, 3);
+  const std::uint64_t budget = std::uint64_t(8) << 20;
+  auto compressed = [](const TierPlan& plan) {
+    int n = 0;
+    for (ExpertTier t : plan.tiers) n += t == ExpertTier::kCompressed;
+    return n;
+  };
+  // Decoded whole on every use, a COMPRESSED expert saves only its read, which a
+  // CPU-bound layer hides: the memory goes to FULL experts.
+  const TierPlan whole = plan_tiers(experts, 3, 2, kAllExpertTiers, budget, model);
+  ZCHECK_EQ(compressed(whole), 0);
+  // Decoded into its products at 8x the rate, it saves more per byte than FULL.
+  model.coded_decode_bytes_per_second = 8e9;
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kCompressed, model) - 2e6 / 8e9) < 1e-15);
+  ZCHECK(std::fabs(expert_decode_seconds(e, ExpertTier::kSm, model) - 2e6 / 1e9) < 1e-15);  // misses decode whole
+  const TierPlan coded = plan_tiers(experts, 3, 2, kAllExpertTiers, budget, model);
+  ZCHECK(compressed(coded) > 0);
+  ZCHECK(coded.seconds_per_token < whole.seconds_per_token);
+  // plan_totals prices a plan as plan_tiers does, and splits it into its parts.
+  const PlanTotals totals = plan_totals(experts, coded.tiers, 3, 2, model);
+  ZCHECK(std::fabs(totals.seconds - coded.seconds_per_token) < 1e-12);
+  ZCHECK(std::fabs(totals.other - 3 * 2e-3) < 1e-12);
+  double io = 0, decode = 0;
+  for (std::size_t i = 0; i < experts.size(); ++i) {
+    io += experts[i].probability * expert_io_seconds(experts[i], coded.tiers[i], model);
+    decode += experts[i].probability * expert_decode_seconds(experts[i], coded.tiers[i], model);
+  }
+  ZCHECK(std::fabs(totals.io - io) < 1e-12);
+  ZCHECK(std::fabs(totals.decode - decode) < 1e-12);
 }
 
 ZTEST(cache_policies_rank_by_recency_frequency_or_both) {
@@ -251,7 +298,8 @@ std::vector<std::uint8_t> random_bf16(std::size_t n, std::uint32_t seed, float s
 // A Qwen2-MoE-like model: 3 MoE layers of 8 experts, 2 per token, and a shared
 // expert; the router rows are scaled so that some experts are picked far more
 // often, as trained routers do.
-void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, std::size_t inner = 96) {
+void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, std::size_t inner = 96,
+               std::uint32_t segment_symbols = 0) {
   const std::size_t E = 8, layers = 3, vocab = 96;
   const std::string metadata = R"({"architecture": "qwen2_moe", "config": {"vocab_size": 96, "hidden_size": )" +
                                std::to_string(hidden) + R"(, "num_hidden_layers": 3, "num_attention_heads": 4,
@@ -259,7 +307,9 @@ void write_moe(const std::string& path, Codec codec, std::size_t hidden = 64, st
                                R"(, "shared_expert_intermediate_size": 64, "num_experts": 8, "num_experts_per_tok": 2,
     "norm_topk_prob": false, "rms_norm_eps": 1e-6, "max_position_embeddings": 256,
     "rope_theta": 10000.0, "hidden_act": "silu"}})";
-  ContainerWriter writer(path, metadata);
+  ContainerWriterOptions writer_options;
+  writer_options.segment_symbols = segment_symbols;
+  ContainerWriter writer(path, metadata, writer_options);
   std::uint32_t seed = 7;
   auto add = [&](const std::string& name, std::vector<std::uint64_t> shape, TensorRole role = TensorRole(),
                  bool norm = false, float scale = 0.08f) {
@@ -536,4 +586,436 @@ ZTEST(cache_file_damaged_under_a_running_model_fails_that_call_only) {
     model.reset();
     ZCHECK(model.logits(tokens) == expected);
   }
+}
+
+// ------------------------------------------------------------------ coded products
+
+ZTEST(cache_coded_products_equal_products_over_the_decoded_weights) {
+  // Segments of 1000 elements: rows of 64, 96 and 300 straddle them, rows of
+  // 2100 elements span three; gate/up-like and down-like shapes, every dtype.
+  struct Shape {
+    std::uint64_t rows, cols;
+    DType dtype;
+  };
+  const Shape shapes[] = {{96, 64, DType::kBF16}, {64, 96, DType::kBF16}, {37, 300, DType::kF16},
+                          {40, 50, DType::kF32},  {7, 2100, DType::kBF16}, {16, 125, DType::kBF16}};
+  TempDir dir;
+  const std::string path = dir.file("weights.zmoe");
+  {
+    ContainerWriterOptions options;
+    options.segment_symbols = 1000;
+    ContainerWriter writer(path, "{}", options);
+    std::uint32_t seed = 3;
+    for (const Shape& s : shapes) {
+      const std::vector<std::uint8_t> w = ztest::make_weights(s.dtype, s.rows * s.cols, seed++, 0.05, false);
+      writer.add_tensor("w" + std::to_string(seed), w.data(), s.dtype, {s.rows, s.cols});
+    }
+    writer.finish();
+  }
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  ThreadPool pool3(3);
+  MemoryLedger ledger;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (std::size_t t = 0; t < file->tensors().size(); ++t) {
+    const TensorInfo& tensor = file->tensors()[t];
+    const std::size_t rows = tensor.shape[0], cols = tensor.shape[1];
+    std::vector<std::uint8_t> chunks[2];
+    for (int plane = 0; plane < 2; ++plane) {
+      const std::uint32_t c = plane == 0 ? tensor.exponent_chunk : tensor.sm_chunk;
+      chunks[plane].resize(file->chunk_buffer_size(c) + 4096);
+      ZCHECK(file->read_chunk(c, chunks[plane].data(), chunks[plane].size()).ok());
+    }
+    std::vector<std::uint8_t> decoded(tensor.decoded_bytes());
+    ZCHECK(file->decode_chunks(tensor, chunks[0].data(), file->chunks()[tensor.exponent_chunk].stored_size,
+                               chunks[1].data(), file->chunks()[tensor.sm_chunk].stored_size, decoded.data(),
+                               decoded.size(), nullptr, Isa::kScalar)
+               .ok());
+    CodedProductLimits limits;
+    limits.threads = 3;
+    limits.max_rows = 8;
+    limits.cover(tensor, coded_segment_symbols(chunks[0].data(), chunks[0].size()));
+    ZCHECK_EQ(coded_segment_symbols(chunks[0].data(), chunks[0].size()), 1000u);
+    for (Isa isa : supported_isas()) {
+      CodedProducts products;
+      ZCHECK(products.allocate(&ledger, limits, isa).ok());
+      ZCHECK_EQ(products.charged_bytes(), CodedProducts::bytes_for(limits, isa));
+      ZCHECK_EQ(ledger.bytes(MemoryCategory::kExperts), products.charged_bytes());
+      for (auto precision : {kernels::MatmulPrecision::kExact, kernels::MatmulPrecision::kFast}) {
+        for (std::size_t m : {std::size_t(1), std::size_t(3), std::size_t(8)}) {
+          for (int variant = 0; variant < 3; ++variant) {
+            const bool bias = variant >= 1, accumulate = variant == 2;
+            std::vector<float> x(m * (cols + 5)), b(rows), y0(m * rows);
+            for (float& v : x) v = normal(rng);
+            for (float& v : b) v = normal(rng);
+            for (float& v : y0) v = normal(rng);
+            kernels::LinearJob job;
+            job.x = x.data();
+            job.m = m;
+            job.ldx = cols + 5;
+            job.weight = {decoded.data(), tensor.dtype, rows, cols};
+            if (bias) job.bias = {b.data(), DType::kF32, rows};
+            job.accumulate = accumulate;
+            std::vector<float> expected = y0, got1 = y0, got3 = y0;
+            job.y = expected.data();
+            kernels::Workspace workspace;
+            kernels::linear(isa, job, &pool3, &workspace, precision);
+            for (int threads : {1, 3}) {
+              kernels::LinearJob coded = job;
+              coded.weight.data = nullptr;
+              coded.y = threads == 1 ? got1.data() : got3.data();
+              std::uint64_t decode_ns = 0;
+              ZCHECK(products
+                         .multiply(*file, tensor, chunks[0].data(), chunks[1].data(), coded, precision, isa,
+                                   threads == 1 ? nullptr : &pool3, &decode_ns)
+                         .ok());
+              ZCHECK(decode_ns > 0);
+            }
+            ZCHECK(std::memcmp(expected.data(), got1.data(), expected.size() * 4) == 0);
+            ZCHECK(std::memcmp(expected.data(), got3.data(), expected.size() * 4) == 0);
+          }
+        }
+      }
+      // More rows than the scratch was sized for: refused, nothing written.
+      std::vector<float> x(9 * cols), y(9 * rows, 7.0f);
+      kernels::LinearJob job;
+      job.x = x.data();
+      job.m = 9;
+      job.weight = {nullptr, tensor.dtype, rows, cols};
+      job.y = y.data();
+      ZCHECK(!products.multiply(*file, tensor, chunks[0].data(), chunks[1].data(), job,
+                                kernels::MatmulPrecision::kExact, isa, nullptr, nullptr)
+                  .ok());
+    }
+  }
+}
+
+ZTEST(cache_coded_delivery_matches_the_resident_run_on_every_path) {
+  // Segments of 1000 elements: every projection has several, and rows straddle them.
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kAuto, 64, 96, 1000);
+  const std::vector<std::int32_t> tokens = token_sequence(24, 4);
+  for (Isa isa : supported_isas()) {
+    for (Precision precision : {Precision::kExact, Precision::kFast}) {
+      ModelOptions base;
+      base.threads = 2;
+      base.max_context = 64;
+      base.batch = 8;
+      base.isa = isa;
+      base.precision = precision;
+      const std::vector<float> expected = run(*std::make_unique<Model>(Model::load(path, base)), tokens, 8);
+      const std::uint64_t minimum = minimum_budget(path, base);
+      for (std::uint8_t mask : {expert_tier_bit(ExpertTier::kCompressed),
+                                std::uint8_t(expert_tier_bit(ExpertTier::kCompressed) | expert_tier_bit(ExpertTier::kFull)),
+                                kAllExpertTiers}) {
+        for (int threads : {1, 2}) {
+          ModelOptions options = base;
+          options.threads = threads;
+          options.memory_budget = minimum + 400000;
+          options.allowed_tiers = mask;
+          options.prefetch = threads == 2;
+          // Given figures: nothing measured, COMPRESSED experts always multiplied coded.
+          options.storage_bandwidth = 1e9;
+          options.decode_throughput = 2e9;
+          Model model = Model::load(path, options);
+          ZCHECK(run(model, tokens, 8) == expected);
+          const ExpertCacheStats s = model.stats();
+          if (mask == expert_tier_bit(ExpertTier::kCompressed)) {
+            // Single-token steps serve COMPRESSED experts coded.
+            ZCHECK(s.total.served_from[static_cast<int>(ExpertTier::kCompressed)] > 0);
+            ZCHECK(s.total.fused_decoded_bytes > 0);
+          }
+          ZCHECK(s.total.fused_decoded_bytes <= s.total.decoded_bytes);
+        }
+      }
+    }
+  }
+}
+
+ZTEST(cache_damaged_chunk_is_a_checksum_error_found_during_the_decode) {
+  // One byte changed in every expert's exponent (or sign/mantissa) chunk of the
+  // first MoE layer: the reads no longer verify chunks, the decode does, so the
+  // request fails with ChecksumError (also when the damage breaks the coded
+  // plane's framing), never with wrong logits, and the model works again once
+  // the file is whole.
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman, 64, 96, 1000);
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<char> original((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  const std::vector<std::int32_t> tokens = token_sequence(6, 2);
+  ModelOptions base;
+  base.threads = 2;
+  base.max_context = 64;
+  const std::vector<float> expected = Model::load(path, base).logits(tokens);
+  const ContainerReader reader = ContainerReader::open(path);
+  for (IoMode mode : {IoMode::kPread, IoMode::kDirect, IoMode::kMmap}) {
+    for (int plane = 0; plane < 2; ++plane) {
+      for (std::size_t where : {std::size_t(2), std::size_t(0)}) {  // the plane's header; the middle
+        ModelOptions options = base;
+        options.io_mode = mode;
+        options.prefetch = false;
+        options.memory_budget = minimum_budget(path, base);
+        Model model = Model::load(path, options);
+        ZCHECK(model.logits(tokens) == expected);
+        std::vector<char> damaged = original;
+        for (std::uint32_t e = 0; e < 8; ++e) {
+          for (const char* projection : {"gate", "up", "down"}) {
+            const TensorInfo* t = reader.find_expert(0, e, projection);
+            const ChunkInfo& c = reader.chunks()[plane == 0 ? t->exponent_chunk : t->sm_chunk];
+            const std::size_t at = static_cast<std::size_t>(c.offset) + (where ? where : c.stored_size / 2);
+            damaged[at] = static_cast<char>(damaged[at] ^ 0x5a);
+          }
+        }
+        std::fstream out(path, std::ios::binary | std::ios::in | std::ios::out);
+        out.write(damaged.data(), static_cast<std::streamsize>(damaged.size()));
+        out.close();
+        bool checksum = false;
+        try {
+          model.logits(tokens);
+        } catch (const ChecksumError& e) {
+          checksum = std::string(e.what()).find(path) != std::string::npos &&
+                     std::string(e.what()).find("checksum mismatch") != std::string::npos;
+        }
+        ZCHECK(checksum);
+        std::fstream restore(path, std::ios::binary | std::ios::in | std::ios::out);
+        restore.write(original.data(), static_cast<std::streamsize>(original.size()));
+        restore.close();
+        model.reset();
+        ZCHECK(model.logits(tokens) == expected);
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ machine profiles
+
+namespace {
+
+// Points ZIPMOE_CACHE_DIR (where machine profiles are stored) at `dir` while alive.
+class CacheDirOverride {
+ public:
+  explicit CacheDirOverride(const std::string& dir) {
+    if (const char* old = std::getenv("ZIPMOE_CACHE_DIR")) {
+      had_ = true;
+      old_ = old;
+    }
+    ::setenv("ZIPMOE_CACHE_DIR", dir.c_str(), 1);
+  }
+  ~CacheDirOverride() {
+    if (had_) {
+      ::setenv("ZIPMOE_CACHE_DIR", old_.c_str(), 1);
+    } else {
+      ::unsetenv("ZIPMOE_CACHE_DIR");
+    }
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+std::vector<std::string> profile_files(const std::string& cache_dir) {
+  std::vector<std::string> out;
+  const std::string dir = cache_dir + "/machines";
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) out.push_back(dir + "/" + name);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+// Replaces the speeds stored in the profile at `path`, keeping its key.
+void set_profile_speeds(const std::string& path, const MachineSpeeds& s) {
+  json::Value root;
+  ZCHECK(json::parse(read_text(path), &root).ok());
+  std::vector<json::Value::Member> members;
+  for (const json::Value::Member& m : root.members()) {
+    if (m.first == "format" || m.first == "version" || m.first == "key") members.push_back(m);
+  }
+  members.emplace_back("storage_bandwidth", json::Value::number(s.storage_bandwidth));
+  members.emplace_back("read_latency", json::Value::number(s.read_latency));
+  members.emplace_back("decode_throughput", json::Value::number(s.decode_throughput));
+  members.emplace_back("coded_decode_throughput", json::Value::number(s.coded_decode_throughput));
+  members.emplace_back("matmul_throughput", json::Value::number(s.matmul_throughput));
+  members.emplace_back("merge_throughput", json::Value::number(s.merge_throughput));
+  write_text(path, json::serialize(json::Value::object(std::move(members))));
+}
+
+MachineSpeeds speeds(double storage, double latency, double decode, double coded, double matmul, double merge) {
+  MachineSpeeds s;
+  s.storage_bandwidth = storage;
+  s.read_latency = latency;
+  s.decode_throughput = decode;
+  s.coded_decode_throughput = coded;
+  s.matmul_throughput = matmul;
+  s.merge_throughput = merge;
+  return s;
+}
+
+ModelOptions streamed_options(const std::string& path) {
+  ModelOptions options;
+  options.threads = 2;
+  options.max_context = 64;
+  options.memory_budget = minimum_budget(path, options) + 400000;
+  return options;
+}
+
+}  // namespace
+
+ZTEST(cache_machine_profile_round_trips_and_ignores_other_keys) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const MachineSpeeds stored = speeds(1.25e9, 9e-5, 3.5e9, 7.25e9, 2.5e10, 1.5e10);
+  MachineSpeeds read;
+  ZCHECK(!load_machine_profile("machine a", &read));
+  save_machine_profile("machine a", stored);
+  ZCHECK(load_machine_profile("machine a", &read));
+  ZCHECK(read.storage_bandwidth == stored.storage_bandwidth && read.read_latency == stored.read_latency &&
+         read.decode_throughput == stored.decode_throughput &&
+         read.coded_decode_throughput == stored.coded_decode_throughput &&
+         read.matmul_throughput == stored.matmul_throughput && read.merge_throughput == stored.merge_throughput);
+  ZCHECK(!load_machine_profile("machine b", &read));
+  // A file whose name matches another key's hash still holds its own key.
+  const std::vector<std::string> files = profile_files(dir.file("profiles"));
+  ZCHECK_EQ(files.size(), 1u);
+  // Implausible or damaged contents: measured again.
+  set_profile_speeds(files[0], speeds(1.25e9, 9e-5, 0, 0, 2.5e10, 1.5e10));
+  ZCHECK(!load_machine_profile("machine a", &read));
+  write_text(files[0], "{\"format\": \"zipmoe-machine-profile\", ");
+  ZCHECK(!load_machine_profile("machine a", &read));
+  // Every key names the file (by inode and modification time), the ISA path, threads and I/O mode.
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  std::unique_ptr<format::ContainerFile> file;
+  ZCHECK(format::ContainerFile::open(path, IoMode::kPread, &file).ok());
+  const std::string key = machine_profile_key(*file, Isa::kScalar, 2, IoMode::kPread);
+  ZCHECK(key != machine_profile_key(*file, Isa::kScalar, 1, IoMode::kPread));
+  ZCHECK(key != machine_profile_key(*file, Isa::kScalar, 2, IoMode::kDirect));
+  ZCHECK(key.find("threads=2") != std::string::npos && key.find("file=") != std::string::npos);
+}
+
+ZTEST(cache_speeds_are_measured_once_per_machine_and_file) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  ModelOptions options = streamed_options(path);
+  const std::vector<std::int32_t> tokens = token_sequence(10, 3);
+  PlannerReport first;
+  std::vector<float> expected;
+  {
+    Model model = Model::load(path, options);
+    first = model.stats().planner;
+    expected = run(model, tokens, 4);
+  }
+  ZCHECK(first.source == "measured");
+  ZCHECK(first.storage_bandwidth > 0 && first.decode_throughput > 0 && first.matmul_throughput > 0 &&
+         first.merge_throughput > 0);
+  // The layer's other CPU work is estimated from the start (it was 0 until measured while running).
+  ZCHECK(first.other_cpu_seconds > 0);
+  ZCHECK(first.raw_seconds_per_token > 0 && first.seconds_per_token > 0);
+  ZCHECK(first.choice.find("of 24 experts") != std::string::npos);
+  ZCHECK_EQ(profile_files(dir.file("profiles")).size(), 1u);
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport again = model.stats().planner;
+    ZCHECK(again.source == "cached");
+    ZCHECK(again.storage_bandwidth == first.storage_bandwidth && again.decode_throughput == first.decode_throughput &&
+           again.matmul_throughput == first.matmul_throughput && again.merge_throughput == first.merge_throughput);
+    ZCHECK(run(model, tokens, 4) == expected);
+  }
+  // The same file rewritten: measured again (a second profile).
+  ::usleep(10000);
+  write_moe(path, Codec::kHuffman);
+  {
+    Model model = Model::load(path, options);
+    ZCHECK(model.stats().planner.source == "measured");
+  }
+  ZCHECK_EQ(profile_files(dir.file("profiles")).size(), 2u);
+  options.storage_bandwidth = 1e9;
+  options.decode_throughput = 2e9;
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport given = model.stats().planner;
+    ZCHECK(given.source == "given");
+    ZCHECK(given.storage_bandwidth == 1e9 && given.decode_throughput == 4e9);  // of 2 threads
+  }
+}
+
+ZTEST(cache_planner_warns_when_an_uncompressed_container_would_be_faster) {
+  TempDir dir;
+  const CacheDirOverride cache_dir(dir.file("profiles"));
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  const ModelOptions options = streamed_options(path);
+  const std::vector<std::int32_t> tokens = token_sequence(10, 5);
+  std::vector<float> expected;
+  {
+    Model model = Model::load(path, options);  // measures the machine and stores its speeds
+    expected = run(model, tokens, 4);
+  }
+  const std::vector<std::string> files = profile_files(dir.file("profiles"));
+  ZCHECK_EQ(files.size(), 1u);
+  // A fast drive and a slow decoder: reading raw bytes beats decoding fewer.
+  set_profile_speeds(files[0], speeds(1e11, 1e-6, 2e7, 0, 1e10, 1e10));
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport r = model.stats().planner;
+    ZCHECK(r.source == "cached");
+    ZCHECK(r.compressed_slower_than_raw);
+    ZCHECK(r.seconds_per_token > r.raw_seconds_per_token);
+    ZCHECK(r.warning.find("zipmoe convert --codec raw") != std::string::npos);
+    ZCHECK(r.warning.find("decoding 0.02 GB/s") != std::string::npos);
+    ZCHECK(run(model, tokens, 4) == expected);  // a warning, nothing else changes
+  }
+  // A slow drive and a fast decoder: fewer bytes win, no warning.
+  set_profile_speeds(files[0], speeds(1e7, 1e-4, 1e10, 0, 1e10, 1e10));
+  {
+    Model model = Model::load(path, options);
+    const PlannerReport r = model.stats().planner;
+    ZCHECK(r.source == "cached");
+    ZCHECK(!r.compressed_slower_than_raw && r.warning.empty());
+    ZCHECK(r.seconds_per_token < r.raw_seconds_per_token);
+    ZCHECK(r.choice.find("read-bound") != std::string::npos);
+  }
+}
+
+ZTEST(cache_replans_only_for_a_clearly_better_plan) {
+  // Room for every expert decoded: every plan holds them all FULL, so no re-plan
+  // replaces the plan in force (re-planning drops what the states hold).
+  TempDir dir;
+  const std::string path = dir.file("moe.zmoe");
+  write_moe(path, Codec::kHuffman);
+  ModelOptions options;
+  options.threads = 2;
+  options.max_context = 64;
+  options.prefetch = false;
+  options.storage_bandwidth = 1e9;
+  options.decode_throughput = 2e9;
+  options.memory_budget = minimum_budget(path, options) + (std::uint64_t(8) << 20);
+  Model model = Model::load(path, options);
+  for (std::int32_t t : token_sequence(20, 4)) model.eval({t});
+  const ExpertCacheStats s = model.stats();
+  ZCHECK_EQ(s.steps, 20u);  // past the re-plans of steps 8 and 16
+  ZCHECK_EQ(s.experts_in[tier_index(ExpertTier::kFull)], 24u);
+  ZCHECK_EQ(s.replans, 0u);
+  ZCHECK_EQ(s.replan_dropped_bytes, 0u);
+  ZCHECK_EQ(s.total.bytes_read, 0u);
 }

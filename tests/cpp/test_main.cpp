@@ -8,12 +8,15 @@
 // Exit status: 0 all passed, 1 a test failed, 2 bad usage, and kSkipped when
 // ZIPMOE_ISA names a path this CPU cannot run (ctest reports those entries as
 // skipped rather than running the default path under the forced path's name).
+#include <stdlib.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/cpu_features.h"
 #include "test_framework.h"
@@ -86,11 +89,36 @@ bool run_one(const ztest::TestCase& test) {
   return ok;
 }
 
+// The expert cache stores the machine's measured speeds per container file
+// (cache/machine_profile.h): tests write containers by the hundred, so their
+// profiles go to a directory of this run, not the user's cache.
+class MachineProfileDir {
+ public:
+  MachineProfileDir() {
+    const char* set = std::getenv("ZIPMOE_CACHE_DIR");
+    if (set && *set) return;
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/zipmoe-tests-cache-XXXXXX";
+    std::vector<char> name(pattern.begin(), pattern.end());
+    name.push_back('\0');
+    if (::mkdtemp(name.data()) == nullptr) return;
+    path_ = name.data();
+    ::setenv("ZIPMOE_CACHE_DIR", path_.c_str(), 1);
+  }
+  ~MachineProfileDir() {
+    if (!path_.empty()) std::system(("rm -rf '" + path_ + "'").c_str());
+  }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Options options;
   if (!parse_options(argc, argv, &options)) return 2;
+  const MachineProfileDir profiles;
   if (options.list_suites) {
     for (const auto& name : suite_names()) std::printf("%s\n", name.c_str());
     return 0;

@@ -9,6 +9,18 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_profile_dir(tmp_path_factory):
+    """The expert cache stores measured speeds per container file (docs/CACHE.md): the tests' go to a folder of
+    this run, not the user's cache (subprocesses inherit it)."""
+    if os.environ.get("ZIPMOE_CACHE_DIR"):
+        yield
+        return
+    os.environ["ZIPMOE_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine-profiles"))
+    yield
+    del os.environ["ZIPMOE_CACHE_DIR"]
+
+
 def _load_data_fetcher():
     spec = importlib.util.spec_from_file_location("zipmoe_test_data_fetch", REPO / "tests" / "data" / "fetch.py")
     module = importlib.util.module_from_spec(spec)

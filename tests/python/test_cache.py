@@ -414,6 +414,43 @@ def test_profile_command(built, tmp_path):
     no_prompt = subprocess.run([sys.executable, "-m", "zipmoe", "profile", str(path), "-o", str(out)],
                                capture_output=True, text=True, timeout=120)
     assert no_prompt.returncode == 2
+    # Under a budget it also reports the machine's speeds and the plan (measured once per machine and file).
+    budget = str(minimum_budget(path, max_context=128) + (1 << 20))
+    streamed = subprocess.run([sys.executable, "-m", "zipmoe", "profile", str(path), "-o", str(out), "--random", "1",
+                               "--random-length", "8", "--generate", "2", "--threads", "2", "--max-context", "128",
+                               "--memory-budget", budget], capture_output=True, text=True, timeout=300)
+    assert streamed.returncode == 0, streamed.stderr
+    machine = re.search(r"machine \((measured|cached)\): reads [0-9.]+ GB/s \+ \d+ us per read, decoding [0-9.]+ GB/s",
+                        streamed.stdout)
+    assert machine, streamed.stdout
+    assert re.search(r"plan: full \d+, compressed \d+, sm \d+, e \d+ of 96 experts", streamed.stdout)
+
+
+def test_planner_measures_once_and_warns_when_raw_bytes_would_be_faster(built, tmp_path, monkeypatch):
+    path = built("small")
+    monkeypatch.setenv("ZIPMOE_CACHE_DIR", str(tmp_path))
+    budget = minimum_budget(path, max_context=128) + (1 << 20)
+    first = zipmoe.load(path, threads=2, max_context=128, memory_budget=budget)
+    planner = first.stats()["planner"]
+    assert planner["source"] == "measured"
+    assert planner["storage_bandwidth"] > 0 and planner["decode_throughput"] > 0 and planner["other_cpu_seconds"] > 0
+    expected = first.logits([5, 6, 7, 8])
+    del first
+    files = list((tmp_path / "machines").glob("*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())
+    assert stored["storage_bandwidth"] == planner["storage_bandwidth"]
+    # The same machine and file again: the stored speeds, nothing measured. Made slow to decode and fast to
+    # read, the planner expects raw bytes to win and says so once, at load.
+    stored.update(storage_bandwidth=1e11, read_latency=1e-6, decode_throughput=2e7, coded_decode_throughput=0.0)
+    files[0].write_text(json.dumps(stored))
+    with pytest.warns(UserWarning, match=r"decoding 0\.02 GB/s.*zipmoe convert --codec raw") as caught:
+        model = zipmoe.load(path, threads=2, max_context=128, memory_budget=budget)
+    assert len(caught) == 1
+    planner = model.stats()["planner"]
+    assert planner["source"] == "cached" and planner["compressed_slower_than_raw"]
+    assert planner["seconds_per_token"] > planner["raw_seconds_per_token"] > 0
+    np.testing.assert_array_equal(model.logits([5, 6, 7, 8]), expected)
 
 
 # ------------------------------------------------------------------------------------ arguments

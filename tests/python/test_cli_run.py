@@ -97,6 +97,9 @@ def test_load_options_and_stats(model_path):
     assert "experts: streamed within the memory budget" in result.stderr
     assert re.search(r"\d+ requests, \d+ hits", result.stderr)
     assert "decoded" in result.stderr and "stalled" in result.stderr
+    # the machine's speeds the expert cache planned with, and its plan
+    assert re.search(r"machine \((measured|cached)\): reads [0-9.]+ GB/s", result.stderr)
+    assert re.search(r"plan: full \d+, compressed \d+, sm \d+, e \d+ of \d+ experts", result.stderr)
     for io in ("direct", "pread"):
         assert zipmoe_cli("run", model_path, "-p", "x", "-n", 2, "--io", io, "--cache-policy", "lru").returncode == 0
 
