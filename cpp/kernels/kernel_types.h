@@ -107,4 +107,15 @@ struct AttentionParams {
   const float* sinks = nullptr;
 };
 
+// The first key position a query at `position` sees: the start of its sliding
+// window or of its attention chunk, whichever is later.
+inline std::size_t attention_first_key(const AttentionParams& p, std::size_t position) {
+  std::size_t first = p.sliding_window && position + 1 > p.sliding_window ? position + 1 - p.sliding_window : 0;
+  if (p.chunk_size) {
+    const std::size_t chunk_start = position / p.chunk_size * p.chunk_size;
+    if (chunk_start > first) first = chunk_start;
+  }
+  return first;
+}
+
 }  // namespace zipmoe::kernels

@@ -13,17 +13,6 @@ namespace zipmoe::kernels::scalar {
 
 namespace {
 
-// The first key position a query at `position` sees: the start of its sliding
-// window or of its attention chunk, whichever is later.
-std::size_t attention_first_key(const AttentionParams& p, std::size_t position) {
-  std::size_t first = p.sliding_window && position + 1 > p.sliding_window ? position + 1 - p.sliding_window : 0;
-  if (p.chunk_size) {
-    const std::size_t chunk_start = position / p.chunk_size * p.chunk_size;
-    if (chunk_start > first) first = chunk_start;
-  }
-  return first;
-}
-
 // The functions that use std::fma are also compiled for x86 CPUs with FMA and
 // picked at load time (the same arithmetic: std::fma is exact either way, but
 // without the instruction every call goes to the C library). Their helpers are
