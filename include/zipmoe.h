@@ -99,7 +99,7 @@ typedef enum {
   ZIPMOE_ERR_BUDGET,             /* a memory budget too small for what was asked (or memory exhausted) */
   ZIPMOE_ERR_CANCELLED,          /* zipmoe_context_cancel stopped the call */
   ZIPMOE_ERR_INTERNAL,           /* a bug in zipmoe: please report it with the message */
-  ZIPMOE_ERR_BUSY                /* the context (or the model's sequence) is in use by another call */
+  ZIPMOE_ERR_BUSY                /* the context is in use by another call */
 } zipmoe_status;
 
 /* The message of this thread's last failed call ("" before any); never NULL.
@@ -339,7 +339,8 @@ ZIPMOE_API int32_t zipmoe_chat_apply_template_json(const zipmoe_model* model, co
 
 typedef struct {
   int32_t max_context;   /* positions of the context's KV cache; 0: the model's (min(n_ctx_train, 4096)) */
-  int32_t max_sequences; /* sequences generated at once by zipmoe_generate_batch (1) */
+  int32_t max_sequences; /* sequences generated at once by zipmoe_generate_batch, each with its own
+                          * KV cache; 1 .. 1024 (1) */
   int32_t batch;         /* most prompt tokens per forward step; 0: 256 */
 } zipmoe_context_params;
 
@@ -347,12 +348,15 @@ ZIPMOE_API zipmoe_context_params zipmoe_context_default_params(void);
 
 /* A new context on `model` (params NULL: the defaults); *out receives it, freed
  * by zipmoe_context_free (NULL on failure). The context keeps the model alive.
- * Errors: ZIPMOE_ERR_BUDGET (its KV cache and scratch do not fit the model's
- * memory budget), ZIPMOE_ERR_INVALID_ARGUMENT.
- * Until zipmoe runs several sequences per model (see docs/EMBEDDING.md,
- * "Current limits"), a model has one context at a time (a second is
- * ZIPMOE_ERR_BUSY until the first is freed), max_sequences must be 1,
- * max_context at most the model's and batch at most 256. */
+ * Any number of contexts may share a model, each used from its own thread:
+ * they share the weights, the expert cache and the thread pool, and their
+ * forward steps take turns on the pool. A context holds max_sequences KV
+ * caches of max_context positions; under a memory budget that memory comes
+ * out of the expert cache's share and goes back to it when the context is
+ * freed. Errors: ZIPMOE_ERR_BUDGET (the context does not fit the model's
+ * memory budget; the message itemizes it), ZIPMOE_ERR_INVALID_ARGUMENT
+ * (max_context above the model's, max_sequences outside [1, 1024], batch
+ * above 256). */
 ZIPMOE_API zipmoe_status zipmoe_context_new(zipmoe_model* model, const zipmoe_context_params* params,
                                             zipmoe_context** out);
 
@@ -360,7 +364,8 @@ ZIPMOE_API zipmoe_status zipmoe_context_new(zipmoe_model* model, const zipmoe_co
  * reported through zipmoe_last_error). Must not race with a call on it. */
 ZIPMOE_API void zipmoe_context_free(zipmoe_context* ctx);
 
-/* Tokens the context's sequence holds; -1 for an invalid handle. */
+/* Tokens the context's sequence holds (the one zipmoe_eval appends to and
+ * zipmoe_generate runs on); -1 for an invalid handle. */
 ZIPMOE_API int32_t zipmoe_context_position(const zipmoe_context* ctx);
 /* The context's max_context; -1 for an invalid handle. */
 ZIPMOE_API int32_t zipmoe_context_n_ctx(const zipmoe_context* ctx);
@@ -380,7 +385,7 @@ ZIPMOE_API int32_t zipmoe_context_n_ctx(const zipmoe_context* ctx);
 ZIPMOE_API zipmoe_status zipmoe_eval(zipmoe_context* ctx, const int32_t* tokens, int32_t n_tokens,
                                      float* last_logits);
 
-/* Forgets the sequence (position 0). */
+/* Forgets every sequence of the context (position 0). */
 ZIPMOE_API zipmoe_status zipmoe_context_reset(zipmoe_context* ctx);
 
 /* Stops the call running on ctx from any thread: it returns ZIPMOE_ERR_CANCELLED
@@ -508,10 +513,18 @@ typedef struct {
 typedef bool (*zipmoe_batch_piece_callback)(int32_t index, const char* piece, size_t len, void* user);
 
 /* Generates a continuation of every prompt, up to the context's max_sequences
- * at once (more are queued); every sampling parameter applies to each
- * sequence, and a seed S gives every sequence the text it gives alone with
- * seed S. Returns when all are done; zipmoe_generation_stats_get(ctx, index)
- * tells each one's end. */
+ * at once (more are queued, each starting when a sequence frees), in shared
+ * forward steps: a step evaluates the next token of every running sequence
+ * and chunks of the prompts starting, and fetches each routed expert once for
+ * all of them. Resets the context first. Every sampling parameter applies to
+ * each sequence, and a seed S gives every sequence the text zipmoe_generate
+ * gives for its prompt with seed S: with precision "exact" always (the same
+ * bits of every logit); with "fast" a multi-token step may round differently,
+ * which can change a token where two candidates are nearly tied. Returns when
+ * all are done; zipmoe_generation_stats_get(ctx, index) tells each one's end.
+ * zipmoe_context_cancel cancels every sequence still running
+ * (ZIPMOE_ERR_CANCELLED). Errors: those of zipmoe_generate, for any prompt
+ * (every prompt is checked before anything runs). */
 ZIPMOE_API zipmoe_status zipmoe_generate_batch(zipmoe_context* ctx, const zipmoe_prompt* prompts, int32_t n_prompts,
                                                const zipmoe_sampling_params* params,
                                                zipmoe_batch_piece_callback on_piece, void* user);

@@ -1,9 +1,7 @@
 // zipmoe.h: contexts, evaluation and generation.
 //
-// The engine behind a context (its sequence, evaluation, the generation loop)
-// is reached only through capi/generation.h, the seam to the model/context
-// split; the functions here keep their contracts when it moves onto
-// cpp/model and cpp/runtime.
+// The engine behind a context (its zipmoe::Context, evaluation, the
+// generation loop) is reached only through capi/generation.h.
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -265,15 +263,16 @@ zipmoe_status zipmoe_generate_batch(zipmoe_context* ctx, const zipmoe_prompt* pr
                                  add_special, false);
       }
     }
-    context->stats.assign(static_cast<std::size_t>(n_prompts), zipmoe_generation_stats{});
-    // Today's engine holds one sequence: the prompts run one after another.
-    for (std::int32_t i = 0; i < n_prompts; ++i) {
-      PieceFunction piece;
-      if (on_piece) piece = [on_piece, user, i](std::string_view s) { return on_piece(i, s.data(), s.size(), user); };
-      const zipmoe_status status = run_generation(*context, std::move(ids[i]), request, piece, &context->stats[i]);
-      if (status != ZIPMOE_OK) return cancelled(status);
+    std::vector<GenerationRequest> requests(ids.size(), request);
+    for (std::size_t i = 0; i < ids.size(); ++i) resolve_prompt(*context, std::move(ids[i]), &requests[i]);
+    context->stats.assign(requests.size(), zipmoe_generation_stats{});
+    std::function<bool(std::size_t, std::string_view)> piece;
+    if (on_piece) {
+      piece = [on_piece, user](std::size_t i, std::string_view s) {
+        return on_piece(static_cast<std::int32_t>(i), s.data(), s.size(), user);
+      };
     }
-    return ZIPMOE_OK;
+    return cancelled(generate_batch(*context, requests, piece, context->stats.data()));
   });
 }
 

@@ -1,67 +1,64 @@
 #include "capi/generation.h"
 
 #include <algorithm>
-#include <chrono>
-#include <cstring>
 #include <random>
-#include <unordered_set>
+#include <stdexcept>
 
 #include "capi/api_support.h"
-#include "text/tokenizer.h"
+#include "zipmoe/generate.h"
 
 namespace zipmoe::capi {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// Tokens per forward step of Model::eval, which the engine loads with its default
+// Tokens per forward step of the engine, which the C API loads with its default
 // batch (ModelOptions::batch 0: 256, at most the context): the most a context's
 // batch may be.
 constexpr std::int32_t kEngineBatch = 256;
-
-double since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 std::uint64_t random_seed() {
   std::random_device device;
   return (static_cast<std::uint64_t>(device()) << 32) ^ device();
 }
 
-// Where the first stop string occurs in text[sent:] (hit), or else how much of
-// text may be sent: all of it but the longest tail that could begin a stop
-// string when `hold`. Nothing before `sent` can begin one: it would have been
-// held back. Byte offsets; text and stops are whole UTF-8 characters, so this
-// equals python/zipmoe/model.py's _find_stop on code points.
-std::size_t find_stop(const std::string& text, std::size_t sent, const std::vector<std::string>& stops, bool hold,
-                      bool* hit) {
-  std::size_t first = std::string::npos;
-  for (const std::string& s : stops) first = std::min(first, text.find(s, sent));
-  *hit = first != std::string::npos;
-  if (*hit) return first;
-  if (!hold) return text.size();
-  std::size_t keep = 0;
-  for (const std::string& s : stops) {
-    // candidate prefixes of s, longest first, ending on a character boundary
-    for (std::size_t k = std::min(s.size() - 1, text.size() - sent); k > keep; --k) {
-      if ((static_cast<unsigned char>(s[k]) & 0xC0) == 0x80) continue;
-      if (text.compare(text.size() - k, k, s, 0, k) == 0) {
-        keep = k;
-        break;
-      }
-    }
-  }
-  return text.size() - keep;
+Context& engine(const ContextState& context) {
+  if (!context.engine) throw std::logic_error("the context holds no engine state");
+  return *context.engine;
 }
 
-struct GenerationStats {
-  zipmoe_generation_stats* out;
-  Clock::time_point prompt_done;
-  void update(std::size_t generated) {
-    out->generated_tokens = static_cast<std::int32_t>(generated);
-    out->generation_seconds = since(prompt_done);
-    out->generation_tokens_per_second = static_cast<double>(generated) / std::max(out->generation_seconds, 1e-9);
+zipmoe_finish_reason finish_reason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone: return ZIPMOE_FINISH_NONE;
+    case FinishReason::kEos: return ZIPMOE_FINISH_EOS;
+    case FinishReason::kStop: return ZIPMOE_FINISH_STOP;
+    case FinishReason::kLength: return ZIPMOE_FINISH_LENGTH;
+    case FinishReason::kContext: return ZIPMOE_FINISH_CONTEXT;
+    case FinishReason::kCancelled: return ZIPMOE_FINISH_CANCELLED;
   }
-};
+  return ZIPMOE_FINISH_NONE;
+}
+
+// The C statistics of a generation (the caller sets the finish reasons that
+// only the C API knows: the callback, an error).
+void copy_stats(const GenerationStats& in, zipmoe_generation_stats* out) {
+  out->prompt_tokens = static_cast<std::int32_t>(in.prompt_tokens);
+  out->generated_tokens = static_cast<std::int32_t>(in.generated_tokens);
+  out->prompt_seconds = in.prompt_seconds;
+  out->generation_seconds = in.generation_seconds;
+  out->prompt_tokens_per_second = in.prompt_tokens_per_second;
+  out->generation_tokens_per_second = in.generation_tokens_per_second;
+  out->finish_reason = finish_reason(in.finish_reason);
+  out->seed = in.seed;
+}
+
+GenerateOptions generate_options(const GenerationRequest& request) {
+  GenerateOptions options;
+  options.sampling = request.sampler;
+  options.max_new_tokens = static_cast<std::size_t>(request.max_new_tokens);
+  options.stop = request.stops;
+  options.skip_special_tokens = request.skip_special;
+  return options;
+}
 
 }  // namespace
 
@@ -70,44 +67,30 @@ void open_sequence(ContextState& context, const zipmoe_context_params& p) {
   const std::size_t model_context = model.model.info().max_context;
   if (p.max_context < 0 || static_cast<std::size_t>(p.max_context) > model_context) {
     throw InvalidArgumentError("params->max_context must be in [0, " + std::to_string(model_context) +
-                               "] (0: the model's), not " + std::to_string(p.max_context) +
-                               " (until contexts hold their own KV cache, the model's is the limit)");
+                               "] (0: the model's), not " + std::to_string(p.max_context));
   }
-  if (p.max_sequences != 1) {
-    throw InvalidArgumentError("params->max_sequences must be 1 for now, not " + std::to_string(p.max_sequences) +
-                               " (zipmoe_generate_batch runs its prompts one after another until several "
-                               "sequences per context land)");
+  if (p.max_sequences < 1 || static_cast<std::size_t>(p.max_sequences) > kMaxSequences) {
+    throw InvalidArgumentError("params->max_sequences must be in [1, " + std::to_string(kMaxSequences) +
+                               "], not " + std::to_string(p.max_sequences));
   }
   if (p.batch < 0 || p.batch > kEngineBatch) {
     throw InvalidArgumentError("params->batch must be in [0, " + std::to_string(kEngineBatch) + "] (0: " +
                                std::to_string(kEngineBatch) + "), not " + std::to_string(p.batch));
   }
-  bool expected = false;
-  if (!model.sequence_taken.compare_exchange_strong(expected, true)) {
-    throw BusyError("the model already has a context; free it first (one context per model until zipmoe runs "
-                    "several sequences per model)");
-  }
-  context.holds_sequence = true;
-  context.max_context = p.max_context ? static_cast<std::size_t>(p.max_context) : model_context;
+  ContextOptions options;
+  options.max_context = p.max_context ? static_cast<std::size_t>(p.max_context) : model_context;
+  options.max_sequences = static_cast<std::size_t>(p.max_sequences);
+  context.engine = std::make_unique<Context>(model.model.new_context(options));
+  context.max_context = options.max_context;
   context.batch = static_cast<std::size_t>(p.batch ? p.batch : kEngineBatch);
   context.max_sequences = p.max_sequences;
-  model.model.reset();
 }
 
-void close_sequence(ContextState& context) noexcept {
-  if (!context.holds_sequence) return;
-  try {
-    context.model->model.reset();
-  } catch (...) {
-    // reset() only takes a lock; nothing to report from a destructor anyway
-  }
-  context.holds_sequence = false;
-  context.model->sequence_taken.store(false);
-}
+void close_sequence(ContextState& context) noexcept { context.engine.reset(); }
 
-std::size_t sequence_position(const ContextState& context) { return context.model->model.position(); }
+std::size_t sequence_position(const ContextState& context) { return engine(context).position(0); }
 
-void reset_sequence(ContextState& context) { context.model->model.reset(); }
+void reset_sequence(ContextState& context) { engine(context).reset(); }
 
 GenerationRequest resolve_request(const ModelState& model, const zipmoe_sampling_params* params) {
   using Sampling = ModelState::Sampling;
@@ -167,8 +150,8 @@ void resolve_prompt(const ContextState& context, std::vector<std::int32_t> promp
 
 zipmoe_status evaluate(ContextState& context, const std::int32_t* tokens, std::size_t count, float* last_logits,
                        LastLogits mode) {
-  Model& model = context.model->model;
-  const std::size_t vocab = model.info().vocab_size;
+  Context& sequences = engine(context);
+  const std::size_t vocab = context.model->model.info().vocab_size;
   if (count == 0) throw InvalidArgumentError("no tokens given");
   if (tokens == nullptr) throw InvalidArgumentError("tokens is NULL");
   for (std::size_t i = 0; i < count; ++i) {
@@ -177,7 +160,7 @@ zipmoe_status evaluate(ContextState& context, const std::int32_t* tokens, std::s
                                  " is outside [0, " + std::to_string(vocab) + ")");
     }
   }
-  const std::size_t position = sequence_position(context);
+  const std::size_t position = sequences.position(0);
   if (count > context.max_context - position) {
     throw InvalidArgumentError("context overflow: " + std::to_string(position) + " tokens held + " +
                                std::to_string(count) + " new > max_context " + std::to_string(context.max_context) +
@@ -185,117 +168,105 @@ zipmoe_status evaluate(ContextState& context, const std::int32_t* tokens, std::s
   }
   // The engine's own steps, so that the logits are those of one eval() call.
   const std::size_t step = std::min(context.batch, context.model->model.info().max_context);
-  context.scratch_logits.resize(vocab);
+  std::vector<float> scratch;
   for (std::size_t first = 0; first < count; first += step) {
     if (context.cancel.load()) return ZIPMOE_ERR_CANCELLED;
     const std::size_t n = std::min(step, count - first);
     const bool last = first + n == count;
     if (last && last_logits && mode == LastLogits::kWholeStep && n > 1) {
-      std::vector<float> rows(n * vocab);
-      model.eval(tokens + first, n, rows.data(), /*last_only=*/false);
-      std::copy(rows.end() - static_cast<std::ptrdiff_t>(vocab), rows.end(), last_logits);
+      scratch.resize(n * vocab);
+      sequences.eval(tokens + first, n, scratch.data(), /*last_only=*/false, 0);
+      std::copy(scratch.end() - static_cast<std::ptrdiff_t>(vocab), scratch.end(), last_logits);
     } else {
-      model.eval(tokens + first, n, last && last_logits ? last_logits : context.scratch_logits.data(),
-                 /*last_only=*/true);
+      scratch.resize(vocab);
+      sequences.eval(tokens + first, n, last && last_logits ? last_logits : scratch.data(), /*last_only=*/true, 0);
     }
   }
   return ZIPMOE_OK;
 }
 
 zipmoe_status generate(ContextState& context, const GenerationRequest& request,
-                       const std::function<bool(std::string_view)>& on_piece, zipmoe_generation_stats* stats_out) {
-  ModelState& model = *context.model;
-  std::memset(stats_out, 0, sizeof(*stats_out));
-  stats_out->prompt_tokens = static_cast<std::int32_t>(request.prompt.size());
-  stats_out->seed = request.sampler.seed;
-  stats_out->finish_reason = ZIPMOE_FINISH_NONE;
-  const std::shared_ptr<const text::Tokenizer>& tokenizer = model.tokenizer;
-  model.require_tokenizer();
-  reset_sequence(context);
-  if (request.max_new_tokens == 0) {
-    stats_out->finish_reason = ZIPMOE_FINISH_LENGTH;
-    return ZIPMOE_OK;
-  }
-  auto stop_with = [&](zipmoe_finish_reason reason) {
-    stats_out->finish_reason = reason;
-    reset_sequence(context);
-  };
-  const std::size_t vocab = model.model.info().vocab_size;
-  std::vector<float> logits(vocab);
-  Sampler sampler(request.sampler);
-  text::StreamDecoder decoder(tokenizer, request.skip_special, /*at_start=*/false);
-  const std::unordered_set<std::int32_t> eos(model.eos_ids.begin(), model.eos_ids.end());
-  const std::vector<std::string>& stops = request.stops;
-  std::string text;
-  std::size_t sent = 0;  // text[0, sent) went to on_piece
-  std::vector<std::int32_t> generated;
+                       const std::function<bool(std::string_view)>& on_piece, zipmoe_generation_stats* stats) {
+  *stats = zipmoe_generation_stats{};
+  stats->prompt_tokens = static_cast<std::int32_t>(request.prompt.size());
+  stats->seed = request.sampler.seed;
+  Context& sequences = engine(context);
+  context.model->require_tokenizer();
+  sequences.reset();  // a fresh sequence, as documented (the loop would reuse a held prefix)
+  Generation generation(sequences, request.prompt, generate_options(request));
+  const KeepGoing keep_going = [&context] { return !context.cancel.load(); };
+  bool stopped_by_callback = false;
   try {
-    const Clock::time_point start = Clock::now();
-    if (evaluate(context, request.prompt.data(), request.prompt.size(), logits.data()) == ZIPMOE_ERR_CANCELLED) {
-      stop_with(ZIPMOE_FINISH_CANCELLED);
-      return ZIPMOE_ERR_CANCELLED;
-    }
-    GenerationStats stats{stats_out, Clock::now()};
-    stats_out->prompt_seconds = std::chrono::duration<double>(stats.prompt_done - start).count();
-    stats_out->prompt_tokens_per_second =
-        static_cast<double>(request.prompt.size()) / std::max(stats_out->prompt_seconds, 1e-9);
-    sampler.set_history(request.prompt.data(), request.prompt.size());
-    zipmoe_finish_reason finish = ZIPMOE_FINISH_NONE;
-    auto send = [&](std::size_t end) {
-      if (end <= sent) return true;
-      const bool go_on = !on_piece || on_piece(std::string_view(text).substr(sent, end - sent));
-      sent = end;
-      return go_on;
-    };
-    while (finish == ZIPMOE_FINISH_NONE) {
-      const std::int32_t token = sampler.sample(logits.data(), vocab);
-      sampler.accept(token);
-      generated.push_back(token);
-      stats.update(generated.size());
-      if (eos.count(token)) {
-        finish = ZIPMOE_FINISH_EOS;
+    std::string piece;
+    while (generation.next(&piece, keep_going)) {
+      if (on_piece && !on_piece(piece)) {
+        stopped_by_callback = true;
+        if (!generation.done()) generation.cancel();
         break;
       }
-      if (token >= tokenizer->vocab_size()) {
-        throw InvalidArgumentError("the model sampled token id " + std::to_string(token) +
-                                   ", outside its tokenizer's vocabulary of " +
-                                   std::to_string(tokenizer->vocab_size()));
-      }
-      text += decoder.feed(token);
-      bool hit = false;
-      const std::size_t end = find_stop(text, sent, stops, !stops.empty(), &hit);
-      if (hit) {
-        text.resize(end);
-        finish = ZIPMOE_FINISH_STOP;
-      }
-      if (!send(end)) {
-        stop_with(ZIPMOE_FINISH_CALLBACK);
-        return ZIPMOE_OK;
-      }
-      if (hit) break;
-      if (generated.size() >= static_cast<std::size_t>(request.max_new_tokens)) {
-        finish = ZIPMOE_FINISH_LENGTH;
-      } else if (request.prompt.size() + generated.size() >= context.max_context) {
-        finish = ZIPMOE_FINISH_CONTEXT;
-      } else if (evaluate(context, &token, 1, logits.data()) == ZIPMOE_ERR_CANCELLED) {
-        stop_with(ZIPMOE_FINISH_CANCELLED);
-        return ZIPMOE_ERR_CANCELLED;
+      // A cancel request from the callback (or meanwhile) stops before the next forward step.
+      if (context.cancel.load() && !generation.done()) {
+        generation.cancel();
+        break;
       }
     }
-    if (finish != ZIPMOE_FINISH_STOP) {
-      text += decoder.flush();
-      bool hit = false;
-      const std::size_t end = find_stop(text, sent, stops, false, &hit);
-      if (hit) finish = ZIPMOE_FINISH_STOP;
-      if (!send(end)) finish = ZIPMOE_FINISH_CALLBACK;
-    }
-    stats.update(generated.size());
-    stats_out->finish_reason = finish;
-    return ZIPMOE_OK;
   } catch (...) {
-    stop_with(ZIPMOE_FINISH_ERROR);
+    copy_stats(generation.stats(), stats);
+    stats->finish_reason = ZIPMOE_FINISH_ERROR;
     throw;
   }
+  copy_stats(generation.stats(), stats);
+  if (stopped_by_callback) {
+    stats->finish_reason = ZIPMOE_FINISH_CALLBACK;
+    return ZIPMOE_OK;
+  }
+  return stats->finish_reason == ZIPMOE_FINISH_CANCELLED ? ZIPMOE_ERR_CANCELLED : ZIPMOE_OK;
+}
+
+zipmoe_status generate_batch(ContextState& context, const std::vector<GenerationRequest>& requests,
+                             const std::function<bool(std::size_t, std::string_view)>& on_piece,
+                             zipmoe_generation_stats* stats) {
+  Context& sequences = engine(context);
+  context.model->require_tokenizer();
+  sequences.reset();  // every prompt from a fresh sequence, as documented
+  BatchOptions batch;
+  batch.step_tokens = context.batch;
+  BatchScheduler scheduler(sequences, batch);
+  for (const GenerationRequest& request : requests) scheduler.add(request.prompt, generate_options(request));
+  std::vector<bool> stopped_by_callback(requests.size(), false);
+  auto finish = [&](bool error) {
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      copy_stats(scheduler.stats(i), &stats[i]);
+      if (stopped_by_callback[i]) {
+        stats[i].finish_reason = ZIPMOE_FINISH_CALLBACK;
+      } else if (error && stats[i].finish_reason == ZIPMOE_FINISH_NONE) {
+        stats[i].finish_reason = ZIPMOE_FINISH_ERROR;
+      }
+    }
+  };
+  try {
+    std::vector<BatchScheduler::Piece> pieces;
+    while (!context.cancel.load()) {
+      pieces.clear();
+      if (!scheduler.step(&pieces)) break;
+      for (const BatchScheduler::Piece& piece : pieces) {
+        if (stopped_by_callback[piece.id] || !on_piece || on_piece(piece.id, piece.text)) continue;
+        stopped_by_callback[piece.id] = true;
+        if (!scheduler.done(piece.id)) scheduler.cancel(piece.id);
+      }
+    }
+  } catch (...) {
+    finish(/*error=*/true);
+    throw;
+  }
+  bool cancelled = false;  // zipmoe_context_cancel ended a generation that was still running
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (scheduler.done(i)) continue;
+    scheduler.cancel(i);
+    cancelled = true;
+  }
+  finish(/*error=*/false);
+  return cancelled ? ZIPMOE_ERR_CANCELLED : ZIPMOE_OK;
 }
 
 }  // namespace zipmoe::capi

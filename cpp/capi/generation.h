@@ -1,16 +1,11 @@
-// Everything of the C API that runs the engine: a context's hold on a
-// sequence, evaluation, and the generation loop (tokenized prompt, sampler,
-// EOS set, stop strings held back until they can no longer match, UTF-8-safe
-// pieces, max_new_tokens, full context) as python/zipmoe/model.py runs it, so
-// that zipmoe_generate gives the same text as model.generate().
+// Everything of the C API that runs the engine: a context's own
+// zipmoe::Context (Model::new_context), evaluation on it, and generation
+// through the C++ generation loop (zipmoe/generate.h: Generation for one
+// prompt, BatchScheduler for several), so that zipmoe_generate gives the same
+// text as model.generate() in Python, which runs the same loop.
 //
-// This pair of files is the C API's one seam to the model/context split (the
-// "many sequences" work): today a context holds its model's single sequence
-// (Model::eval / reset / position), so a model has one context at a time, and
-// the loop below mirrors Python's. With the split, open_sequence() makes a
-// zipmoe::Context of the context's own (Model::new_context), the other
-// sequence functions call it, and generate() calls the C++ generation loop of
-// cpp/runtime; no other file of cpp/capi touches the engine's sequence.
+// This pair of files is the C API's one seam to the engine's sequences; no
+// other file of cpp/capi touches a zipmoe::Context.
 #pragma once
 
 #include <cstdint>
@@ -25,15 +20,16 @@
 
 namespace zipmoe::capi {
 
-// Checks `params` against what the engine can hold and gives `context` its
-// sequence (context.model must be set): InvalidArgumentError for a value out
-// of range, BusyError while another context holds the model's sequence.
+// Checks `params` and gives `context` a zipmoe::Context of its own over the
+// model's weights (context.model must be set): InvalidArgumentError for a
+// value out of range, BudgetError when the memory budget cannot hold it.
+// Any number of contexts may share a model.
 void open_sequence(ContextState& context, const zipmoe_context_params& params);
-// Gives the sequence back, empty (from ~ContextState; a no-op when none is held).
+// Frees the context's engine state (from ~ContextState; a no-op when none is held).
 void close_sequence(ContextState& context) noexcept;
-// Tokens the context's sequence holds.
+// Tokens sequence 0 of the context holds (the one zipmoe_eval appends to).
 std::size_t sequence_position(const ContextState& context);
-// Forgets the sequence (position 0).
+// Forgets every sequence of the context (position 0).
 void reset_sequence(ContextState& context);
 
 // One generation's settings, every default resolved.
@@ -65,18 +61,27 @@ enum class LastLogits {
   kWholeStep,
 };
 
-// Appends tokens to the context's sequence in forward steps of the context's
-// batch, checking the cancel flag between steps; writes the last token's
+// Appends tokens to sequence 0 of the context in forward steps of the
+// context's batch, checking the cancel flag between steps; writes the last token's
 // logits to last_logits (n_vocab floats) when not NULL. Returns
 // ZIPMOE_ERR_CANCELLED or ZIPMOE_OK; throws for other errors.
 zipmoe_status evaluate(ContextState& context, const std::int32_t* tokens, std::size_t count, float* last_logits,
                        LastLogits mode = LastLogits::kLastRow);
 
-// Resets the context and runs one generation; on_piece gets each piece and
-// returns false to stop. Fills *stats (also when it throws). Returns
-// ZIPMOE_OK or ZIPMOE_ERR_CANCELLED; throws for other errors (the context is
-// reset then, as after a cancellation).
+// Resets the context and runs one generation (zipmoe::Generation) on its
+// sequence 0; on_piece gets each piece and returns false to stop. Fills *stats
+// (also when it throws). Returns ZIPMOE_OK or ZIPMOE_ERR_CANCELLED; throws for
+// other errors (the context is reset then, as after a cancellation).
 zipmoe_status generate(ContextState& context, const GenerationRequest& request,
                        const std::function<bool(std::string_view)>& on_piece, zipmoe_generation_stats* stats);
+
+// Resets the context and runs the requests together (zipmoe::BatchScheduler:
+// up to max_sequences at once, sharing each forward step); on_piece(i, piece)
+// gets the pieces of request i and returns false to stop that one only.
+// Fills stats[i] for each request. Returns ZIPMOE_OK or ZIPMOE_ERR_CANCELLED
+// (every request still running is cancelled); throws for other errors.
+zipmoe_status generate_batch(ContextState& context, const std::vector<GenerationRequest>& requests,
+                             const std::function<bool(std::size_t, std::string_view)>& on_piece,
+                             zipmoe_generation_stats* stats);
 
 }  // namespace zipmoe::capi

@@ -14,12 +14,11 @@
 
 namespace zipmoe::capi {
 
-// A context. What it holds of the engine is opened, used and closed by
-// capi/generation.h (today: its model's one sequence, so a model has at most
-// one context at a time).
+// A context. What it holds of the engine (a zipmoe::Context of its own over
+// the model's weights) is opened, used and closed by capi/generation.h.
 struct ContextState {
   std::shared_ptr<ModelState> model;
-  bool holds_sequence = false;  // open_sequence() succeeded (close_sequence() undoes it)
+  std::unique_ptr<Context> engine;  // set by open_sequence(), dropped by close_sequence()
   std::size_t max_context = 0;
   std::size_t batch = 0;
   std::int32_t max_sequences = 1;
@@ -29,7 +28,6 @@ struct ContextState {
   std::atomic<bool> cancel{false};
   // Per sequence, what its last generation did (written by the call that holds busy).
   std::vector<zipmoe_generation_stats> stats;
-  std::vector<float> scratch_logits;  // logits of evaluations whose caller wants none
 
   ~ContextState();
 };

@@ -6,7 +6,6 @@
 // (the model/context split), this state shrinks to a reference to it.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -55,9 +54,6 @@ struct ModelState {
   double sampling_default(Sampling setting) const;
   // max_new_tokens when the caller gives none, for a prompt of prompt_tokens.
   std::int64_t default_max_new_tokens(std::size_t prompt_tokens) const;
-
-  // Set while a context holds the model's one sequence (capi/generation.h's open_sequence).
-  std::atomic<bool> sequence_taken{false};
 
  private:
   explicit ModelState(Model loaded) : model(std::move(loaded)) {}

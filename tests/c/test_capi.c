@@ -5,8 +5,12 @@
  * Every function with good arguments, and the misuse a C caller can commit:
  * NULL pointers, wrong sizes, freed and foreign handles, freeing twice,
  * missing and damaged files, reentrant calls. Each misuse must give a status
- * and a message, never a crash. Exit status 0 when every check passes. */
+ * and a message, never a crash. And several contexts on one model, from
+ * several threads, each giving the text it gives alone. Exit status 0 when
+ * every check passes. */
+#define _POSIX_C_SOURCE 200809L /* pthreads under -std=c99 */
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,13 +331,15 @@ static void test_contexts(zipmoe_model* model) {
   cp.max_context = 1 << 30;
   CHECK_FAILS(zipmoe_context_new(model, &cp, &ctx), ZIPMOE_ERR_INVALID_ARGUMENT, "max_context");
   cp = zipmoe_context_default_params();
-  cp.max_sequences = 4;
+  cp.max_sequences = 0;
+  CHECK_FAILS(zipmoe_context_new(model, &cp, &ctx), ZIPMOE_ERR_INVALID_ARGUMENT, "max_sequences");
+  cp.max_sequences = 1025;
   CHECK_FAILS(zipmoe_context_new(model, &cp, &ctx), ZIPMOE_ERR_INVALID_ARGUMENT, "max_sequences");
   CHECK_FAILS(zipmoe_context_new(NULL, NULL, &ctx), ZIPMOE_ERR_INVALID_ARGUMENT, "model is NULL");
   CHECK_FAILS(zipmoe_context_new(model, NULL, NULL), ZIPMOE_ERR_INVALID_ARGUMENT, "out is NULL");
   CHECK(zipmoe_context_new(model, NULL, &ctx) == ZIPMOE_OK && ctx != NULL);
-  CHECK_FAILS(zipmoe_context_new(model, NULL, &second), ZIPMOE_ERR_BUSY, "already has a context");
-  CHECK(second == NULL);
+  /* a second context on the same model: its own sequence */
+  CHECK(zipmoe_context_new(model, NULL, &second) == ZIPMOE_OK && second != NULL && second != ctx);
   CHECK(zipmoe_context_n_ctx(ctx) > 0);
   CHECK(zipmoe_context_position(ctx) == 0);
   CHECK_FAILS(zipmoe_generation_stats_get(ctx, 1, &stats), ZIPMOE_ERR_INVALID_ARGUMENT, "sequence");
@@ -351,6 +357,8 @@ static void test_contexts(zipmoe_model* model) {
   tokens[0] = vocab;
   CHECK_FAILS(zipmoe_eval(ctx, tokens, 1, logits), ZIPMOE_ERR_INVALID_ARGUMENT, "outside");
   CHECK(zipmoe_context_position(ctx) == n + 1); /* nothing was run */
+  CHECK(zipmoe_context_position(second) == 0);  /* the other context's sequence is untouched */
+  zipmoe_context_free(second);
   CHECK(zipmoe_context_reset(ctx) == ZIPMOE_OK && zipmoe_context_position(ctx) == 0);
 
   /* greedy generation: deterministic, the same from text and from its tokens */
@@ -427,7 +435,8 @@ static void test_contexts(zipmoe_model* model) {
   prompts[1].n_tokens = zipmoe_tokenize(model, "ROMEO.", 6, true, tokens, 64);
   memset(batch, 0, sizeof(batch));
   CHECK(zipmoe_generate_batch(ctx, prompts, 2, &sp, collect_batch, batch) == ZIPMOE_OK);
-  CHECK(strcmp(batch[0].text, a.text) == 0 && strcmp(batch[1].text, a.text) == 0);
+  /* two sequences in one step: with precision "fast" only "exact" promises the solo text (test_many_sequences) */
+  CHECK(batch[0].length > 0 && strcmp(batch[0].text, batch[1].text) == 0);
   CHECK(zipmoe_generation_stats_get(ctx, 1, &stats) == ZIPMOE_OK && stats.generated_tokens > 0);
   CHECK_FAILS(zipmoe_generate_batch(ctx, prompts, 0, &sp, collect_batch, batch), ZIPMOE_ERR_INVALID_ARGUMENT,
               "n_prompts");
@@ -458,6 +467,148 @@ static void test_contexts(zipmoe_model* model) {
   CHECK(strstr(zipmoe_last_error(), "not a live zipmoe_model") != NULL);
 }
 
+/* ---- several contexts and sequences on one model (precision "exact") ---- */
+
+static const char* const many_prompts[] = {"ROMEO.", "JULIET. O Romeo,", "First Citizen:", "KING", "Good morrow"};
+#define N_MANY 5
+
+static zipmoe_sampling_params seeded(void) {
+  zipmoe_sampling_params sp = zipmoe_sampling_default_params();
+  sp.temperature = 0.8f;
+  sp.top_k = 40;
+  sp.seed = 1234;
+  sp.max_new_tokens = 20;
+  return sp;
+}
+
+/* Each prompt's text on a context of its own, one after another. */
+static void solo_texts(zipmoe_model* model, struct collected* solo) {
+  zipmoe_context* ctx = NULL;
+  zipmoe_sampling_params sp = seeded();
+  int i;
+  CHECK(zipmoe_context_new(model, NULL, &ctx) == ZIPMOE_OK);
+  for (i = 0; i < N_MANY; ++i) {
+    memset(&solo[i], 0, sizeof(solo[i]));
+    CHECK(zipmoe_generate(ctx, many_prompts[i], strlen(many_prompts[i]), &sp, collect, &solo[i]) == ZIPMOE_OK);
+    CHECK(solo[i].length > 0);
+  }
+  zipmoe_context_free(ctx);
+}
+
+struct threaded {
+  zipmoe_context* ctx;
+  int first; /* generates many_prompts[first], then [first + 2], ... */
+  struct collected out[N_MANY];
+  zipmoe_status status;
+};
+
+static void* generate_on_thread(void* arg) {
+  struct threaded* t = (struct threaded*)arg;
+  zipmoe_sampling_params sp = seeded();
+  int i;
+  t->status = ZIPMOE_OK;
+  for (i = t->first; i < N_MANY && t->status == ZIPMOE_OK; i += 2) {
+    t->status = zipmoe_generate(t->ctx, many_prompts[i], strlen(many_prompts[i]), &sp, collect, &t->out[i]);
+  }
+  return NULL;
+}
+
+/* Two contexts on one model, generating at the same time from two threads. */
+static void test_contexts_on_threads(zipmoe_model* model, const struct collected* solo) {
+  static struct threaded t[2];
+  pthread_t threads[2];
+  int i, k;
+  memset(t, 0, sizeof(t));
+  for (k = 0; k < 2; ++k) {
+    t[k].first = k;
+    CHECK(zipmoe_context_new(model, NULL, &t[k].ctx) == ZIPMOE_OK);
+  }
+  for (k = 0; k < 2; ++k) CHECK(pthread_create(&threads[k], NULL, generate_on_thread, &t[k]) == 0);
+  for (k = 0; k < 2; ++k) CHECK(pthread_join(threads[k], NULL) == 0);
+  for (k = 0; k < 2; ++k) {
+    CHECK(t[k].status == ZIPMOE_OK);
+    for (i = k; i < N_MANY; i += 2) CHECK(strcmp(t[k].out[i].text, solo[i].text) == 0);
+    zipmoe_context_free(t[k].ctx);
+  }
+}
+
+/* Interleaved evaluation on two contexts: each sees only its own tokens. */
+static void test_contexts_keep_their_own_sequence(zipmoe_model* model) {
+  static float alone[65536], interleaved[65536], other[65536];
+  zipmoe_context *a = NULL, *b = NULL;
+  int32_t tokens[64], noise[64];
+  const int32_t n = zipmoe_tokenize(model, "JULIET. O Romeo, Romeo!", 23, true, tokens, 64);
+  const int32_t m = zipmoe_tokenize(model, "First Citizen:", 14, true, noise, 64);
+  CHECK(n > 2 && m > 0 && zipmoe_model_n_vocab(model) <= 65536);
+  CHECK(zipmoe_context_new(model, NULL, &a) == ZIPMOE_OK && zipmoe_context_new(model, NULL, &b) == ZIPMOE_OK);
+  CHECK(zipmoe_eval(a, tokens, n, alone) == ZIPMOE_OK);
+  CHECK(zipmoe_context_reset(a) == ZIPMOE_OK);
+  CHECK(zipmoe_eval(a, tokens, 2, NULL) == ZIPMOE_OK);
+  CHECK(zipmoe_eval(b, noise, m, other) == ZIPMOE_OK);
+  CHECK(zipmoe_eval(a, tokens + 2, n - 2, interleaved) == ZIPMOE_OK);
+  CHECK(zipmoe_context_position(a) == n && zipmoe_context_position(b) == m);
+  CHECK(memcmp(alone, interleaved, sizeof(float) * (size_t)zipmoe_model_n_vocab(model)) == 0);
+  zipmoe_context_free(a);
+  zipmoe_context_free(b);
+}
+
+/* zipmoe_generate_batch over more prompts than sequences: each the solo text. */
+static void test_many_sequences(zipmoe_model* model, const struct collected* solo) {
+  static struct collected batch[N_MANY];
+  zipmoe_context* ctx = NULL;
+  zipmoe_context_params cp = zipmoe_context_default_params();
+  zipmoe_sampling_params sp = seeded();
+  zipmoe_generation_stats stats;
+  zipmoe_prompt prompts[N_MANY];
+  int i;
+  memset(prompts, 0, sizeof(prompts));
+  for (i = 0; i < N_MANY; ++i) {
+    prompts[i].text = many_prompts[i];
+    prompts[i].text_len = strlen(many_prompts[i]);
+  }
+  cp.max_sequences = 3;
+  CHECK(zipmoe_context_new(model, &cp, &ctx) == ZIPMOE_OK);
+  memset(batch, 0, sizeof(batch));
+  CHECK(zipmoe_generate_batch(ctx, prompts, N_MANY, &sp, collect_batch, batch) == ZIPMOE_OK);
+  for (i = 0; i < N_MANY; ++i) {
+    CHECK(strcmp(batch[i].text, solo[i].text) == 0);
+    CHECK(zipmoe_generation_stats_get(ctx, i, &stats) == ZIPMOE_OK && stats.generated_tokens > 0 &&
+          stats.seed == 1234);
+  }
+  /* one sequence stopped by its callback: the others go on to their solo text */
+  memset(batch, 0, sizeof(batch));
+  batch[1].stop_after = 1;
+  CHECK(zipmoe_generate_batch(ctx, prompts, N_MANY, &sp, collect_batch, batch) == ZIPMOE_OK);
+  CHECK(batch[1].pieces == 1);
+  CHECK(zipmoe_generation_stats_get(ctx, 1, &stats) == ZIPMOE_OK && stats.finish_reason == ZIPMOE_FINISH_CALLBACK);
+  for (i = 0; i < N_MANY; ++i) {
+    if (i != 1) CHECK(strcmp(batch[i].text, solo[i].text) == 0);
+  }
+  /* cancelled from a callback: every sequence ends */
+  memset(batch, 0, sizeof(batch));
+  batch[0].cancel = ctx;
+  CHECK_FAILS(zipmoe_generate_batch(ctx, prompts, N_MANY, &sp, collect_batch, batch), ZIPMOE_ERR_CANCELLED,
+              "cancel");
+  CHECK(zipmoe_generation_stats_get(ctx, N_MANY - 1, &stats) == ZIPMOE_OK &&
+        stats.finish_reason == ZIPMOE_FINISH_CANCELLED);
+  zipmoe_context_free(ctx);
+}
+
+static void test_many(void) {
+  static struct collected solo[N_MANY];
+  zipmoe_model* model = NULL;
+  zipmoe_model_params params = zipmoe_model_default_params();
+  params.threads = 2;
+  params.precision = "exact";
+  CHECK(zipmoe_model_load(model_path, &params, &model) == ZIPMOE_OK);
+  if (model == NULL) return;
+  solo_texts(model, solo);
+  test_contexts_on_threads(model, solo);
+  test_contexts_keep_their_own_sequence(model);
+  test_many_sequences(model, solo);
+  zipmoe_model_free(model);
+}
+
 int main(int argc, char** argv) {
   zipmoe_model* model = NULL;
   zipmoe_model_params params = zipmoe_model_default_params();
@@ -478,6 +629,7 @@ int main(int argc, char** argv) {
   test_tokens(model);
   test_chat_template(model);
   test_contexts(model); /* frees the model */
+  test_many();
   printf("%d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
