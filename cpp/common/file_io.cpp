@@ -1,15 +1,19 @@
 #include "common/file_io.h"
 
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <random>
 #include <utility>
@@ -99,7 +103,64 @@ Status write_full(int fd, const std::string& path, const void* data, std::size_t
   return Status::Ok();
 }
 
+
+// ---------------------------------------------------------------------------
+// Copies out of a mapping that survive the file shrinking under them.
+//
+// A page of a mapped file that was truncated after the mapping was made raises
+// SIGBUS when touched. The size check of map_range cannot close that race, so
+// copy_mapped copies under a SIGBUS handler (installed on first use, chained to
+// the one it replaces) that jumps back to the copy of the faulting thread, which
+// then reports the file as truncated. A SIGBUS outside such a copy goes to the
+// previous handler, or ends the process as it would have.
+
+// volatile: the compiler must not drop the store before the copy as dead (it
+// knows memcpy does not read it; the signal handler does).
+thread_local sigjmp_buf* volatile t_copy_jump = nullptr;
+struct sigaction g_previous_sigbus;
+std::once_flag g_sigbus_once;
+
+void on_sigbus(int signal_number, siginfo_t* info, void* context) {
+  if (t_copy_jump != nullptr) siglongjmp(*t_copy_jump, 1);
+  const struct sigaction& previous = g_previous_sigbus;
+  if ((previous.sa_flags & SA_SIGINFO) != 0 && previous.sa_sigaction != nullptr) {
+    previous.sa_sigaction(signal_number, info, context);
+    return;
+  }
+  if ((previous.sa_flags & SA_SIGINFO) == 0 && previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(signal_number);
+    return;
+  }
+  ::signal(SIGBUS, SIG_DFL);
+  ::raise(SIGBUS);
+}
+
+void install_sigbus_handler() {
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_sigaction = on_sigbus;
+  action.sa_flags = SA_SIGINFO;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(SIGBUS, &action, &g_previous_sigbus);
+}
+
+
 }  // namespace
+
+bool copy_from_mapping(void* dst, const void* src, std::size_t size) {
+  std::call_once(g_sigbus_once, install_sigbus_handler);
+  sigjmp_buf jump;
+  if (sigsetjmp(jump, 1) != 0) {
+    t_copy_jump = nullptr;
+    return false;
+  }
+  t_copy_jump = &jump;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  std::memcpy(dst, src, size);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_copy_jump = nullptr;
+  return true;
+}
 
 Status io_status(const std::string& path, const std::string& what, int error) {
   return Status::Io(path + ": " + what + ": " + std::strerror(error));
@@ -211,7 +272,10 @@ Status File::copy_mapped(std::uint64_t offset, void* buffer, std::size_t size) c
   MappedRange window;
   for (std::size_t done = 0; done < size; done += window.size()) {
     ZIPMOE_RETURN_IF_ERROR(map_range(offset + done, std::min(size - done, kMappedCopyWindow), &window));
-    std::memcpy(dst + done, window.data(), window.size());
+    if (!copy_from_mapping(dst + done, window.data(), window.size())) {
+      return Status::Format(path_ + ": file truncated while being read: the bytes at offset " +
+                            std::to_string(offset + done) + " vanished from the mapping");
+    }
   }
   return Status::Ok();
 }

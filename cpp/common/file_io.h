@@ -59,7 +59,10 @@ class File {
 
   // Like read_at, through mappings of at most kMappedCopyWindow bytes, each
   // unmapped before the next is made: at most that much of the file is mapped
-  // by one call at any time.
+  // by one call at any time. A file truncated during the copy is a kFormat
+  // "truncated" error, not a SIGBUS: the copy runs under a SIGBUS handler that
+  // the first call installs for the process (chained to the previous one, which
+  // still gets every SIGBUS raised outside such a copy).
   Status copy_mapped(std::uint64_t offset, void* buffer, std::size_t size) const;
 
  private:
@@ -70,6 +73,11 @@ class File {
   mutable std::atomic<bool> direct_refused_{false};
   std::uint64_t size_ = 0;
 };
+
+// memcpy from pages of a file mapping; false (nothing else happens) if a page
+// vanished during the copy because the file was truncated (SIGBUS). Installs a
+// process-wide SIGBUS handler on first use, chained to the one it replaces.
+bool copy_from_mapping(void* dst, const void* src, std::size_t size);
 
 // File::copy_mapped maps this many bytes at a time (plus the partial pages at
 // either end): with the default two reader threads of the fetch pipeline, 0.5 MiB

@@ -172,14 +172,6 @@ Status ContainerFile::read_chunk_bytes(const ChunkInfo& c, std::uint8_t* buffer,
   return verify ? verify_crc(c, buffer) : Status::Ok();
 }
 
-Status ContainerFile::map_chunk(const ChunkInfo& c, MappedRange* out) const {
-  const Status st = file_->map_range(c.offset, static_cast<std::size_t>(c.stored_size), out);
-  if (!st.ok()) {
-    return Status(st.code(), describe_tensor(tensors_[c.tensor]) + ": " + describe_chunk(c) + ": " + st.message());
-  }
-  return Status::Ok();
-}
-
 Status ContainerFile::check_tensor(const TensorInfo& tensor, const char* call) const {
   if (tensor.index >= tensors_.size() || &tensors_[tensor.index] != &tensor) {
     return Status::InvalidArgument(path_ + ": " + call + " needs a TensorInfo of this reader");
@@ -283,25 +275,16 @@ Status ContainerFile::decode_tensor(const TensorInfo& tensor, void* out, std::si
   }
   const ChunkInfo& ec = chunks_[tensor.exponent_chunk];
   const ChunkInfo& sc = chunks_[tensor.sm_chunk];
-  const std::uint8_t* exponent = nullptr;
-  const std::uint8_t* sm = nullptr;
+  // Every mode reads both planes into buffers first (in mmap mode through
+  // File::copy_mapped, which turns a file truncated under the read into an error;
+  // decoding on the pool straight from mapped pages would meet a SIGBUS instead).
   AlignedBuffer exponent_buffer, sm_buffer;
-  MappedRange exponent_pages, sm_pages;
-  if (mode_ == IoMode::kMmap) {
-    // Decoding straight from the page cache avoids a copy of both planes; the
-    // mappings go when this returns, and with them the pages from this process.
-    ZIPMOE_RETURN_IF_ERROR(map_chunk(ec, &exponent_pages));
-    ZIPMOE_RETURN_IF_ERROR(map_chunk(sc, &sm_pages));
-    exponent = exponent_pages.data();
-    sm = sm_pages.data();
-  } else {
-    ZIPMOE_RETURN_IF_ERROR(exponent_buffer.try_allocate(chunk_buffer_size(ec.index), kContainerAlignment));
-    ZIPMOE_RETURN_IF_ERROR(sm_buffer.try_allocate(chunk_buffer_size(sc.index), kContainerAlignment));
-    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(ec, exponent_buffer.data(), exponent_buffer.size(), false));
-    ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(sc, sm_buffer.data(), sm_buffer.size(), false));
-    exponent = exponent_buffer.data();
-    sm = sm_buffer.data();
-  }
+  ZIPMOE_RETURN_IF_ERROR(exponent_buffer.try_allocate(chunk_buffer_size(ec.index), kContainerAlignment));
+  ZIPMOE_RETURN_IF_ERROR(sm_buffer.try_allocate(chunk_buffer_size(sc.index), kContainerAlignment));
+  ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(ec, exponent_buffer.data(), exponent_buffer.size(), false));
+  ZIPMOE_RETURN_IF_ERROR(read_chunk_bytes(sc, sm_buffer.data(), sm_buffer.size(), false));
+  const std::uint8_t* exponent = exponent_buffer.data();
+  const std::uint8_t* sm = sm_buffer.data();
   // The checksums are verified during the decode.
   return decode_chunks_verified(tensor, exponent, static_cast<std::size_t>(ec.stored_size), sm,
                                 static_cast<std::size_t>(sc.stored_size), out, out_size, pool, isa);

@@ -115,7 +115,6 @@ class ContainerFile {
   // ChecksumError for whichever of the two chunks is damaged, else `failure`.
   Status damaged_or(const TensorInfo& tensor, const void* exponent_chunk, const void* sm_chunk,
                     Status failure) const;
-  Status map_chunk(const ChunkInfo& chunk, MappedRange* out) const;  // kMmap
   Status check_tensor(const TensorInfo& tensor, const char* call) const;
 
   std::string path_;

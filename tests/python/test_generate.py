@@ -406,15 +406,24 @@ def test_ctrl_c_stops_a_native_generation_between_tokens(model):
     # loop's next per-token check, and the model stays usable
     expected = model.generate("hello there", max_new_tokens=8, temperature=0)
     context = model.default_context
-    started = threading.Event()
+    started, sending = threading.Event(), threading.Event()
 
     def first_token():
-        started.set()
-        time.sleep(0.05)  # the signal arrives while the loop runs
+        # the loop goes on only once the sender is about to signal (on a loaded machine it could otherwise come after
+        # the generation's end); the sender holds the GIL from here to os.kill, so the handler runs at the native
+        # loop's next per-token check
+        if not started.is_set():
+            started.set()
+            sending.wait(60)
         return True
 
+    def send():
+        if started.wait(60):
+            sending.set()
+            os.kill(os.getpid(), signal.SIGINT)
+
     context._keep_going = first_token
-    sender = threading.Thread(target=lambda: started.wait(60) and os.kill(os.getpid(), signal.SIGINT))
+    sender = threading.Thread(target=send)
     sender.start()
     try:
         with pytest.raises(KeyboardInterrupt):
