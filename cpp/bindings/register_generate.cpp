@@ -250,13 +250,16 @@ void register_generate(py::module_& m) {
   py::class_<PyBatch>(m, "BatchScheduler",
                       "Generations stepped together on one context (include/zipmoe/generate.h); "
                       "zipmoe.Context.generate uses it for a list of prompts.")
-      .def(py::init([](std::shared_ptr<Context> context, std::size_t step_tokens, std::size_t prompt_chunk) {
+      .def(py::init([](std::shared_ptr<Context> context, std::size_t step_tokens, std::size_t prompt_chunk,
+                       bool reuse_prefixes) {
              BatchOptions options;
              options.step_tokens = step_tokens;
              options.prompt_chunk = prompt_chunk;
+             options.reuse_prefixes = reuse_prefixes;
              return std::make_unique<PyBatch>(std::move(context), options);
            }),
-           py::arg("context"), py::arg("step_tokens") = 0, py::arg("prompt_chunk") = 0)
+           py::arg("context"), py::arg("step_tokens") = 0, py::arg("prompt_chunk") = 0,
+           py::arg("reuse_prefixes") = true)
       .def(
           "add",
           [](PyBatch& batch, const TokenArray& prompt, float temperature, int top_k, float top_p, float min_p,

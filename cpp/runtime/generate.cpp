@@ -326,6 +326,7 @@ struct BatchScheduler::Impl {
   Context* owner = nullptr;
   Context::Impl* context = nullptr;
   std::size_t step_tokens = 0, prompt_chunk = 0;
+  bool reuse_prefixes = true;
   std::vector<Entry> entries;
   std::deque<std::size_t> queued;
   std::vector<std::size_t> free_sequences;  // a stack, lowest on top
@@ -367,6 +368,7 @@ void BatchScheduler::Impl::admit() {
     e.sequence = *chosen;
     free_sequences.erase(chosen);
     e.options.sequence = e.sequence;
+    if (!reuse_prefixes) context->reset_held(e.sequence);
     e.generation.reset(new Generation(*owner, std::move(e.prompt), e.options, false));
     running_ids.insert(std::upper_bound(running_ids.begin(), running_ids.end(), id), id);
     if (e.generation->wants().empty()) end(id);  // max_new_tokens 0
@@ -388,6 +390,7 @@ BatchScheduler::BatchScheduler(Context& context, const BatchOptions& options) : 
   const std::size_t most = context.impl().model->batch;
   s.step_tokens = options.step_tokens ? std::min(options.step_tokens, most) : most;
   s.prompt_chunk = options.prompt_chunk ? std::min(options.prompt_chunk, s.step_tokens) : s.step_tokens;
+  s.reuse_prefixes = options.reuse_prefixes;
   for (std::size_t q = context.max_sequences(); q-- > 0;) s.free_sequences.push_back(q);
   throw_if_error(context.impl().acquire("a batch of generations"));
   s.owner = &context;

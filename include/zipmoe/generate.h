@@ -162,6 +162,10 @@ struct BatchOptions {
   // Prompt tokens of one sequence in a step at most (0: step_tokens), so that a
   // long prompt shares its steps with the running decodes instead of stalling them.
   std::size_t prompt_chunk = 0;
+  // Whether a request may take a free sequence holding a prefix of its prompt
+  // (prompt caching); false: every sequence is emptied when a request takes it,
+  // so each prompt is evaluated whole (a baseline for measurements).
+  bool reuse_prefixes = true;
 };
 
 // Continuous batching over one context: generations join (add) and leave (at

@@ -188,7 +188,8 @@ class BatchScheduler:
     """Generations stepped together on one context (include/zipmoe/generate.h); zipmoe.Context.generate uses it
     for a list of prompts."""
 
-    def __init__(self, context: Context, step_tokens: int = 0, prompt_chunk: int = 0) -> None: ...
+    def __init__(self, context: Context, step_tokens: int = 0, prompt_chunk: int = 0,
+                 reuse_prefixes: bool = True) -> None: ...
     def add(self, prompt: numpy.typing.ArrayLike, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
             min_p: float = 0.0, repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
             frequency_penalty: float = 0.0, penalty_last_n: int = 0, seed: int = 0, max_new_tokens: int = 256,

@@ -438,7 +438,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as error:
         print(f"zipmoe serve needs the server extra: pip install 'zipmoe[server]' ({error})", file=sys.stderr)
         return 1
-    from .model import LoadOptions, default_model_path, parse_size
+    from .model import MAX_SEQUENCES, LoadOptions, default_model_path, parse_size
 
     if not 0 <= args.port <= 65535:
         raise _core.InvalidArgumentError(f"--port must be from 0 to 65535 (0: any free port), not {args.port}")
@@ -446,6 +446,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise _core.InvalidArgumentError(f"--{name.replace('_', '-')} must be at least 1, not "
                                              f"{getattr(args, name)}")
+    if args.max_sequences > MAX_SEQUENCES:
+        raise _core.InvalidArgumentError(f"--max-sequences must be at most {MAX_SEQUENCES}, not "
+                                         f"{args.max_sequences}")
     if not 0 <= args.shutdown_timeout <= 3600:
         raise _core.InvalidArgumentError(f"--shutdown-timeout must be from 0 to 3600 seconds, not "
                                          f"{args.shutdown_timeout}")
@@ -734,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="require 'Authorization: Bearer KEY' on every request but /health (default: "
                         "$ZIPMOE_API_KEY, else none)")
     g.add_argument("--max-sequences", type=int, default=4, metavar="N",
-                   help="sequences decoded together (default 4; the current engine runs one at a time)")
+                   help="sequences decoded together, from 1 to 1024 (default 4)")
     g.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests that may wait beyond those running; more get 503 (default 64)")
     g.add_argument("--shutdown-timeout", type=float, default=3.0, metavar="SECONDS",

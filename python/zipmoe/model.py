@@ -272,6 +272,12 @@ class Context:
             return pieces
         return "".join(pieces)
 
+    def batch_scheduler(self, reuse_prefixes: bool = True) -> "_core.BatchScheduler":
+        """The native batch scheduler on this context, for a caller that adds and steps generations itself (the
+        server's engine). It holds the context until its close(): other uses raise BusyError meanwhile.
+        reuse_prefixes=False empties a sequence when a generation takes it (no prompt caching)."""
+        return _core.BatchScheduler(self._native, reuse_prefixes=reuse_prefixes)
+
     def _batch_pieces(self, requests, stats):
         """(index, piece) pairs of a batch, stepped by the native scheduler (cpp/runtime/generate.cpp); holds the
         context throughout. Python's Ctrl-C handler runs between steps; an interrupted batch cancels the rest."""

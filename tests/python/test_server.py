@@ -301,6 +301,92 @@ def test_concurrent_clients_each_get_their_single_request_answer(server, model):
     assert answers == expected
 
 
+def test_concurrent_requests_are_decoded_together(server, model):
+    """Clients at the same time share the batch's steps (the mean batch is above one sequence), and each answer,
+    streamed or not, is still its text alone."""
+    jobs = [(prompt, seed, stream) for prompt in PROMPTS[:4] for seed, stream in ((5, False), (6, True))]
+    expected = {job: model.generate(chat(job[0]), max_new_tokens=40, seed=job[1], temperature=0.9) for job in jobs}
+    start = threading.Barrier(len(jobs))
+
+    def ask(job):
+        prompt, seed, stream = job
+        with server.client() as client:
+            start.wait()
+            answer = client.chat.completions.create(model=MODEL_NAME, messages=chat(prompt), max_tokens=40,
+                                                    seed=seed, temperature=0.9, stream=stream)
+            if stream:
+                return "".join(c.choices[0].delta.content or "" for c in answer)
+            return answer.choices[0].message.content
+
+    before = server.metrics()
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        answers = dict(zip(jobs, pool.map(ask, jobs)))
+    after = server.metrics()
+    assert answers == expected
+    steps = after[("zipmoe_batch_steps_total", ())] - before[("zipmoe_batch_steps_total", ())]
+    decoded = (after[("zipmoe_batch_sequence_steps_total", ())] -
+               before[("zipmoe_batch_sequence_steps_total", ())])
+    assert steps > 0 and decoded / steps > 1.5, (decoded, steps)
+    assert after[("zipmoe_max_sequences", ())] == 4
+    assert after[("zipmoe_running_sequences", ())] == 0 and after[("zipmoe_queue_length", ())] == 0
+
+
+def test_requests_join_and_leave_the_running_batch(model):
+    """The engine in this process: requests submitted while one runs join its batch (max_sequences at once, the
+    rest queued), a cancelled one leaves it, and every other answer's text, token ids and logprobs are those of
+    Model.generate alone."""
+    from zipmoe.server.engine import Engine, Finish, SamplingParams
+
+    jobs = {i: (model.tokenize(prompt), SamplingParams(max_tokens=24, temperature=0.8, seed=i, logprobs=2))
+            for i, prompt in enumerate(PROMPTS[1:5])}
+    expected = {}
+    for i, (ids, params) in jobs.items():
+        text = model.generate(ids, max_new_tokens=24, temperature=0.8, seed=i, logprobs=2)
+        record = model.last_generation_stats
+        expected[i] = (text, record["token_ids"], record["logprobs"])
+    engine = Engine(model, max_sequences=3, max_queue=8)
+    texts, token_ids, logprobs, finishes, seen = {}, {}, {}, {}, []
+    request_ids = {}
+    ended = threading.Event()
+
+    def listener(name):
+        def on_event(event):
+            stats = engine.stats()
+            seen.append((stats["running"], stats["queued"]))
+            token_ids[name] = token_ids.get(name, []) + event.token_ids
+            logprobs[name] = logprobs.get(name, []) + (event.logprobs or [])
+            if isinstance(event, Finish):
+                finishes[name] = event
+                if len(finishes) == len(jobs) + 1:
+                    ended.set()
+                return
+            texts[name] = texts.get(name, "") + event.text
+            if name == "long" and not request_ids.get("submitted"):  # the others arrive while it runs
+                request_ids["submitted"] = True
+                for i, (ids, params) in jobs.items():
+                    request_ids[i] = engine.submit(ids, params, listener(i), listener(i))
+            if name == 0 and not request_ids.get("cancelled"):
+                request_ids["cancelled"] = True
+                engine.cancel(request_ids["long"])
+        return on_event
+
+    try:
+        # unless cancelled, 400 tokens (no EOS within them)
+        request_ids["long"] = engine.submit(model.tokenize(PROMPTS[5]),
+                                            SamplingParams(max_tokens=400, temperature=1.5, seed=3),
+                                            listener("long"), listener("long"))
+        assert ended.wait(120)
+    finally:
+        assert engine.close(30)
+    assert finishes["long"].reason == "cancelled" and finishes["long"].completion_tokens < 400
+    assert max(running for running, _ in seen) == 3
+    assert max(queued for _, queued in seen) >= 1
+    for i in jobs:
+        assert finishes[i].reason in ("stop", "length") and finishes[i].completion_tokens == len(token_ids[i])
+        assert (texts.get(i, ""), token_ids[i], logprobs[i]) == expected[i], i
+    assert engine.stats()["running"] == 0
+
+
 def test_prompt_caching_reuses_the_previous_turn(client, model):
     first = chat("Who goes there?", system="A watchman on the walls, one turn of a test.")
     answer = client.chat.completions.create(model=MODEL_NAME, messages=first, max_tokens=24, temperature=0)
@@ -509,7 +595,8 @@ def test_health_is_503_while_the_model_loads_and_prompt_caching_can_be_off(model
 
 
 def test_api_key_and_a_full_queue():
-    process = ServerProcess("--threads", "1", "--api-key", "s3cret", "--max-queue", "1", "--model-name", "bard")
+    process = ServerProcess("--threads", "1", "--api-key", "s3cret", "--max-sequences", "1", "--max-queue", "1",
+                            "--model-name", "bard")
     try:
         assert process.get("/health").status_code == 200  # probes need no key
         assert error_of(process.get("/v1/models"), 401)["code"] == "invalid_api_key"
@@ -574,9 +661,9 @@ def test_graceful_shutdown_finishes_or_cancels_and_exits_0():
 
 
 def test_shutdown_cancels_what_outlasts_the_timeout():
-    process = ServerProcess("--threads", "1", "--shutdown-timeout", "0.3")
+    process = ServerProcess("--threads", "1", "--shutdown-timeout", "0.3", "--max-sequences", "1")
     # 1000 tokens each (seed 6 meets no EOS within them; seed 3 did after 392, too soon on a quiet machine): the first
-    # runs past the timeout, the second waits behind it
+    # runs past the timeout, the second waits behind it (one sequence)
     body = {"model": MODEL_NAME, "prompt": PROMPTS[5], "max_tokens": 1000, "temperature": 1.5, "seed": 6,
             "stream": True}
     events = {0: [], 1: []}
@@ -615,7 +702,9 @@ def test_an_engine_failure_fails_one_request_and_the_server_goes_on(tmp_path, mo
     with pytest.raises(zipmoe.BudgetError) as error:
         zipmoe.load(path, memory_budget=1, threads=1)
     budget = int(re.search(r"the minimum is [^(]*\((\d+) bytes\)", str(error.value)).group(1))
-    process = ServerProcess(path, "--threads", "1", "--precision", "exact", "--memory-budget", budget)
+    # the minimum budget holds the KV cache of one sequence
+    process = ServerProcess(path, "--threads", "1", "--precision", "exact", "--memory-budget", budget,
+                            "--max-sequences", "1")
     original = path.read_bytes()
     body = {"prompt": PROMPTS[1], "max_tokens": 24, "temperature": 0}
     expected = model.generate(PROMPTS[1], max_new_tokens=24, temperature=0)

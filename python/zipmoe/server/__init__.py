@@ -4,7 +4,7 @@
 
 Endpoints: POST /v1/chat/completions and /v1/completions (plain and streamed as server-sent events),
 GET /v1/models, GET /health (503 while the model loads), GET /metrics (Prometheus), POST /tokenize and /detokenize.
-The modules: engine.py (the model's sequences behind one small class, the seam for the batch scheduler),
+The modules: engine.py (the requests as sequences of one batch: the native batch scheduler on a context of the model),
 protocol.py (OpenAI's request and response shapes), metrics.py, app.py (the Starlette application). ``import zipmoe``
 does not import this package: the core stays free of the web stack.
 """

@@ -17,30 +17,25 @@ exactly one finish) on the engine's thread, or, for a request cancelled before i
 cancelled it; they must return quickly and must not call the engine's waiting method (``close``). An exception a
 callback raises is logged and does not disturb the engine.
 
-How it works today: the current :class:`zipmoe.Model` holds one sequence and raises BusyError on concurrent use,
-so one worker thread takes the queued requests one at a time, first come first served, and runs each with
-``Model.generate(stream=True)``. ``max_sequences`` is recorded but cannot take effect. Prompt caching is the
-model's own: ``generate`` evaluates only the part of a prompt past the tokens its KV cache already holds (the
-previous turn of a chat, when that chat's request came last), and ``Finish.cached_tokens`` reports them. The
-answers do not depend on the queue: each request runs alone, greedy or seeded, exactly as ``Model.generate`` with
-the same arguments (with ``precision="exact"`` also whether or not its prompt was cached; with "fast", a prompt
-evaluated in two parts may differ in the last bits, see README "Logits from Python").
+How it works: the engine owns one context of the model with ``max_sequences`` sequences and runs the native batch
+scheduler on it (``_core.BatchScheduler``, include/zipmoe/generate.h) on the engine's thread: between two forward
+steps, requests waiting in the queue join the running batch while a sequence is free, cancelled ones are stopped,
+and ended ones leave it; every step decodes the next token of each running sequence (and chunks of the prompts of
+those starting) and shares each expert fetch among them. Requests beyond ``max_sequences`` wait in the engine's
+queue, first come first served. Each step's text pieces go out with the token ids (and logprobs) sampled since the
+request's previous piece.
 
-What changes when the batch scheduler lands (nothing outside this module needs to):
-  1. ``__init__``: create the scheduler on the model with ``max_sequences`` (and contexts for prompt caching),
-     and start its run loop on the engine's thread in place of ``_work``.
-  2. ``submit``: keep the queue bound (QueueFullError) and the closed check; hand the prompt ids and the
-     SamplingParams to the scheduler's submit, with callbacks that build :class:`Piece` and :class:`Finish`
-     from the scheduler's pieces, token ids, logprobs, finish reason, token counts and timings. The scheduler
-     must therefore support everything SamplingParams holds: frequency_penalty and logprobs included
-     (``zipmoe::token_logprobs`` in include/zipmoe/sampler.h computes the latter from a logits row).
-  3. ``cancel``: the scheduler's cancel (a running sequence stops at its next step).
-  4. Prompt caching: the scheduler keeps the KV of finished conversations in idle contexts, counted against the
-     memory budget and dropped least recently used first; a new request takes the context holding the longest
-     prefix of its prompt and reports the reused tokens as cached_tokens. ``cache_key`` (OpenAI's
-     prompt_cache_key, else the user field) is the hint of which conversation a request continues. With
-     ``prompt_cache=False`` every request starts from an empty context (as ``_generate`` resets the model today).
-  5. ``stats``: running is the scheduler's running count; ``drain`` cancels through the scheduler.
+Prompt caching is the scheduler's: a joining request takes the free sequence that holds the longest proper prefix
+of its prompt (what the previous turn of the same chat left there), so only the rest is evaluated, and
+``Finish.cached_tokens`` reports the reused tokens. With ``prompt_cache=False`` a sequence is emptied when a
+request takes it. ``cache_key`` is recorded but not used: the longest held prefix is what picks the sequence. The
+KV of finished conversations stays in their sequences until a request takes them (it is not yet dropped least
+recently used under the memory budget).
+
+The answers do not depend on what else runs: greedy or seeded, each is exactly what ``Model.generate`` gives alone
+with the same arguments (with ``precision="exact"`` bit for bit, whether batched with others or not and whether
+or not its prompt was cached; with "fast", a prompt evaluated in parts may differ in the last bits, see README
+"Logits from Python").
 """
 
 from __future__ import annotations
@@ -52,6 +47,8 @@ import logging
 import threading
 import time
 from typing import Callable, Sequence
+
+import numpy as np
 
 from .. import _core
 
@@ -131,6 +128,12 @@ class _Request:
     cache_key: str | None
     submitted: float
     cancelled: bool = False
+    # once it joined the batch: its id in the scheduler, when it joined, the seed it runs with, and how many of
+    # its token ids the pieces handed out so far
+    slot: int | None = None
+    started: float = 0.0
+    seed: int | None = None
+    delivered: int = 0
 
 
 class Engine:
@@ -140,6 +143,11 @@ class Engine:
         if max_sequences < 1 or max_queue < 1:
             raise _core.InvalidArgumentError("max_sequences and max_queue must be >= 1")
         self._model = model
+        # the sequences the batch runs on, nothing else uses them: one is the model's default context (its KV
+        # cache is counted at load), more a context of their own (its KV caches taken from the budget now:
+        # BudgetError when they do not fit)
+        self._context = model.default_context if max_sequences == 1 else \
+            model.new_context(max_sequences=max_sequences)
         self.max_sequences = max_sequences
         self.max_queue = max_queue
         self.prompt_cache = prompt_cache  # False: every prompt is evaluated whole (a baseline for measurements)
@@ -147,10 +155,13 @@ class Engine:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._queue: collections.deque[_Request] = collections.deque()
-        self._running: _Request | None = None
+        self._running: dict[int, _Request] = {}  # in the batch, by request id (at most max_sequences)
+        self._batch = None  # the scheduler while anything runs (the engine's thread alone uses it)
         self._closed = False
         self._cache_hits = 0
         self._cached_tokens = 0
+        self._steps = 0  # forward steps of the batch
+        self._sequence_steps = 0  # the sequences those steps decoded, summed (over _steps: the mean batch)
         self._thread = threading.Thread(target=self._work, name="zipmoe-engine", daemon=True)
         self._thread.start()
 
@@ -171,26 +182,29 @@ class Engine:
         return request.id
 
     def cancel(self, request_id: int) -> None:
-        """Stops a request: a queued one is finished as cancelled at once, a running one after its next token.
+        """Stops a request: a queued one is finished as cancelled at once, a running one at the next step.
         Unknown or finished ids are ignored."""
         with self._lock:
-            if self._running is not None and self._running.id == request_id:
-                self._running.cancelled = True
+            running = self._running.get(request_id)
+            if running is not None:
+                running.cancelled = True
                 return
             request = next((r for r in self._queue if r.id == request_id), None)
             if request is None:
                 return
             self._queue.remove(request)
-        self._finish(request, Finish("cancelled", len(request.prompt_ids), seed=request.params.seed,
-                                     queue_seconds=time.perf_counter() - request.submitted))
+        self._call(request.on_finish, Finish("cancelled", len(request.prompt_ids), seed=request.params.seed,
+                                             queue_seconds=time.perf_counter() - request.submitted))
 
     def stats(self) -> dict:
-        """queued, running, max_sequences, max_queue, prompt_cache_hits (requests that reused a cached prefix)
-        and cached_prompt_tokens (tokens they reused), since start."""
+        """queued, running (sequences in the batch), max_sequences, max_queue; since start: prompt_cache_hits
+        (requests that reused a cached prefix), cached_prompt_tokens (tokens they reused), steps (forward steps
+        of the batch) and sequence_steps (the sequences each step decoded, summed)."""
         with self._lock:
-            return {"queued": len(self._queue), "running": int(self._running is not None),
+            return {"queued": len(self._queue), "running": len(self._running),
                     "max_sequences": self.max_sequences, "max_queue": self.max_queue,
-                    "prompt_cache_hits": self._cache_hits, "cached_prompt_tokens": self._cached_tokens}
+                    "prompt_cache_hits": self._cache_hits, "cached_prompt_tokens": self._cached_tokens,
+                    "steps": self._steps, "sequence_steps": self._sequence_steps}
 
     def drain(self, grace_seconds: float) -> None:
         """Refuses new requests, cancels the queued ones now and what still runs after ``grace_seconds``.
@@ -201,7 +215,7 @@ class Engine:
             self._queue.clear()
             self._wake.notify_all()
         for request in waiting:
-            self._finish(request, Finish("cancelled", len(request.prompt_ids), seed=request.params.seed))
+            self._call(request.on_finish, Finish("cancelled", len(request.prompt_ids), seed=request.params.seed))
         timer = threading.Timer(grace_seconds, self._cancel_running)
         timer.daemon = True
         timer.start()
@@ -212,77 +226,114 @@ class Engine:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    # ---- the worker ------------------------------------------------------------------------------------------
+    # ---- the engine's thread ---------------------------------------------------------------------------------
     def _cancel_running(self) -> None:
         with self._lock:
-            if self._running is not None:
-                self._running.cancelled = True
+            for request in self._running.values():
+                request.cancelled = True
 
     def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._closed:
-                    self._wake.wait()
-                if not self._queue:
-                    return
-                request = self._running = self._queue.popleft()
-            try:
-                finish = self._generate(request)
-            finally:
-                with self._lock:
-                    self._running = None
-            self._finish(request, finish)
-
-    def _generate(self, request: _Request) -> Finish:
-        params = request.params
-        started = time.perf_counter()
-        delivered = 0
-        pieces = None
         try:
-            if not self.prompt_cache:
-                self._model.reset()
-            pieces = self._model.generate(
-                request.prompt_ids, max_new_tokens=params.max_tokens, temperature=params.temperature,
-                top_p=params.top_p, top_k=params.top_k, min_p=params.min_p,
-                repetition_penalty=params.repetition_penalty, presence_penalty=params.presence_penalty,
-                frequency_penalty=params.frequency_penalty, seed=params.seed, stop=list(params.stop) or None,
-                logprobs=params.logprobs, stream=True)
-            for text in pieces:
-                record = self._model.last_generation_stats
-                token_ids = record["token_ids"]
-                logprobs = record["logprobs"]
-                self._call(request.on_piece, Piece(text, token_ids[delivered:],
-                                                   None if logprobs is None else logprobs[delivered:]))
-                delivered = len(token_ids)
-                if request.cancelled:
-                    break
-        except Exception as error:  # noqa: BLE001 - one request's failure must not stop the engine
-            # generate() checks its arguments before it returns the stream: without one, nothing ran
-            record = {} if pieces is None else self._model.last_generation_stats
-            return self._finished(request, record, started, delivered, "error", error)
+            while True:
+                with self._lock:
+                    while not self._queue and not self._running and not self._closed:
+                        self._wake.wait()
+                    if not self._queue and not self._running:
+                        return
+                    joining = []
+                    while self._queue and len(self._running) < self.max_sequences:
+                        request = self._queue.popleft()
+                        self._running[request.id] = request
+                        joining.append(request)
+                    cancelled = [r for r in self._running.values() if r.cancelled and r.slot is not None]
+                for request in cancelled:
+                    self._batch.cancel(request.slot)
+                for request in joining:
+                    self._join(request)
+                self._step()
         finally:
-            if pieces is not None:
-                pieces.close()
-        return self._finished(request, self._model.last_generation_stats, started, delivered,
-                              "cancelled" if request.cancelled else None, None)
+            if self._batch is not None:
+                self._batch.close()
 
-    def _finished(self, request: _Request, record: dict, started: float, delivered: int, reason: str | None,
-                  error: BaseException | None) -> Finish:
-        token_ids = record.get("token_ids") or []
-        logprobs = record.get("logprobs")
-        cached = record.get("reused_prompt_tokens", 0)
-        if reason is None:
-            reason = _FINISH_REASONS.get(record.get("finish_reason"), "stop")
+    def _join(self, request: _Request) -> None:
+        """Adds a request to the batch (it starts at the next step), with the arguments Model.generate would
+        run it with; a request they refuse finishes with an error."""
+        request.started = time.perf_counter()
+        params = request.params
+        try:
+            run = self._model._generation_request(request.prompt_ids, dict(
+                max_new_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
+                top_k=params.top_k, min_p=params.min_p, repetition_penalty=params.repetition_penalty,
+                presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
+                seed=params.seed, stop=list(params.stop) or None, logprobs=params.logprobs))
+            if self._batch is None:
+                self._batch = self._context.batch_scheduler(reuse_prefixes=self.prompt_cache)
+            request.slot = self._batch.add(
+                np.asarray(run.prompt_ids, dtype=np.int64), seed=run.seed, max_new_tokens=run.max_new_tokens,
+                stop=run.stops, skip_special_tokens=run.skip_special_tokens, logprobs=run.logprobs, **run.sampling)
+            request.seed = run.seed
+        except Exception as error:  # noqa: BLE001 - one request's failure must not stop the engine
+            self._leave(request, Finish("error", len(request.prompt_ids), error=error, seed=params.seed,
+                                        queue_seconds=request.started - request.submitted))
+
+    def _step(self) -> None:
+        """One forward step of the batch; hands out the pieces it made final and the finishes of the requests
+        that ended."""
+        failure = None
+        texts: dict[int, list] = {}
+        if self._batch is not None:
+            with self._lock:
+                self._steps += 1
+                self._sequence_steps += sum(1 for r in self._running.values()
+                                            if r.slot is not None and not r.cancelled)
+            try:
+                for slot, text in self._batch.step() or ():
+                    texts.setdefault(slot, []).append(text)
+            except Exception as error:  # noqa: BLE001 - the scheduler cancelled that step's sequences: they fail
+                failure = error
+        with self._lock:
+            running = [r for r in self._running.values() if r.slot is not None]
+        for request in running:
+            if request.slot in texts:
+                record = self._batch.stats_since(request.slot, request.delivered)
+                self._call(request.on_piece, Piece("".join(texts[request.slot]), record["token_ids"],
+                                                   self._logprobs(request, record)))
+                request.delivered += len(record["token_ids"])
+            if self._batch.done(request.slot):
+                self._leave(request, self._finished(request, failure))
+        with self._lock:
+            idle = not self._running
+        if idle and self._batch is not None:
+            # a new scheduler for the next requests: this one's records of every request end here (the
+            # sequences keep what they hold, for prompt caching)
+            self._batch.close()
+            self._batch = None
+
+    def _finished(self, request: _Request, failure: BaseException | None) -> Finish:
+        record = self._batch.stats_since(request.slot, request.delivered)
+        reason = _FINISH_REASONS.get(record["finish_reason"])
+        error = None
+        if reason is None and request.cancelled:
+            reason = "cancelled"
+        elif reason is None:  # cancelled by the scheduler: its step failed
+            reason, error = "error", failure or _core.ZipMoEError("the generation was stopped")
+        cached = record["reused_prompt_tokens"]
         if reason != "error" and cached:
             with self._lock:
                 self._cache_hits += 1
                 self._cached_tokens += cached
-        return Finish(reason, len(request.prompt_ids), cached, len(token_ids), token_ids[delivered:],
-                      None if logprobs is None else logprobs[delivered:], error, record.get("seed"),
-                      queue_seconds=started - request.submitted, prompt_seconds=record.get("prompt_seconds", 0.0),
-                      generation_seconds=record.get("generation_seconds", 0.0))
+        return Finish(reason, len(request.prompt_ids), cached, request.delivered + len(record["token_ids"]),
+                      record["token_ids"], self._logprobs(request, record), error, request.seed,
+                      queue_seconds=request.started - request.submitted, prompt_seconds=record["prompt_seconds"],
+                      generation_seconds=record["generation_seconds"])
 
-    def _finish(self, request: _Request, finish: Finish) -> None:
+    @staticmethod
+    def _logprobs(request: _Request, record: dict) -> list | None:
+        return None if request.params.logprobs is None else record["logprobs"]
+
+    def _leave(self, request: _Request, finish: Finish) -> None:
+        with self._lock:
+            self._running.pop(request.id, None)
         self._call(request.on_finish, finish)
 
     @staticmethod

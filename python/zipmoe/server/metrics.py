@@ -72,6 +72,11 @@ class _EngineCollector:
         yield GaugeMetricFamily("zipmoe_running_sequences", "Sequences being generated", engine.get("running", 0))
         yield GaugeMetricFamily("zipmoe_max_sequences", "Sequences decoded together at most (--max-sequences)",
                                 engine.get("max_sequences", 0))
+        yield CounterMetricFamily("zipmoe_batch_steps", "Forward steps the batch of sequences ran",
+                                  engine.get("steps", 0))
+        yield CounterMetricFamily("zipmoe_batch_sequence_steps", "Sequences each forward step decoded, summed "
+                                  "(divided by zipmoe_batch_steps_total: the mean batch)",
+                                  engine.get("sequence_steps", 0))
         yield GaugeMetricFamily("zipmoe_memory_budget_bytes", "The memory budget (0: none, every expert resident)",
                                 self.memory_budget)
         if self.model is None:
