@@ -405,7 +405,9 @@ def test_ctrl_c_stops_a_native_generation_between_tokens(model):
     # a real SIGINT while the native loop runs without the GIL: Python's handler raises KeyboardInterrupt at the
     # loop's next per-token check, and the model stays usable
     expected = model.generate("hello there", max_new_tokens=8, temperature=0)
-    context = model.default_context
+    # a context of its own: the default one may still be held by a stream an earlier test left open, and
+    # model.generate would then run on a private context without this hook
+    context = model.new_context()
     started, sending = threading.Event(), threading.Event()
 
     def first_token():
@@ -427,14 +429,14 @@ def test_ctrl_c_stops_a_native_generation_between_tokens(model):
     sender.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            model.generate("hello there", max_new_tokens=model.max_context - 8, temperature=1.0, seed=1)
+            context.generate("hello there", max_new_tokens=model.max_context - 8, temperature=1.0, seed=1)
     finally:
         context._keep_going = None
         sender.join(60)
-    stats = model.last_generation_stats
+    stats = context.last_generation_stats
     assert stats["finish_reason"] == "interrupted" and 0 < stats["generated_tokens"] < model.max_context - 8
-    assert model.position == 0
-    assert model.generate("hello there", max_new_tokens=8, temperature=0) == expected
+    assert context.position == 0
+    assert context.generate("hello there", max_new_tokens=8, temperature=0) == expected
 
 
 def test_a_keep_going_hook_returning_false_cancels(model):
