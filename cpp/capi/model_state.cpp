@@ -5,7 +5,6 @@
 #include <limits>
 
 #include "common/cpu_features.h"
-#include "format/container_file.h"
 
 namespace zipmoe::capi {
 
@@ -66,10 +65,7 @@ std::shared_ptr<ModelState> ModelState::load(const std::string& path, const Mode
   state->architecture = info.architecture;
   state->config_json = info.config_json;
   state->isa = isa_name(state->model.isa());
-  // The metadata is read once more from the file: the engine keeps only the config of it.
-  std::unique_ptr<format::ContainerFile> file;
-  throw_if_error(format::ContainerFile::open(path, IoMode::kPread, &file));
-  state->read_metadata(file->metadata());
+  state->read_metadata(state->model.metadata_json());
   return state;
 }
 
